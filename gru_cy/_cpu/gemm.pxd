@@ -1,0 +1,53 @@
+# The engine's gemm: row-major C (M, N) = alpha * op(A) @ op(B) + beta * C.
+# op(A) is (M, K): A stored (M, K) with row stride lda, or (K, M) when transA.
+# op(B) is (K, N): B stored (K, N) with row stride ldb, or (N, K) when transB.
+# beta == 0 overwrites C without reading it.  Each element's k-sum runs in a
+# fixed order on one thread, so results do not depend on nthreads.
+from cython cimport floating
+
+cdef void sgemm(float* C, const float* A, const float* B,
+                Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                bint transA, bint transB, float alpha, float beta,
+                int nthreads) noexcept nogil
+
+cdef void dgemm(double* C, const double* A, const double* B,
+                Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                bint transA, bint transB, double alpha, double beta,
+                int nthreads) noexcept nogil
+
+# gemm_mode: 0 = native (ours), 1 = SciPy's BLAS (scipy.linalg.cython_blas).
+cdef inline void gemm(floating* C, const floating* A, const floating* B,
+                      Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                      Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                      bint transA, bint transB, floating alpha, floating beta,
+                      int nthreads) noexcept nogil:
+    if floating is float:
+        sgemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
+    else:
+        dgemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
+
+
+cdef void sgemm_blas(float* C, const float* A, const float* B,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                     bint transA, bint transB, float alpha, float beta) noexcept nogil
+
+cdef void dgemm_blas(double* C, const double* A, const double* B,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                     Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                     bint transA, bint transB, double alpha, double beta) noexcept nogil
+
+# The drivers call gemm_sel: use_blas selects SciPy's BLAS (gemm="blas").
+cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const floating* B,
+                          Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                          Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                          bint transA, bint transB, floating alpha, floating beta,
+                          int nthreads) noexcept nogil:
+    if not use_blas:
+        gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
+    elif floating is float:
+        sgemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
+    else:
+        dgemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)

@@ -1,0 +1,925 @@
+# cython: language_level=3
+"""The GRU kernels and the forward/backward step drivers of the CPU engine.
+
+Tiers, as in scikit-learn's Cython:
+
+1. ``cdef ... noexcept nogil`` kernels on raw pointers, one per name in
+   ``gru_cy.kernels.KERNELS`` (same argument order as the CUDA twins, plus a
+   trailing ``nthreads``).
+2. ``_forward`` / ``_backward``: the step loops, in C, with no Python per step.
+3. ``Engine``: holds the pointers of one layer's storage and its caches; the
+   lean per-call path used by ``gru_cy.layer.GRU``.
+4. ``py_<name>``: thin wrappers for the tests (the CUDA emulation compares
+   every kernel against these).
+
+Sizes: T steps, B batch, I inputs, H outputs.  Gate blocks are [z | r | h].
+Parameter storage (``theta``, flat): U (3H, I) rows [uz; ur; uh], W (3H, H)
+rows [wz; wr; wh], biases (6, H) rows [uz, ur, uh, wz, wr, wh], then with BN
+scales (6, H) in the same order.  ``rolling``: (2, 6, H) mean then variance.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport sqrt
+from libc.string cimport memcpy, memset
+cimport numpy as cnp
+import numpy as np
+
+from gru_cy._cpu.common cimport (team, logistic, gate_act, gate_grad, gru_max_threads,
+                                 gru_have_openmp)
+from gru_cy._cpu.gemm cimport gemm_sel
+
+cnp.import_array()
+
+cdef double BN_EPS = 1e-6
+
+
+# ---------------------------------------------------------------- forward ---
+
+cdef void bias_forward(floating* Y, const floating* bias, Py_ssize_t R, Py_ssize_t C,
+                       Py_ssize_t ldy, int nthreads) noexcept nogil:
+    # Y (R, C; ld ldy) += bias (C,) on every row.
+    cdef Py_ssize_t i, j
+    cdef int nt = team(R, R * C, nthreads)
+    if nt == 1:
+        for i in range(R):
+            for j in range(C):
+                Y[i * ldy + j] += bias[j]
+    else:
+        for i in prange(R, nogil=True, schedule="static", num_threads=nt):
+            for j in range(C):
+                Y[i * ldy + j] += bias[j]
+
+
+cdef void bn_forward_train(floating* Y, floating* vhat, floating* sd,
+                           floating* rolling_mean, floating* rolling_variance,
+                           const floating* scales, const floating* biases,
+                           Py_ssize_t G, Py_ssize_t B, Py_ssize_t C, Py_ssize_t ld,
+                           int nthreads) noexcept nogil:
+    # Y, vhat: G groups of B rows, element (g, b, c) at [(g*B + b)*ld + c];
+    # sd: [g*ld + c].  Darknet's training BN over the B rows of each group.
+    cdef Py_ssize_t c
+    cdef int nt = team(C, G * B * C, nthreads)
+    if nt == 1:
+        for c in range(C):
+            _bn_train_column(Y, vhat, sd, rolling_mean, rolling_variance, scales,
+                             biases, G, B, ld, c)
+    else:
+        for c in prange(C, nogil=True, schedule="static", num_threads=nt):
+            _bn_train_column(Y, vhat, sd, rolling_mean, rolling_variance, scales,
+                             biases, G, B, ld, c)
+
+
+cdef inline void _bn_train_column(floating* Y, floating* vhat, floating* sd,
+                                  floating* rolling_mean, floating* rolling_variance,
+                                  const floating* scales, const floating* biases,
+                                  Py_ssize_t G, Py_ssize_t B, Py_ssize_t ld,
+                                  Py_ssize_t c) noexcept nogil:
+    cdef Py_ssize_t g, b, k
+    cdef double mu, var, dev, d
+    cdef floating v
+    for g in range(G):
+        mu = 0
+        for b in range(B):
+            mu += Y[(g * B + b) * ld + c]
+        mu /= B
+        var = 0
+        for b in range(B):
+            dev = Y[(g * B + b) * ld + c] - mu
+            var += dev * dev
+        var /= (B - 1)
+        d = sqrt(var) + BN_EPS
+        for b in range(B):
+            k = (g * B + b) * ld + c
+            v = <floating>((Y[k] - mu) / d)
+            vhat[k] = v
+            Y[k] = scales[c] * v + biases[c]
+        sd[g * ld + c] = <floating>sqrt(var)
+        rolling_mean[c] = <floating>(0.99 * rolling_mean[c] + 0.01 * mu)
+        rolling_variance[c] = <floating>(0.99 * rolling_variance[c] + 0.01 * var)
+
+
+cdef void bn_forward_infer(floating* Y, const floating* rolling_mean,
+                           const floating* rolling_variance, const floating* scales,
+                           const floating* biases, Py_ssize_t R, Py_ssize_t C,
+                           Py_ssize_t ldy, int nthreads) noexcept nogil:
+    # Y (R, C; ld ldy) = scales*(Y - rolling_mean)/(sqrt(rolling_variance) + eps) + biases.
+    cdef Py_ssize_t i, j
+    cdef int nt = team(R, R * C, nthreads)
+    if nt == 1:
+        for i in range(R):
+            for j in range(C):
+                Y[i * ldy + j] = <floating>(scales[j] * (Y[i * ldy + j] - rolling_mean[j])
+                                            / (sqrt(rolling_variance[j]) + BN_EPS) + biases[j])
+    else:
+        for i in prange(R, nogil=True, schedule="static", num_threads=nt):
+            for j in range(C):
+                Y[i * ldy + j] = <floating>(scales[j] * (Y[i * ldy + j] - rolling_mean[j])
+                                            / (sqrt(rolling_variance[j]) + BN_EPS) + biases[j])
+
+
+cdef inline void _darknet_gates_row(floating* z, floating* r, floating* s,
+                                    const floating* xp, const floating* hp,
+                                    const floating* hprev, Py_ssize_t H) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating rj
+    for j in range(H):
+        z[j] = logistic(xp[j] + hp[j])
+        rj = logistic(xp[H + j] + hp[H + j])
+        r[j] = rj
+        s[j] = rj * hprev[j]
+
+
+cdef void gru_darknet_gates_forward(floating* z, floating* r, floating* s,
+                                    const floating* xp, const floating* hp,
+                                    const floating* hprev, Py_ssize_t B, Py_ssize_t H,
+                                    Py_ssize_t ldx, Py_ssize_t ldh,
+                                    int nthreads) noexcept nogil:
+    # z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r * hprev.  All (B, H).
+    cdef Py_ssize_t b
+    cdef int nt = team(B, B * H, nthreads)
+    if nt == 1:
+        for b in range(B):
+            _darknet_gates_row(z + b * H, r + b * H, s + b * H, xp + b * ldx,
+                               hp + b * ldh, hprev + b * H, H)
+    else:
+        for b in prange(B, nogil=True, schedule="static", num_threads=nt):
+            _darknet_gates_row(z + b * H, r + b * H, s + b * H, xp + b * ldx,
+                               hp + b * ldh, hprev + b * H, H)
+
+
+cdef inline void _darknet_state_row(floating* c, floating* h, const floating* xp,
+                                    const floating* hp, const floating* z,
+                                    const floating* hprev, Py_ssize_t H,
+                                    int act) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating cj
+    for j in range(H):
+        cj = gate_act(xp[j] + hp[j], act)
+        c[j] = cj
+        h[j] = z[j] * hprev[j] + (1 - z[j]) * cj
+
+
+cdef void gru_darknet_state_forward(floating* c, floating* h, const floating* xp,
+                                    const floating* hp, const floating* z,
+                                    const floating* hprev, Py_ssize_t B, Py_ssize_t H,
+                                    Py_ssize_t ldx, Py_ssize_t ldh, int act,
+                                    int nthreads) noexcept nogil:
+    # c = act(xp_h + hp_h); h = z*hprev + (1 - z)*c.  xp, hp point at column 2H.
+    cdef Py_ssize_t b
+    cdef int nt = team(B, B * H, nthreads)
+    if nt == 1:
+        for b in range(B):
+            _darknet_state_row(c + b * H, h + b * H, xp + b * ldx, hp + b * ldh,
+                               z + b * H, hprev + b * H, H, act)
+    else:
+        for b in prange(B, nogil=True, schedule="static", num_threads=nt):
+            _darknet_state_row(c + b * H, h + b * H, xp + b * ldx, hp + b * ldh,
+                               z + b * H, hprev + b * H, H, act)
+
+
+cdef inline void _reset_after_row(floating* z, floating* r, floating* q, floating* c,
+                                  floating* h, const floating* xp, const floating* hp,
+                                  const floating* hprev, Py_ssize_t H,
+                                  int act) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating zj, rj, cj
+    for j in range(H):
+        zj = logistic(xp[j] + hp[j])
+        rj = logistic(xp[H + j] + hp[H + j])
+        cj = gate_act(xp[2 * H + j] + rj * hp[2 * H + j], act)
+        z[j] = zj
+        r[j] = rj
+        c[j] = cj
+        h[j] = zj * hprev[j] + (1 - zj) * cj
+    if q != NULL:
+        for j in range(H):
+            q[j] = hp[2 * H + j]
+
+
+cdef void gru_reset_after_forward(floating* z, floating* r, floating* q, floating* c,
+                                  floating* h, const floating* xp, const floating* hp,
+                                  const floating* hprev, Py_ssize_t B, Py_ssize_t H,
+                                  Py_ssize_t ldx, Py_ssize_t ldh, int act,
+                                  int nthreads) noexcept nogil:
+    # z, r as above; q = hp_h; c = act(xp_h + r*q); h = z*hprev + (1 - z)*c.
+    cdef Py_ssize_t b
+    cdef int nt = team(B, B * H, nthreads)
+    if nt == 1:
+        for b in range(B):
+            _reset_after_row(z + b * H, r + b * H, (q + b * H) if q != NULL else NULL,
+                             c + b * H, h + b * H, xp + b * ldx, hp + b * ldh,
+                             hprev + b * H, H, act)
+    else:
+        for b in prange(B, nogil=True, schedule="static", num_threads=nt):
+            _reset_after_row(z + b * H, r + b * H, (q + b * H) if q != NULL else NULL,
+                             c + b * H, h + b * H, xp + b * ldx, hp + b * ldh,
+                             hprev + b * H, H, act)
+
+
+# --------------------------------------------------------------- backward ---
+
+cdef inline void _darknet_gates_bwd_row(floating* dau, floating* daw, floating* dh,
+                                        const floating* dy, const floating* z,
+                                        const floating* c, const floating* hprev,
+                                        Py_ssize_t H, int act) noexcept nogil:
+    # Differentiates h = z*hprev + (1 - z)*c and c = act(uh(x) + wh(s)).
+    cdef Py_ssize_t j
+    cdef floating g, zj, daz, dah
+    for j in range(H):
+        g = dh[j] + (dy[j] if dy != NULL else 0)
+        zj = z[j]
+        daz = g * (hprev[j] - c[j]) * zj * (1 - zj)
+        dah = g * (1 - zj) * gate_grad(c[j], act)
+        dau[j] = daz
+        daw[j] = daz
+        dau[2 * H + j] = dah
+        daw[2 * H + j] = dah
+        dh[j] = g * zj
+
+
+cdef void gru_darknet_gates_backward(floating* dau, floating* daw, floating* dh,
+                                     const floating* dy, const floating* z,
+                                     const floating* c, const floating* hprev,
+                                     Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldd, int act,
+                                     int nthreads) noexcept nogil:
+    # g = dy + dh; dau/daw columns [0:H] = daz, [2H:3H] = dah; dh = g*z.
+    cdef Py_ssize_t b
+    cdef int nt = team(B, B * H, nthreads)
+    if nt == 1:
+        for b in range(B):
+            _darknet_gates_bwd_row(dau + b * ldd, daw + b * ldd, dh + b * H,
+                                   (dy + b * H) if dy != NULL else NULL,
+                                   z + b * H, c + b * H, hprev + b * H, H, act)
+    else:
+        for b in prange(B, nogil=True, schedule="static", num_threads=nt):
+            _darknet_gates_bwd_row(dau + b * ldd, daw + b * ldd, dh + b * H,
+                                   (dy + b * H) if dy != NULL else NULL,
+                                   z + b * H, c + b * H, hprev + b * H, H, act)
+
+
+cdef inline void _darknet_reset_bwd_row(floating* dau, floating* daw, floating* dh,
+                                        const floating* ds, const floating* r,
+                                        const floating* hprev, Py_ssize_t H) noexcept nogil:
+    # Differentiates s = r*hprev and r = sig(ur(x) + wr(hprev)).
+    cdef Py_ssize_t j
+    cdef floating rj, dar
+    for j in range(H):
+        rj = r[j]
+        dar = ds[j] * hprev[j] * rj * (1 - rj)
+        dau[j] = dar
+        daw[j] = dar
+        dh[j] += ds[j] * rj
+
+
+cdef void gru_darknet_reset_backward(floating* dau, floating* daw, floating* dh,
+                                     const floating* ds, const floating* r,
+                                     const floating* hprev, Py_ssize_t B, Py_ssize_t H,
+                                     Py_ssize_t ldd, int nthreads) noexcept nogil:
+    # dau/daw point at column H: dar = ds*hprev*r*(1 - r); dh += ds*r.
+    cdef Py_ssize_t b
+    cdef int nt = team(B, B * H, nthreads)
+    if nt == 1:
+        for b in range(B):
+            _darknet_reset_bwd_row(dau + b * ldd, daw + b * ldd, dh + b * H,
+                                   ds + b * H, r + b * H, hprev + b * H, H)
+    else:
+        for b in prange(B, nogil=True, schedule="static", num_threads=nt):
+            _darknet_reset_bwd_row(dau + b * ldd, daw + b * ldd, dh + b * H,
+                                   ds + b * H, r + b * H, hprev + b * H, H)
+
+
+cdef inline void _reset_after_bwd_row(floating* dau, floating* daw, floating* dh,
+                                      const floating* dy, const floating* z,
+                                      const floating* r, const floating* q,
+                                      const floating* c, const floating* hprev,
+                                      Py_ssize_t H, int act) noexcept nogil:
+    # Differentiates c = act(uh(x) + r*q), q = wh(hprev), and the z/r gates.
+    cdef Py_ssize_t j
+    cdef floating g, zj, rj, daz, dah
+    for j in range(H):
+        g = dh[j] + (dy[j] if dy != NULL else 0)
+        zj = z[j]
+        rj = r[j]
+        daz = g * (hprev[j] - c[j]) * zj * (1 - zj)
+        dah = g * (1 - zj) * gate_grad(c[j], act)
+        dau[j] = daz
+        daw[j] = daz
+        dau[H + j] = dah * q[j] * rj * (1 - rj)
+        daw[H + j] = dau[H + j]
+        dau[2 * H + j] = dah
+        daw[2 * H + j] = dah * rj
+        dh[j] = g * zj
+
+
+cdef void gru_reset_after_backward(floating* dau, floating* daw, floating* dh,
+                                   const floating* dy, const floating* z,
+                                   const floating* r, const floating* q,
+                                   const floating* c, const floating* hprev,
+                                   Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldd, int act,
+                                   int nthreads) noexcept nogil:
+    # dau = [daz|dar|dah], daw = [daz|dar|dq], dh = g*z with g = dy + dh.
+    cdef Py_ssize_t b
+    cdef int nt = team(B, B * H, nthreads)
+    if nt == 1:
+        for b in range(B):
+            _reset_after_bwd_row(dau + b * ldd, daw + b * ldd, dh + b * H,
+                                 (dy + b * H) if dy != NULL else NULL, z + b * H,
+                                 r + b * H, q + b * H, c + b * H, hprev + b * H, H, act)
+    else:
+        for b in prange(B, nogil=True, schedule="static", num_threads=nt):
+            _reset_after_bwd_row(dau + b * ldd, daw + b * ldd, dh + b * H,
+                                 (dy + b * H) if dy != NULL else NULL, z + b * H,
+                                 r + b * H, q + b * H, c + b * H, hprev + b * H, H, act)
+
+
+cdef inline void _bn_bwd_column(floating* dY, floating* dscales, floating* dbiases,
+                                const floating* vhat, const floating* sd,
+                                const floating* scales, Py_ssize_t G, Py_ssize_t B,
+                                Py_ssize_t ld, Py_ssize_t c) noexcept nogil:
+    # Differentiates out = scales*vhat + biases, vhat = (v - mu)/(sd + eps).
+    cdef Py_ssize_t g, b, k
+    cdef double gsum, gvh, mean_gv, sum_gv_vh, d, s, gv
+    for g in range(G):
+        gsum = 0
+        gvh = 0
+        for b in range(B):
+            k = (g * B + b) * ld + c
+            gsum += dY[k]
+            gvh += dY[k] * vhat[k]
+        dscales[c] += <floating>gvh
+        dbiases[c] += <floating>gsum
+        mean_gv = scales[c] * gsum / B
+        sum_gv_vh = scales[c] * gvh
+        s = sd[g * ld + c]
+        d = s + BN_EPS
+        for b in range(B):
+            k = (g * B + b) * ld + c
+            gv = scales[c] * dY[k]
+            if s > 0:
+                dY[k] = <floating>((gv - mean_gv) / d - vhat[k] * sum_gv_vh / ((B - 1) * s))
+            else:
+                dY[k] = <floating>((gv - mean_gv) / d)
+
+
+cdef void bn_backward(floating* dY, floating* dscales, floating* dbiases,
+                      const floating* vhat, const floating* sd, const floating* scales,
+                      Py_ssize_t G, Py_ssize_t B, Py_ssize_t C, Py_ssize_t ld,
+                      int nthreads) noexcept nogil:
+    # dY: dL/d(out) in, dL/dv out; dscales, dbiases (C,) +=.  Layout as bn_forward_train.
+    cdef Py_ssize_t c
+    cdef int nt = team(C, G * B * C, nthreads)
+    if nt == 1:
+        for c in range(C):
+            _bn_bwd_column(dY, dscales, dbiases, vhat, sd, scales, G, B, ld, c)
+    else:
+        for c in prange(C, nogil=True, schedule="static", num_threads=nt):
+            _bn_bwd_column(dY, dscales, dbiases, vhat, sd, scales, G, B, ld, c)
+
+
+cdef enum:
+    COL_BLOCK = 64
+
+
+cdef void col_sum(floating* out, const floating* A, Py_ssize_t R, Py_ssize_t C,
+                  Py_ssize_t lda, int nthreads) noexcept nogil:
+    # out (C,) += column sums of A (R, C; ld lda), rows ascending.
+    cdef Py_ssize_t nb = (C + COL_BLOCK - 1) // COL_BLOCK, blk
+    cdef int nt = team(nb, R * C, nthreads)
+    if nt == 1:
+        for blk in range(nb):
+            _col_sum_block(out, A, R, C, lda, blk)
+    else:
+        for blk in prange(nb, nogil=True, schedule="static", num_threads=nt):
+            _col_sum_block(out, A, R, C, lda, blk)
+
+
+cdef inline void _col_sum_block(floating* out, const floating* A, Py_ssize_t R,
+                                Py_ssize_t C, Py_ssize_t lda, Py_ssize_t blk) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef Py_ssize_t j0 = blk * COL_BLOCK
+    cdef Py_ssize_t j1 = j0 + COL_BLOCK if j0 + COL_BLOCK < C else C
+    for i in range(R):
+        for j in range(j0, j1):
+            out[j] += A[i * lda + j]
+
+
+# ---------------------------------------------------------------- drivers ---
+
+cdef struct Dims:
+    # In = I: a C field may not be called I (complex.h defines it as a macro).
+    Py_ssize_t T, B, In, H
+    int reset_after, act, bn, use_blas, nthreads
+
+
+cdef struct Ptrs:
+    # parameters
+    void* theta
+    void* grad
+    void* rolling
+    # per call
+    void* x        # (T, B, I)
+    void* h0       # (B, H)
+    void* y        # (T, B, H): h_t; h_{t-1} = h0 at t = 0, else y[t-1]
+    # caches (train) or per-step scratch (inference)
+    void* z        # (T, B, H)
+    void* r
+    void* c
+    void* sq       # s (darknet) or q (reset_after), (T, B, H)
+    void* xp       # (T, B, 3H)
+    void* hp       # (B, 3H)
+    void* vu       # BN: (T, B, 3H) vhat of uz, ur, uh
+    void* su       # BN: (T, 3H)
+    void* vw       # BN: (T, B, 3H) vhat of wz, wr, wh
+    void* sw       # BN: (T, 3H)
+    # backward
+    void* dy       # (T, B, H)
+    void* dh       # (B, H): dstate in, dh0 out
+    void* dx       # (T, B, I)
+    void* dau      # (T, B, 3H)
+    void* daw      # (T, B, 3H)
+    void* ds       # (B, H)
+
+
+cdef inline void _sublayer_out(floating* Y, floating* vhat, floating* sd,
+                               floating* rmean, floating* rvar, const floating* scales,
+                               const floating* biases, Py_ssize_t G, Py_ssize_t B,
+                               Py_ssize_t C, Py_ssize_t ld, int bn, bint train,
+                               int nthreads) noexcept nogil:
+    # The part of a sublayer after its product: bias, or BN (train / inference).
+    if not bn:
+        bias_forward(Y, biases, G * B, C, ld, nthreads)
+    elif train:
+        bn_forward_train(Y, vhat, sd, rmean, rvar, scales, biases, G, B, C, ld, nthreads)
+    else:
+        bn_forward_infer(Y, rmean, rvar, scales, biases, G * B, C, ld, nthreads)
+
+
+cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
+    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H, t
+    cdef int nt = d.nthreads
+    cdef floating* U = theta
+    cdef floating* W = U + H3 * I
+    cdef floating* bias = W + H3 * H
+    cdef floating* scales = bias + 6 * H
+    cdef floating* rmean = <floating*>p.rolling
+    cdef floating* rvar = rmean + 6 * H
+    cdef floating* x = <floating*>p.x
+    cdef floating* y = <floating*>p.y
+    cdef floating* xp = <floating*>p.xp
+    cdef floating* hp = <floating*>p.hp
+    cdef floating* vu = <floating*>p.vu
+    cdef floating* su = <floating*>p.su
+    cdef floating* vw = NULL
+    cdef floating* sw = NULL
+    cdef floating* hprev
+    cdef floating* ht
+    cdef floating* xpt
+    cdef floating* zt
+    cdef floating* rt
+    cdef floating* ct
+    cdef floating* sqt
+    cdef Py_ssize_t step = B * H if train else 0
+    # uz, ur, uh for all T steps: xp (T*B, 3H) = x (T*B, I) @ U.T, then bias / BN.
+    gemm_sel(d.use_blas, xp, x, U, T * B, H3, I, I, I, H3, False, True,
+             <floating>1, <floating>0, nt)
+    _sublayer_out(xp, vu, su, rmean, rvar, scales, bias, T, B, H3, H3, d.bn, train, nt)
+    for t in range(T):
+        hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
+        ht = y + t * B * H
+        xpt = xp + t * B * H3
+        zt = <floating*>p.z + t * step
+        rt = <floating*>p.r + t * step
+        ct = <floating*>p.c + t * step
+        sqt = <floating*>p.sq + t * step
+        if train and d.bn:
+            vw = <floating*>p.vw + t * B * H3
+            sw = <floating*>p.sw + t * H3
+        if not d.reset_after:
+            # wz, wr: hp[:, 0:2H] = hprev @ [Wz; Wr].T
+            gemm_sel(d.use_blas, hp, hprev, W, B, 2 * H, H, H, H, H3, False, True,
+                     <floating>1, <floating>0, nt)
+            _sublayer_out(hp, vw, sw, rmean + H3, rvar + H3, scales + H3, bias + H3,
+                          1, B, 2 * H, H3, d.bn, train, nt)
+            gru_darknet_gates_forward(zt, rt, sqt, xpt, hp, hprev, B, H, H3, H3, nt)
+            # wh: hp[:, 2H:3H] = s @ Wh.T
+            gemm_sel(d.use_blas, hp + 2 * H, sqt, W + 2 * H * H, B, H, H, H, H, H3,
+                     False, True, <floating>1, <floating>0, nt)
+            _sublayer_out(hp + 2 * H, (vw + 2 * H) if vw != NULL else NULL,
+                          (sw + 2 * H) if sw != NULL else NULL, rmean + 5 * H,
+                          rvar + 5 * H, scales + 5 * H, bias + 5 * H, 1, B, H, H3,
+                          d.bn, train, nt)
+            gru_darknet_state_forward(ct, ht, xpt + 2 * H, hp + 2 * H, zt, hprev, B, H,
+                                      H3, H3, d.act, nt)
+        else:
+            # wz, wr, wh in one product: hp (B, 3H) = hprev @ W.T
+            gemm_sel(d.use_blas, hp, hprev, W, B, H3, H, H, H, H3, False, True,
+                     <floating>1, <floating>0, nt)
+            _sublayer_out(hp, vw, sw, rmean + H3, rvar + H3, scales + H3, bias + H3,
+                          1, B, H3, H3, d.bn, train, nt)
+            gru_reset_after_forward(zt, rt, sqt if train else NULL, ct, ht, xpt, hp,
+                                    hprev, B, H, H3, H3, d.act, nt)
+
+
+cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
+    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H, t
+    cdef int nt = d.nthreads
+    cdef floating one = 1
+    cdef floating* U = theta
+    cdef floating* W = U + H3 * I
+    cdef floating* scales = W + H3 * H + 6 * H
+    cdef floating* dU = <floating*>p.grad
+    cdef floating* dW = dU + H3 * I
+    cdef floating* dbias = dW + H3 * H
+    cdef floating* dscales = dbias + 6 * H
+    cdef floating* hs = <floating*>p.h0          # (T+1, B, H): h0, then y
+    cdef floating* dh = <floating*>p.dh
+    cdef floating* ds = <floating*>p.ds
+    cdef floating* dau = <floating*>p.dau
+    cdef floating* daw = <floating*>p.daw
+    cdef floating* hprev
+    cdef floating* dyt
+    cdef floating* daut
+    cdef floating* dawt
+    cdef floating* zt
+    cdef floating* rt
+    cdef floating* ct
+    cdef floating* sqt
+    cdef floating* vw
+    cdef floating* sw
+    for t in range(T - 1, -1, -1):
+        hprev = hs + t * B * H
+        dyt = (<floating*>p.dy + t * B * H) if p.dy != NULL else NULL
+        daut = dau + t * B * H3
+        dawt = daw + t * B * H3
+        zt = <floating*>p.z + t * B * H
+        rt = <floating*>p.r + t * B * H
+        ct = <floating*>p.c + t * B * H
+        sqt = <floating*>p.sq + t * B * H
+        vw = (<floating*>p.vw + t * B * H3) if d.bn else NULL
+        sw = (<floating*>p.sw + t * H3) if d.bn else NULL
+        if not d.reset_after:
+            # h = z*hprev + (1 - z)*c;  c = act(uh(x) + wh(s))
+            gru_darknet_gates_backward(daut, dawt, dh, dyt, zt, ct, hprev, B, H, H3,
+                                       d.act, nt)
+            if d.bn:
+                bn_backward(dawt + 2 * H, dscales + 5 * H, dbias + 5 * H, vw + 2 * H,
+                            sw + 2 * H, scales + 5 * H, 1, B, H, H3, nt)
+            # wh(s) = s @ Wh.T  ->  ds = dah_w @ Wh
+            gemm_sel(d.use_blas, ds, dawt + 2 * H, W + 2 * H * H, B, H, H, H3, H, H,
+                     False, False, one, <floating>0, nt)
+            # s = r*hprev;  r = sig(ur(x) + wr(hprev))
+            gru_darknet_reset_backward(daut + H, dawt + H, dh, ds, rt, hprev, B, H, H3, nt)
+            if d.bn:
+                bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, B,
+                            2 * H, H3, nt)
+            # [wz; wr](hprev) = hprev @ [Wz; Wr].T  ->  dh += [daz|dar]_w @ [Wz; Wr]
+            gemm_sel(d.use_blas, dh, dawt, W, B, H, 2 * H, H3, H, H, False, False,
+                     one, one, nt)
+        else:
+            # c = act(uh(x) + r*wh(hprev)), z, r as above
+            gru_reset_after_backward(daut, dawt, dh, dyt, zt, rt, sqt, ct, hprev, B, H,
+                                     H3, d.act, nt)
+            if d.bn:
+                bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, B,
+                            H3, H3, nt)
+            # [wz; wr; wh](hprev) = hprev @ W.T  ->  dh += daw @ W
+            gemm_sel(d.use_blas, dh, dawt, W, B, H, H3, H3, H, H, False, False, one,
+                     one, nt)
+    # u sublayers over all steps: BN (per step groups) or bias.
+    if d.bn:
+        bn_backward(dau, dscales, dbias, <floating*>p.vu, <floating*>p.su, scales, T, B,
+                    H3, H3, nt)
+    else:
+        col_sum(dbias, dau, T * B, H3, H3, nt)
+        col_sum(dbias + H3, daw, T * B, H3, H3, nt)
+    # xp = x @ U.T  ->  dx = dau @ U;  dU += dau.T @ x
+    gemm_sel(d.use_blas, <floating*>p.dx, dau, U, T * B, I, H3, H3, I, I, False, False,
+             one, <floating>0, nt)
+    gemm_sel(d.use_blas, dU, dau, <floating*>p.x, H3, I, T * B, H3, I, I, True, False,
+             one, one, nt)
+    if not d.reset_after:
+        # dWz, dWr += daw_{z,r}.T @ hprev;  dWh += daw_h.T @ s
+        gemm_sel(d.use_blas, dW, daw, hs, 2 * H, H, T * B, H3, H, H, True, False, one,
+                 one, nt)
+        gemm_sel(d.use_blas, dW + 2 * H * H, daw + 2 * H, <floating*>p.sq, H, H, T * B,
+                 H3, H, H, True, False, one, one, nt)
+    else:
+        # dW += daw.T @ hprev
+        gemm_sel(d.use_blas, dW, daw, hs, H3, H, T * B, H3, H, H, True, False, one,
+                 one, nt)
+
+
+cdef inline void* _ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def have_openmp():
+    """True when the engine was built with OpenMP."""
+    return bool(gru_have_openmp())
+
+
+def max_threads():
+    """OpenMP's current thread count (honours OMP_NUM_THREADS and threadpoolctl)."""
+    return gru_max_threads()
+
+
+cdef class Engine:
+    """One layer's CPU storage and caches; the lean per-call path.
+
+    Arrays handed in are C-contiguous, of the engine's dtype and of the sizes
+    the layer validated; this class does no validation.
+    """
+    cdef public object theta, grad, rolling
+    cdef public object cache           # dict of cache arrays (train), or None
+    cdef public object work            # dict of inference scratch, keyed by shape
+    cdef Dims d
+    cdef bint f64
+    cdef public Py_ssize_t cache_T, cache_B
+
+    def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
+                 bint reset_after, int act, bint bn, bint use_blas):
+        self.theta = theta
+        self.grad = grad
+        self.rolling = rolling
+        self.f64 = theta.dtype == np.float64
+        self.d.In = inputs
+        self.d.H = outputs
+        self.d.reset_after = reset_after
+        self.d.act = act
+        self.d.bn = bn
+        self.d.use_blas = use_blas
+        self.cache = None
+        self.work = None
+        self.cache_T = 0
+        self.cache_B = 0
+
+    def set_storage(self, theta, grad, rolling):
+        self.theta = theta
+        self.grad = grad
+        self.rolling = rolling
+
+    def invalidate(self):
+        """Drop the training cache (backward then needs a new training forward)."""
+        self.cache = None
+        self.cache_T = 0
+        self.cache_B = 0
+
+    cdef dict _scratch(self, Py_ssize_t T, Py_ssize_t B):
+        cdef dict w = self.work
+        if w is not None and w["T"] == T and w["B"] == B:
+            return w
+        H = self.d.H
+        dt = self.theta.dtype
+        w = {"T": T, "B": B,
+             "xp": np.empty((T, B, 3 * H), dt), "hp": np.empty((B, 3 * H), dt),
+             "z": np.empty((B, H), dt), "r": np.empty((B, H), dt),
+             "c": np.empty((B, H), dt), "sq": np.empty((B, H), dt),
+             "zeros": np.zeros((B, H), dt)}
+        self.work = w
+        return w
+
+    def forward(self, x, h0, y, bint train, int nthreads):
+        """x (T, B, I), h0 (B, H) or None (zeros), y (T, B, H) written.
+
+        Training keeps the cache for ``backward``; h0 is copied into it.
+        """
+        cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = self.d.H
+        cdef Ptrs p
+        cdef dict w
+        memset(&p, 0, sizeof(Ptrs))
+        self.d.T = T
+        self.d.B = B
+        self.d.nthreads = nthreads
+        p.theta = _ptr(self.theta)
+        p.rolling = _ptr(self.rolling)
+        p.x = _ptr(x)
+        if train:
+            dt = self.theta.dtype
+            hs = np.empty((T + 1, B, H), dt)
+            if h0 is None:
+                hs[0] = 0
+            else:
+                hs[0] = h0
+            w = {"x": x, "hs": hs,
+                 "z": np.empty((T, B, H), dt), "r": np.empty((T, B, H), dt),
+                 "c": np.empty((T, B, H), dt), "sq": np.empty((T, B, H), dt),
+                 "xp": np.empty((T, B, 3 * H), dt), "hp": np.empty((B, 3 * H), dt)}
+            if self.d.bn:
+                w["vu"] = np.empty((T, B, 3 * H), dt)
+                w["su"] = np.empty((T, 3 * H), dt)
+                w["vw"] = np.empty((T, B, 3 * H), dt)
+                w["sw"] = np.empty((T, 3 * H), dt)
+            p.h0 = _ptr(hs)
+            p.y = <char*>p.h0 + B * H * (<Py_ssize_t>hs.itemsize)
+            p.vu = _ptr(w.get("vu"))
+            p.su = _ptr(w.get("su"))
+            p.vw = _ptr(w.get("vw"))
+            p.sw = _ptr(w.get("sw"))
+            self.cache = None
+        else:
+            w = self._scratch(T, B)
+            p.h0 = _ptr(w["zeros"] if h0 is None else h0)
+            p.y = _ptr(y)
+            p.vu = p.su = p.vw = p.sw = NULL
+        p.z = _ptr(w["z"])
+        p.r = _ptr(w["r"])
+        p.c = _ptr(w["c"])
+        p.sq = _ptr(w["sq"])
+        p.xp = _ptr(w["xp"])
+        p.hp = _ptr(w["hp"])
+        if self.f64:
+            with nogil:
+                _forward(<double*>p.theta, self.d, p, train)
+        else:
+            with nogil:
+                _forward(<float*>p.theta, self.d, p, train)
+        if train:
+            y[...] = hs[1:]
+            self.cache = w
+            self.cache_T = T
+            self.cache_B = B
+
+    def backward(self, dy, dstate, dx, dh0, int nthreads):
+        """dy (T, B, H) or None, dstate (B, H) or None; writes dx (T, B, I), dh0 (B, H).
+
+        Parameter gradients accumulate into ``grad``.
+        """
+        cdef dict w = self.cache
+        cdef Py_ssize_t T = self.cache_T, B = self.cache_B, H = self.d.H
+        cdef Ptrs p
+        memset(&p, 0, sizeof(Ptrs))
+        dt = self.theta.dtype
+        self.d.T = T
+        self.d.B = B
+        self.d.nthreads = nthreads
+        if dstate is None:
+            dh0[...] = 0
+        else:
+            dh0[...] = dstate
+        dau = w.get("dau")
+        if dau is None:
+            dau = w["dau"] = np.empty((T, B, 3 * H), dt)
+            w["daw"] = np.empty((T, B, 3 * H), dt)
+            w["ds"] = np.empty((B, H), dt)
+        p.theta = _ptr(self.theta)
+        p.grad = _ptr(self.grad)
+        p.rolling = _ptr(self.rolling)
+        p.x = _ptr(w["x"])
+        p.h0 = _ptr(w["hs"])
+        p.z = _ptr(w["z"])
+        p.r = _ptr(w["r"])
+        p.c = _ptr(w["c"])
+        p.sq = _ptr(w["sq"])
+        p.vu = _ptr(w.get("vu"))
+        p.su = _ptr(w.get("su"))
+        p.vw = _ptr(w.get("vw"))
+        p.sw = _ptr(w.get("sw"))
+        p.dy = _ptr(dy)
+        p.dh = _ptr(dh0)
+        p.dx = _ptr(dx)
+        p.dau = _ptr(dau)
+        p.daw = _ptr(w["daw"])
+        p.ds = _ptr(w["ds"])
+        if self.f64:
+            with nogil:
+                _backward(<double*>p.theta, self.d, p)
+        else:
+            with nogil:
+                _backward(<float*>p.theta, self.d, p)
+
+
+# ------------------------------------------------------ test-tier wrappers ---
+# py_<name>(arrays..., sizes..., scalars..., nthreads): the kernel on the data
+# pointers of NumPy arrays (None = NULL).  The dtype of the first array decides.
+
+cdef inline bint _is64(object a):
+    return (<cnp.ndarray>a).dtype == np.float64
+
+
+def py_bias_forward(Y, bias, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ldy, int nthreads=1):
+    if _is64(Y):
+        bias_forward(<double*>_ptr(Y), <double*>_ptr(bias), R, C, ldy, nthreads)
+    else:
+        bias_forward(<float*>_ptr(Y), <float*>_ptr(bias), R, C, ldy, nthreads)
+
+
+def py_bn_forward_train(Y, vhat, sd, rolling_mean, rolling_variance, scales, biases,
+                        Py_ssize_t G, Py_ssize_t B, Py_ssize_t C, Py_ssize_t ld,
+                        int nthreads=1):
+    if _is64(Y):
+        bn_forward_train(<double*>_ptr(Y), <double*>_ptr(vhat), <double*>_ptr(sd),
+                         <double*>_ptr(rolling_mean), <double*>_ptr(rolling_variance),
+                         <double*>_ptr(scales), <double*>_ptr(biases), G, B, C, ld, nthreads)
+    else:
+        bn_forward_train(<float*>_ptr(Y), <float*>_ptr(vhat), <float*>_ptr(sd),
+                         <float*>_ptr(rolling_mean), <float*>_ptr(rolling_variance),
+                         <float*>_ptr(scales), <float*>_ptr(biases), G, B, C, ld, nthreads)
+
+
+def py_bn_forward_infer(Y, rolling_mean, rolling_variance, scales, biases,
+                        Py_ssize_t R, Py_ssize_t C, Py_ssize_t ldy, int nthreads=1):
+    if _is64(Y):
+        bn_forward_infer(<double*>_ptr(Y), <double*>_ptr(rolling_mean),
+                         <double*>_ptr(rolling_variance), <double*>_ptr(scales),
+                         <double*>_ptr(biases), R, C, ldy, nthreads)
+    else:
+        bn_forward_infer(<float*>_ptr(Y), <float*>_ptr(rolling_mean),
+                         <float*>_ptr(rolling_variance), <float*>_ptr(scales),
+                         <float*>_ptr(biases), R, C, ldy, nthreads)
+
+
+def py_gru_darknet_gates_forward(z, r, s, xp, hp, hprev, Py_ssize_t B, Py_ssize_t H,
+                                 Py_ssize_t ldx, Py_ssize_t ldh, int nthreads=1):
+    if _is64(z):
+        gru_darknet_gates_forward(<double*>_ptr(z), <double*>_ptr(r), <double*>_ptr(s),
+                                  <double*>_ptr(xp), <double*>_ptr(hp),
+                                  <double*>_ptr(hprev), B, H, ldx, ldh, nthreads)
+    else:
+        gru_darknet_gates_forward(<float*>_ptr(z), <float*>_ptr(r), <float*>_ptr(s),
+                                  <float*>_ptr(xp), <float*>_ptr(hp),
+                                  <float*>_ptr(hprev), B, H, ldx, ldh, nthreads)
+
+
+def py_gru_darknet_state_forward(c, h, xp, hp, z, hprev, Py_ssize_t B, Py_ssize_t H,
+                                 Py_ssize_t ldx, Py_ssize_t ldh, int act, int nthreads=1):
+    if _is64(c):
+        gru_darknet_state_forward(<double*>_ptr(c), <double*>_ptr(h), <double*>_ptr(xp),
+                                  <double*>_ptr(hp), <double*>_ptr(z),
+                                  <double*>_ptr(hprev), B, H, ldx, ldh, act, nthreads)
+    else:
+        gru_darknet_state_forward(<float*>_ptr(c), <float*>_ptr(h), <float*>_ptr(xp),
+                                  <float*>_ptr(hp), <float*>_ptr(z),
+                                  <float*>_ptr(hprev), B, H, ldx, ldh, act, nthreads)
+
+
+def py_gru_reset_after_forward(z, r, q, c, h, xp, hp, hprev, Py_ssize_t B, Py_ssize_t H,
+                               Py_ssize_t ldx, Py_ssize_t ldh, int act, int nthreads=1):
+    if _is64(z):
+        gru_reset_after_forward(<double*>_ptr(z), <double*>_ptr(r), <double*>_ptr(q),
+                                <double*>_ptr(c), <double*>_ptr(h), <double*>_ptr(xp),
+                                <double*>_ptr(hp), <double*>_ptr(hprev), B, H, ldx, ldh,
+                                act, nthreads)
+    else:
+        gru_reset_after_forward(<float*>_ptr(z), <float*>_ptr(r), <float*>_ptr(q),
+                                <float*>_ptr(c), <float*>_ptr(h), <float*>_ptr(xp),
+                                <float*>_ptr(hp), <float*>_ptr(hprev), B, H, ldx, ldh,
+                                act, nthreads)
+
+
+def py_gru_darknet_gates_backward(dau, daw, dh, dy, z, c, hprev, Py_ssize_t B,
+                                  Py_ssize_t H, Py_ssize_t ldd, int act, int nthreads=1):
+    if _is64(dau):
+        gru_darknet_gates_backward(<double*>_ptr(dau), <double*>_ptr(daw),
+                                   <double*>_ptr(dh), <double*>_ptr(dy), <double*>_ptr(z),
+                                   <double*>_ptr(c), <double*>_ptr(hprev), B, H, ldd, act,
+                                   nthreads)
+    else:
+        gru_darknet_gates_backward(<float*>_ptr(dau), <float*>_ptr(daw),
+                                   <float*>_ptr(dh), <float*>_ptr(dy), <float*>_ptr(z),
+                                   <float*>_ptr(c), <float*>_ptr(hprev), B, H, ldd, act,
+                                   nthreads)
+
+
+def py_gru_darknet_reset_backward(dau, daw, dh, ds, r, hprev, Py_ssize_t B, Py_ssize_t H,
+                                  Py_ssize_t ldd, int nthreads=1):
+    if _is64(dau):
+        gru_darknet_reset_backward(<double*>_ptr(dau), <double*>_ptr(daw),
+                                   <double*>_ptr(dh), <double*>_ptr(ds), <double*>_ptr(r),
+                                   <double*>_ptr(hprev), B, H, ldd, nthreads)
+    else:
+        gru_darknet_reset_backward(<float*>_ptr(dau), <float*>_ptr(daw),
+                                   <float*>_ptr(dh), <float*>_ptr(ds), <float*>_ptr(r),
+                                   <float*>_ptr(hprev), B, H, ldd, nthreads)
+
+
+def py_gru_reset_after_backward(dau, daw, dh, dy, z, r, q, c, hprev, Py_ssize_t B,
+                                Py_ssize_t H, Py_ssize_t ldd, int act, int nthreads=1):
+    if _is64(dau):
+        gru_reset_after_backward(<double*>_ptr(dau), <double*>_ptr(daw), <double*>_ptr(dh),
+                                 <double*>_ptr(dy), <double*>_ptr(z), <double*>_ptr(r),
+                                 <double*>_ptr(q), <double*>_ptr(c), <double*>_ptr(hprev),
+                                 B, H, ldd, act, nthreads)
+    else:
+        gru_reset_after_backward(<float*>_ptr(dau), <float*>_ptr(daw), <float*>_ptr(dh),
+                                 <float*>_ptr(dy), <float*>_ptr(z), <float*>_ptr(r),
+                                 <float*>_ptr(q), <float*>_ptr(c), <float*>_ptr(hprev),
+                                 B, H, ldd, act, nthreads)
+
+
+def py_bn_backward(dY, dscales, dbiases, vhat, sd, scales, Py_ssize_t G, Py_ssize_t B,
+                   Py_ssize_t C, Py_ssize_t ld, int nthreads=1):
+    if _is64(dY):
+        bn_backward(<double*>_ptr(dY), <double*>_ptr(dscales), <double*>_ptr(dbiases),
+                    <double*>_ptr(vhat), <double*>_ptr(sd), <double*>_ptr(scales),
+                    G, B, C, ld, nthreads)
+    else:
+        bn_backward(<float*>_ptr(dY), <float*>_ptr(dscales), <float*>_ptr(dbiases),
+                    <float*>_ptr(vhat), <float*>_ptr(sd), <float*>_ptr(scales),
+                    G, B, C, ld, nthreads)
+
+
+def py_col_sum(out, A, Py_ssize_t R, Py_ssize_t C, Py_ssize_t lda, int nthreads=1):
+    if _is64(out):
+        col_sum(<double*>_ptr(out), <double*>_ptr(A), R, C, lda, nthreads)
+    else:
+        col_sum(<float*>_ptr(out), <float*>_ptr(A), R, C, lda, nthreads)

@@ -1,0 +1,301 @@
+# cython: language_level=3
+"""Network building blocks of the Cython engine (fused float/double).
+
+Tier 1: ``noexcept nogil`` pointer functions with the names, argument order
+and write rule of ``gru_cy.kernels.KERNELS`` (``activation_forward``,
+``activation_backward``, ``softmax_forward``,
+``softmax_cross_entropy_backward``, ``mse_backward``), each with a trailing
+``nthreads``.  Tier 2: ``py_<name>`` wrappers taking C-contiguous NumPy arrays
+(the pointer is the array's data), sizes, scalars and ``nthreads``; they check
+dtypes and sizes and are what ``gru_cy.network`` calls.
+
+Activations follow Darknet's ``activations.h`` (codes of
+``gru_cy.kernels.ACTIVATIONS``), evaluated in double like Darknet and written
+back in the array's precision; logistic, loggy, elu and selu are written so
+that no finite input overflows.  Each row (or element) is handled by one
+thread, so results do not depend on ``nthreads``.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, expm1, tanh, log, fabs
+from libc.float cimport FLT_MIN, DBL_MIN
+cimport numpy as cnp
+
+from gru_cy._cpu.common cimport team, gru_max_threads
+
+cnp.import_array()
+
+cdef int N_ACT = 13
+
+
+cdef inline double _logistic(double x) noexcept nogil:
+    # 1 / (1 + e^-x) with e = e^-|x| in (0, 1]: no overflow.
+    cdef double e = exp(-fabs(x))
+    cdef double s = 1.0 / (1.0 + e)
+    return s if x >= 0 else e * s
+
+
+cdef inline double act_value(double x, int act) noexcept nogil:
+    # y = act(x), Darknet's activate() for codes 0..12 (kernels.ACTIVATIONS).
+    if act == 0:        # logistic
+        return _logistic(x)
+    elif act == 1:      # tanh
+        return tanh(x)
+    elif act == 2:      # linear
+        return x
+    elif act == 3:      # relu
+        return x if x > 0 else 0.0
+    elif act == 4:      # leaky
+        return x if x > 0 else 0.1 * x
+    elif act == 5:      # elu
+        return x if x >= 0 else expm1(x)
+    elif act == 6:      # selu
+        return 1.0507 * x if x >= 0 else 1.0507 * 1.6732 * expm1(x)
+    elif act == 7:      # relie
+        return x if x > 0 else 0.01 * x
+    elif act == 8:      # ramp
+        return (x if x > 0 else 0.0) + 0.1 * x
+    elif act == 9:      # hardtan
+        if x < -1:
+            return -1.0
+        return 1.0 if x > 1 else x
+    elif act == 10:     # lhtan
+        if x < 0:
+            return 0.001 * x
+        return 0.001 * (x - 1) + 1 if x > 1 else x
+    elif act == 11:     # plse
+        if x < -4:
+            return 0.01 * (x + 4)
+        return 0.01 * (x - 4) + 1 if x > 4 else 0.125 * x + 0.5
+    else:               # loggy: 2 / (1 + e^-x) - 1
+        return 2.0 * _logistic(x) - 1.0
+
+
+cdef inline double act_gradient(double y, int act) noexcept nogil:
+    # act'(x) written through y = act(x), Darknet's gradient() (no division).
+    if act == 0:
+        return (1 - y) * y
+    elif act == 1:
+        return 1 - y * y
+    elif act == 2:
+        return 1.0
+    elif act == 3:
+        return 1.0 if y > 0 else 0.0
+    elif act == 4:
+        return 1.0 if y > 0 else 0.1
+    elif act == 5:
+        return 1.0 if y >= 0 else y + 1
+    elif act == 6:
+        return 1.0507 if y >= 0 else y + 1.0507 * 1.6732
+    elif act == 7:
+        return 1.0 if y > 0 else 0.01
+    elif act == 8:
+        return 1.1 if y > 0 else 0.1
+    elif act == 9:
+        return 1.0 if (y > -1 and y < 1) else 0.0
+    elif act == 10:
+        return 1.0 if (y > 0 and y < 1) else 0.001
+    elif act == 11:
+        return 0.01 if (y < 0 or y > 1) else 0.125
+    else:
+        return 2 * (1 - (y + 1) / 2) * ((y + 1) / 2)
+
+
+cdef void activation_forward(floating* Y, Py_ssize_t n, int act,
+                             int nthreads) noexcept nogil:
+    # Y (n,) in place: Y = act(Y).
+    cdef Py_ssize_t i
+    cdef int nt = team(n, n, nthreads)
+    if act == 2:
+        return
+    for i in prange(n, schedule="static", num_threads=nt):
+        Y[i] = <floating>act_value(Y[i], act)
+
+
+cdef void activation_backward(floating* dY, const floating* Y, Py_ssize_t n,
+                              int act, int nthreads) noexcept nogil:
+    # dY (n,) in place, Y (n,) = act(x):  dY *= act'(x)   (differentiates Y = act(x)).
+    cdef Py_ssize_t i
+    cdef int nt = team(n, n, nthreads)
+    if act == 2:
+        return
+    for i in prange(n, schedule="static", num_threads=nt):
+        dY[i] = <floating>(dY[i] * act_gradient(Y[i], act))
+
+
+cdef void softmax_forward(floating* P, const floating* X, Py_ssize_t R,
+                          Py_ssize_t C, Py_ssize_t ldx, int nthreads) noexcept nogil:
+    # P (R, C) contiguous, X (R, C) rows of stride ldx: P = softmax(X) per row.
+    cdef Py_ssize_t r, c
+    cdef double mx, s, e
+    cdef int nt = team(R, R * C, nthreads)
+    if C <= 0:
+        return
+    for r in prange(R, schedule="static", num_threads=nt):
+        mx = X[r * ldx]
+        for c in range(1, C):
+            if X[r * ldx + c] > mx:
+                mx = X[r * ldx + c]
+        s = 0
+        for c in range(C):
+            e = exp(X[r * ldx + c] - mx)
+            s = s + e
+            P[r * C + c] = <floating>e
+        for c in range(C):
+            P[r * C + c] = <floating>(P[r * C + c] / s)
+
+
+cdef void softmax_cross_entropy_backward(floating* dX, floating* loss,
+                                         const floating* P, const floating* target,
+                                         Py_ssize_t R, Py_ssize_t C, floating scale,
+                                         int nthreads) noexcept nogil:
+    # dX, P, target (R, C), loss (R,):  loss = -sum_c t log p;  dX = scale*(P - t).
+    cdef Py_ssize_t r, c
+    cdef double acc, p, tiny
+    cdef int nt = team(R, R * C, nthreads)
+    if floating is float:
+        tiny = FLT_MIN
+    else:
+        tiny = DBL_MIN
+    for r in prange(R, schedule="static", num_threads=nt):
+        acc = 0
+        for c in range(C):
+            p = P[r * C + c]
+            if target[r * C + c] != 0:
+                acc = acc - target[r * C + c] * log(p if p > tiny else tiny)
+            dX[r * C + c] = scale * (P[r * C + c] - target[r * C + c])
+        loss[r] = <floating>acc
+
+
+cdef void mse_backward(floating* dX, floating* loss, const floating* Y,
+                       const floating* target, Py_ssize_t R, Py_ssize_t C,
+                       floating scale, int nthreads) noexcept nogil:
+    # dX, Y, target (R, C), loss (R,):  loss = sum_c (Y - t)^2 / 2;  dX = scale*(Y - t).
+    cdef Py_ssize_t r, c
+    cdef double acc, d
+    cdef int nt = team(R, R * C, nthreads)
+    for r in prange(R, schedule="static", num_threads=nt):
+        acc = 0
+        for c in range(C):
+            d = <double>Y[r * C + c] - target[r * C + c]
+            acc = acc + d * d
+            dX[r * C + c] = <floating>(scale * d)
+        loss[r] = <floating>(0.5 * acc)
+
+
+# --- Tier 2: thin wrappers -------------------------------------------------
+
+cdef int _kind(cnp.ndarray a, str name, Py_ssize_t n) except -1:
+    # 0 for float32, 1 for float64; checks contiguity and that a holds >= n elements.
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{name}: expected a C-contiguous array")
+    if a.size < n:
+        raise ValueError(f"{name}: expected at least {n} elements, got {a.size}")
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t == cnp.NPY_FLOAT32:
+        return 0
+    if t == cnp.NPY_FLOAT64:
+        return 1
+    raise TypeError(f"{name}: expected float32 or float64, got {a.dtype}")
+
+
+cdef int _same(int k, cnp.ndarray a, str name, Py_ssize_t n) except -1:
+    if _kind(a, name, n) != k:
+        raise TypeError(f"{name}: expected the dtype of the first array, got {a.dtype}")
+    return k
+
+
+cdef int _check_act(int act) except -1:
+    if act < 0 or act >= N_ACT:
+        raise ValueError(f"act: expected an activation code in [0, {N_ACT}), got {act}")
+    return 0
+
+
+def py_activation_forward(cnp.ndarray Y, Py_ssize_t n, int act, int nthreads=1):
+    """Y[:n] = act(Y[:n]) in place (code from ``kernels.ACTIVATIONS``)."""
+    _check_act(act)
+    cdef int k = _kind(Y, "Y", n)
+    cdef void* py = cnp.PyArray_DATA(Y)
+    with nogil:
+        if k == 0:
+            activation_forward(<float*>py, n, act, nthreads)
+        else:
+            activation_forward(<double*>py, n, act, nthreads)
+
+
+def py_activation_backward(cnp.ndarray dY, cnp.ndarray Y, Py_ssize_t n, int act,
+                           int nthreads=1):
+    """dY[:n] *= act'(x) with Y = act(x), in place."""
+    _check_act(act)
+    cdef int k = _kind(dY, "dY", n)
+    _same(k, Y, "Y", n)
+    cdef void* pd = cnp.PyArray_DATA(dY)
+    cdef void* py = cnp.PyArray_DATA(Y)
+    with nogil:
+        if k == 0:
+            activation_backward(<float*>pd, <float*>py, n, act, nthreads)
+        else:
+            activation_backward(<double*>pd, <double*>py, n, act, nthreads)
+
+
+def py_softmax_forward(cnp.ndarray P, cnp.ndarray X, Py_ssize_t R, Py_ssize_t C,
+                       Py_ssize_t ldx, int nthreads=1):
+    """P (R, C) = row-wise softmax of X (rows of stride ldx)."""
+    if ldx < C:
+        raise ValueError(f"ldx: expected >= C = {C}, got {ldx}")
+    cdef int k = _kind(P, "P", R * C)
+    _same(k, X, "X", (R - 1) * ldx + C if R > 0 else 0)
+    cdef void* pp = cnp.PyArray_DATA(P)
+    cdef void* px = cnp.PyArray_DATA(X)
+    with nogil:
+        if k == 0:
+            softmax_forward(<float*>pp, <float*>px, R, C, ldx, nthreads)
+        else:
+            softmax_forward(<double*>pp, <double*>px, R, C, ldx, nthreads)
+
+
+def py_softmax_cross_entropy_backward(cnp.ndarray dX, cnp.ndarray loss, cnp.ndarray P,
+                                      cnp.ndarray target, Py_ssize_t R, Py_ssize_t C,
+                                      double scale, int nthreads=1):
+    """dX = scale*(P - target); loss[r] = -sum_c target*log(P)."""
+    cdef int k = _kind(dX, "dX", R * C)
+    _same(k, loss, "loss", R)
+    _same(k, P, "P", R * C)
+    _same(k, target, "target", R * C)
+    cdef void* pd = cnp.PyArray_DATA(dX)
+    cdef void* pl = cnp.PyArray_DATA(loss)
+    cdef void* pp = cnp.PyArray_DATA(P)
+    cdef void* pt = cnp.PyArray_DATA(target)
+    with nogil:
+        if k == 0:
+            softmax_cross_entropy_backward(<float*>pd, <float*>pl, <float*>pp,
+                                           <float*>pt, R, C, <float>scale, nthreads)
+        else:
+            softmax_cross_entropy_backward(<double*>pd, <double*>pl, <double*>pp,
+                                           <double*>pt, R, C, scale, nthreads)
+
+
+def py_mse_backward(cnp.ndarray dX, cnp.ndarray loss, cnp.ndarray Y,
+                    cnp.ndarray target, Py_ssize_t R, Py_ssize_t C,
+                    double scale, int nthreads=1):
+    """dX = scale*(Y - target); loss[r] = sum_c (Y - target)^2 / 2."""
+    cdef int k = _kind(dX, "dX", R * C)
+    _same(k, loss, "loss", R)
+    _same(k, Y, "Y", R * C)
+    _same(k, target, "target", R * C)
+    cdef void* pd = cnp.PyArray_DATA(dX)
+    cdef void* pl = cnp.PyArray_DATA(loss)
+    cdef void* py = cnp.PyArray_DATA(Y)
+    cdef void* pt = cnp.PyArray_DATA(target)
+    with nogil:
+        if k == 0:
+            mse_backward(<float*>pd, <float*>pl, <float*>py, <float*>pt, R, C,
+                         <float>scale, nthreads)
+        else:
+            mse_backward(<double*>pd, <double*>pl, <double*>py, <double*>pt, R, C,
+                         scale, nthreads)
+
+
+def max_threads():
+    """OpenMP's current team size (1 in a serial build): what ``nthreads=None`` asks."""
+    return gru_max_threads()

@@ -1,0 +1,146 @@
+"""The single list of kernels both engines implement, with their contracts.
+
+Every name below exists once in the Cython engine (``gru_cy._cpu``, as a
+``cdef ... noexcept nogil`` function taking raw pointers) and once in the CUDA
+sources (``src_kernels/*.cu``, as ``extern "C" __global__`` entry points named
+``<name>_f32`` and ``<name>_f64``).  Arguments come in one order on both
+engines: outputs, caches, inputs, parameters, sizes, scalars.  The CPU twin
+takes one extra trailing argument, ``nthreads`` (the OpenMP team size); the
+CUDA twin's launch geometry is chosen by its launcher in ``gru_cy.cuda``.
+
+Write rule (identical on both engines): activations and caches are
+overwritten; arguments marked ``+=`` accumulate; ``sgd_update`` and
+``adam_update`` modify parameters in place and zero the gradient.
+
+Layout conventions (row-major throughout, sizes T, B, I, H):
+
+* ``ld`` is the row stride (in elements) of a matrix argument.
+* Gate blocks are ordered ``[z | r | h]``: a "3H row" holds the z, r and h
+  columns side by side.  ``xp`` is the (T*B, 3H) input projection
+  ``x @ [Uz; Ur; Uh].T``; ``hp`` the (B, 3H) recurrent projection of one step.
+* Activation codes: see ``ACTIVATIONS`` (index = code).
+"""
+
+ACTIVATIONS = ("logistic", "tanh", "linear", "relu", "leaky", "elu", "selu",
+               "relie", "ramp", "hardtan", "lhtan", "plse", "loggy")
+"""Activation codes; the GRU candidate uses only 0 (logistic) and 1 (tanh)."""
+
+ACT_LOGISTIC = 0
+ACT_TANH = 1
+
+BN_EPS = 1e-6
+BN_MOMENTUM = 0.99
+
+KERNELS = {
+    # --- gemm -------------------------------------------------------------
+    "gemm": (
+        "C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta",
+        "C (M, N) = alpha * op(A) @ op(B) + beta * C.  op(A) is (M, K): A is "
+        "(M, K) if not transA else (K, M).  op(B) is (K, N): B is (K, N) if not "
+        "transB else (N, K).  beta == 0 overwrites C without reading it.  Each "
+        "C element's k-sum runs in one fixed order on one thread."),
+    # --- forward ----------------------------------------------------------
+    "bias_forward": (
+        "Y, bias, R, C, ldy",
+        "Y[r, c] += bias[c] for r < R, c < C."),
+    "bn_forward_train": (
+        "Y, vhat, sd, rolling_mean, rolling_variance, scales, biases, G, B, C, ld",
+        "G groups (time steps) of B rows; element (g, b, c) of Y and vhat is at "
+        "[(g*B + b)*ld + c], of sd at [g*ld + c].  Per group and column: "
+        "mu = mean_b Y, var = sum_b (Y - mu)^2 / (B - 1), d = sqrt(var) + 1e-6, "
+        "vhat = (Y - mu) / d (cache), sd = sqrt(var) (cache), "
+        "Y = scales*vhat + biases; rolling_mean = 0.99*rolling_mean + 0.01*mu "
+        "and rolling_variance likewise with var, once per group, g ascending."),
+    "bn_forward_infer": (
+        "Y, rolling_mean, rolling_variance, scales, biases, R, C, ldy",
+        "Y = scales*(Y - rolling_mean)/(sqrt(rolling_variance) + 1e-6) + biases."),
+    "gru_darknet_gates_forward": (
+        "z, r, s, xp, hp, hprev, B, H, ldx, ldh",
+        "z, r, s, hprev: (B, H) contiguous; xp, hp: rows of stride ldx / ldh, "
+        "columns [0:H] = z part, [H:2H] = r part.  z = sig(xp_z + hp_z), "
+        "r = sig(xp_r + hp_r), s = r * hprev."),
+    "gru_darknet_state_forward": (
+        "c, h, xp, hp, z, hprev, B, H, ldx, ldh, act",
+        "c, h, z, hprev: (B, H); xp, hp: column block [2H:3H] of rows of "
+        "stride ldx / ldh (the pointers passed point at column 2H).  "
+        "c = act(xp_h + hp_h); h = z*hprev + (1 - z)*c.  h may alias nothing."),
+    "gru_reset_after_forward": (
+        "z, r, q, c, h, xp, hp, hprev, B, H, ldx, ldh, act",
+        "z, r, q, c, h, hprev: (B, H); xp, hp: (B, 3H) rows of stride ldx / ldh.  "
+        "z = sig(xp_z + hp_z), r = sig(xp_r + hp_r), q = hp_h, "
+        "c = act(xp_h + r*q), h = z*hprev + (1 - z)*c.  q may be NULL (inference)."),
+    # --- backward ---------------------------------------------------------
+    "gru_darknet_gates_backward": (
+        "dau, daw, dh, dy, z, c, hprev, B, H, ldd, act",
+        "dau, daw: (B, 3H) rows of stride ldd, columns [0:H] and [2H:3H] written; "
+        "dh (B, H) in/out; dy, z, c, hprev: (B, H).  g = dy + dh; "
+        "daz = g*(hprev - c)*z*(1 - z); dah = g*(1 - z)*act'(c); "
+        "dau_z = daw_z = daz; dau_h = daw_h = dah; dh = g*z.  dy may be NULL (0)."),
+    "gru_darknet_reset_backward": (
+        "dau, daw, dh, ds, r, hprev, B, H, ldd",
+        "dau, daw: column block [H:2H] (pointers at column H), rows of stride ldd; "
+        "dh (B, H) +=; ds, r, hprev: (B, H).  dar = ds*hprev*r*(1 - r); "
+        "dau_r = daw_r = dar; dh += ds*r."),
+    "gru_reset_after_backward": (
+        "dau, daw, dh, dy, z, r, q, c, hprev, B, H, ldd, act",
+        "dau, daw: (B, 3H) rows of stride ldd; dh (B, H) in/out; others (B, H).  "
+        "g = dy + dh; daz = g*(hprev - c)*z*(1 - z); dah = g*(1 - z)*act'(c); "
+        "dq = dah*r; dar = dah*q*r*(1 - r); dau = [daz|dar|dah]; "
+        "daw = [daz|dar|dq]; dh = g*z.  dy may be NULL (0)."),
+    "bn_backward": (
+        "dY, dscales, dbiases, vhat, sd, scales, G, B, C, ld",
+        "Layout as bn_forward_train.  dY holds dL/d(out) on entry and dL/dv on "
+        "exit.  Per group and column: dscales += sum_b g*vhat; dbiases += sum_b g; "
+        "gv = g*scales; d = sd + 1e-6; dv = (gv - mean_b gv)/d - "
+        "vhat*sum_b(gv*vhat)/((B - 1)*sd) (second term 0 where sd == 0).  "
+        "Groups accumulate in ascending g."),
+    "col_sum": (
+        "out, A, R, C, lda",
+        "out[c] += sum_{r < R} A[r, c], r ascending."),
+    # --- update -----------------------------------------------------------
+    "sgd_update": (
+        "w, u, g, n, n_decay, lr, momentum, decay, batch, clip",
+        "For i < n (elements i < n_decay are weights and get decay): "
+        "g_i clipped to [-clip, clip] when clip > 0; u = u - g; "
+        "u = u - decay*batch*w (i < n_decay); w = w + (lr/batch)*u; "
+        "u = momentum*u; g = 0."),
+    "adam_update": (
+        "w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip",
+        "For i < n: g clipped when clip > 0; g' = g + decay*batch*w; "
+        "m = b1*m + (1 - b1)*g'; v = b2*v + (1 - b2)*g'^2; "
+        "w = w - lr*(m/(1 - b1^t))/(sqrt(v/(1 - b2^t)) + eps); g = 0."),
+    # --- network building blocks ------------------------------------------
+    "activation_forward": (
+        "Y, n, act",
+        "Y = act(Y) in place (Darknet's formulas, numerically stable)."),
+    "activation_backward": (
+        "dY, Y, n, act",
+        "dY *= act'(x) expressed through the output Y = act(x), as Darknet's "
+        "gradient()."),
+    "softmax_forward": (
+        "P, X, R, C, ldx",
+        "P (R, C) = softmax of each row of X (max-subtracted)."),
+    "softmax_cross_entropy_backward": (
+        "dX, loss, P, target, R, C, scale",
+        "dX = scale*(P - target); loss[r] = -sum_c target*log(max(P, tiny)). "
+        "All (R, C) contiguous; loss (R,)."),
+    "mse_backward": (
+        "dX, loss, Y, target, R, C, scale",
+        "dX = scale*(Y - target); loss[r] = sum_c (Y - target)^2 / 2.  "
+        "All (R, C) contiguous; loss (R,)."),
+}
+
+KERNEL_NAMES = tuple(KERNELS)
+"""Names every engine implements: the Cython twin under this name, the CUDA
+twin as ``<name>_f32`` / ``<name>_f64``."""
+
+
+def cache_size_per_step(variant, batch_normalize):
+    """Training-cache elements per (step, sequence), in units of H.
+
+    h_{t-1}, z, r, c and s (darknet) or q (reset_after): 5 H; the gradient
+    buffers of the u and w sublayers: 6 H; with BN the normalised values of the
+    six sublayers: 6 H more (plus 6 H per step for the standard deviations,
+    shared by the batch).
+    """
+    return 5 + 6 + (6 if batch_normalize else 0)
