@@ -44,9 +44,23 @@ def cpu_backend():
 
 
 def _backend(device):
+    """The backend of ``device``.
+
+    A backend offers what ``_CpuBackend`` offers: ``name``, ``xp`` (the array
+    module), ``Engine`` (constructor ``(theta, grad, rolling, inputs, outputs,
+    reset_after, act, bn, use_blas)``; methods ``forward(x, h0, y, train,
+    nthreads)``, ``backward(dy, dstate, dx, dh0, nthreads)``, ``invalidate()``,
+    ``set_storage(theta, grad, rolling)``; attributes ``cache`` (None when there
+    is no training cache), ``cache_T``, ``cache_B``), ``sgd_update`` and
+    ``adam_update`` (argument order of gru_cy.kernels, arrays of ``xp``, then
+    nthreads) and ``max_threads()``.  ``gru_cy.cuda.backend()`` returns the CUDA
+    one; ``gru_cy.cuda.require()`` raises RuntimeError saying why CUDA cannot be
+    used.
+    """
     if device == "cpu":
         return cpu_backend()
     from gru_cy import cuda
+    cuda.require()
     return cuda.backend()
 
 

@@ -717,6 +717,7 @@ cdef class Engine:
             p.sw = _ptr(w.get("sw"))
             self.cache = None
         else:
+            self.invalidate()
             w = self._scratch(T, B)
             p.h0 = _ptr(w["zeros"] if h0 is None else h0)
             p.y = _ptr(y)

@@ -1,0 +1,104 @@
+"""update(): Darknet's SGD and Adam exactly as SPEC writes them, over several steps."""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import gru_cy
+
+# float64 engine vs the same formulas in NumPy float64: only the order of a
+# handful of operations differs, so 1e-12 relative is ample (issue asks 1e-9).
+RTOL = 1e-12
+
+
+def _train_step(layer, rng, T=3, B=4):
+    x = rng.standard_normal((T, B, layer.inputs))
+    h0 = rng.standard_normal((B, layer.outputs))
+    layer.forward(x, train=True, h0=h0)
+    layer.backward(rng.standard_normal((T, B, layer.outputs)))
+    return {k: np.array(v) for k, v in layer.grads.items()}
+
+
+@pytest.mark.parametrize("bn", [False, True])
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_sgd_three_steps(bn, clip):
+    rng = np.random.default_rng(1)
+    layer = gru_cy.GRU(3, 5, batch_normalize=bn, dtype=np.float64, seed=2)
+    w = {k: np.array(v) for k, v in layer.params.items() if k in layer.grads}
+    u = {k: np.zeros_like(v) for k, v in w.items()}
+    lr, mom, decay = 0.1, 0.9, 0.01
+    for step in range(3):
+        g = _train_step(layer, rng)
+        batch = 3 * 4                                  # rows seen: T * B
+        layer.update(learning_rate=lr, momentum=mom, decay=decay, clip=clip)
+        for k in w:
+            gk = g[k] if clip is None else np.clip(g[k], -clip, clip)
+            u[k] = u[k] - gk
+            if k.endswith(".weights"):
+                u[k] = u[k] - decay * batch * w[k]
+            w[k] = w[k] + (lr / batch) * u[k]
+            u[k] = mom * u[k]
+            assert_allclose(layer.params[k], w[k], rtol=RTOL, atol=1e-15, err_msg=k)
+            assert_array_equal(layer.grads[k], 0)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_adam_three_steps_with_bias_correction(bn):
+    rng = np.random.default_rng(3)
+    layer = gru_cy.GRU(3, 5, batch_normalize=bn, optimizer="adam", dtype=np.float64, seed=4)
+    w = {k: np.array(v) for k, v in layer.params.items() if k in layer.grads}
+    m = {k: np.zeros_like(v) for k, v in w.items()}
+    v2 = {k: np.zeros_like(v) for k, v in w.items()}
+    lr, b1, b2, eps, decay, batch = 0.01, 0.8, 0.95, 1e-7, 0.001, 7.0
+    for t in range(1, 4):
+        g = _train_step(layer, rng)
+        layer.update(learning_rate=lr, decay=decay, batch=batch, b1=b1, b2=b2, eps=eps)
+        for k in w:
+            gp = g[k] + decay * batch * w[k]             # Darknet decays every tensor
+            m[k] = b1 * m[k] + (1 - b1) * gp
+            v2[k] = b2 * v2[k] + (1 - b2) * gp ** 2
+            mhat = m[k] / (1 - b1 ** t)
+            vhat = v2[k] / (1 - b2 ** t)
+            w[k] = w[k] - lr * mhat / (np.sqrt(vhat) + eps)
+            assert_allclose(layer.params[k], w[k], rtol=RTOL, atol=1e-15, err_msg=k)
+
+
+def test_batch_counts_rows_and_resets():
+    rng = np.random.default_rng(0)
+    a = gru_cy.GRU(2, 3, dtype=np.float64, seed=0)
+    b = gru_cy.GRU(2, 3, dtype=np.float64, seed=0)
+    for layer in (a, b):
+        x = rng.standard_normal((4, 2, 2))
+        dy = rng.standard_normal((4, 2, 3))
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((4, 2, 2))
+        dy = rng.standard_normal((4, 2, 3))
+        layer.forward(x, train=True, h0=np.zeros((2, 3)))
+        layer.backward(dy)
+        layer.backward(dy)                      # 2 * T * B = 16 rows
+    a.update(learning_rate=0.5)
+    b.update(learning_rate=0.5, batch=16)
+    for k in a.params:
+        assert_array_equal(a.params[k], b.params[k])
+    with pytest.raises(ValueError, match="batch"):
+        a.update()                              # no rows since the last update
+    a.forward(x, train=True, h0=np.zeros((2, 3)))
+    a.backward(dy)
+    a.zero_grad()
+    with pytest.raises(ValueError, match="batch"):
+        a.update()
+
+
+def test_float32_update_matches_float64():
+    rng = np.random.default_rng(5)
+    l32 = gru_cy.GRU(3, 4, dtype=np.float32, seed=1, optimizer="adam")
+    l64 = gru_cy.GRU(3, 4, dtype=np.float64, seed=1, optimizer="adam")
+    x = rng.standard_normal((3, 2, 3))
+    dy = rng.standard_normal((3, 2, 4))
+    for layer in (l32, l64):
+        for _ in range(3):
+            layer.forward(x, train=True, h0=np.zeros((2, 4)))
+            layer.backward(dy)
+            layer.update(learning_rate=0.01)
+    for k in l64.params:
+        # float32 rounding of the same three steps: ~1e-6 relative of O(1) values.
+        assert_allclose(l32.params[k], l64.params[k], rtol=1e-4, atol=2e-5, err_msg=k)
