@@ -425,7 +425,7 @@ cdef struct Ptrs:
     void* r
     void* c
     void* sq       # s (darknet) or q (reset_after), (T, B, H)
-    void* xp       # (T, B, 3H)
+    void* xp       # (chunk_steps * B, 3H)
     void* hp       # (B, 3H)
     void* vu       # BN: (T, B, 3H) vhat of uz, ur, uh
     void* su       # BN: (T, 3H)
@@ -435,8 +435,8 @@ cdef struct Ptrs:
     void* dy       # (T, B, H)
     void* dh       # (B, H): dstate in, dh0 out
     void* dx       # (T, B, I)
-    void* dau      # (T, B, 3H)
-    void* daw      # (T, B, 3H)
+    void* dau      # (chunk_steps * B, 3H)
+    void* daw      # (chunk_steps * B, 3H), may alias dau
     void* ds       # (B, H)
 
 
@@ -454,8 +454,25 @@ cdef inline void _sublayer_out(floating* Y, floating* vhat, floating* sd,
         bn_forward_infer(Y, rmean, rvar, scales, biases, G * B, C, ld, nthreads)
 
 
+cdef enum:
+    # Rows (steps x batch) per chunk of the input projection and of the
+    # gradient buffers: big enough for efficient gemms, small enough that no
+    # (T, B, 3H) buffer is ever held.  Depends on B only, never on threads.
+    CHUNK_ROWS = 512
+
+
+cdef inline Py_ssize_t chunk_steps(Py_ssize_t T, Py_ssize_t B) noexcept nogil:
+    cdef Py_ssize_t n = CHUNK_ROWS // B
+    if n < 1:
+        n = 1
+    return n if n < T else T
+
+
 cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
-    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H, t
+    # x (T, B, I) -> y (T, B, H); train: caches z, r, c, s|q (T, B, H) and BN's
+    # vhat/sd.  xp is a chunk buffer (chunk_steps * B, 3H).
+    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H, t, t0, nc
+    cdef Py_ssize_t cs = chunk_steps(T, B)
     cdef int nt = d.nthreads
     cdef floating* U = theta
     cdef floating* W = U + H3 * I
@@ -467,8 +484,6 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
     cdef floating* y = <floating*>p.y
     cdef floating* xp = <floating*>p.xp
     cdef floating* hp = <floating*>p.hp
-    cdef floating* vu = <floating*>p.vu
-    cdef floating* su = <floating*>p.su
     cdef floating* vw = NULL
     cdef floating* sw = NULL
     cdef floating* hprev
@@ -479,14 +494,19 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
     cdef floating* ct
     cdef floating* sqt
     cdef Py_ssize_t step = B * H if train else 0
-    # uz, ur, uh for all T steps: xp (T*B, 3H) = x (T*B, I) @ U.T, then bias / BN.
-    gemm_sel(d.use_blas, xp, x, U, T * B, H3, I, I, I, H3, False, True,
-             <floating>1, <floating>0, nt)
-    _sublayer_out(xp, vu, su, rmean, rvar, scales, bias, T, B, H3, H3, d.bn, train, nt)
     for t in range(T):
+        if t % cs == 0:
+            # uz, ur, uh for steps [t, t + nc): xp = x @ U.T, then bias / BN.
+            t0 = t
+            nc = cs if t + cs <= T else T - t
+            gemm_sel(d.use_blas, xp, x + t * B * I, U, nc * B, H3, I, I, I, H3, False,
+                     True, <floating>1, <floating>0, nt)
+            _sublayer_out(xp, (<floating*>p.vu + t * B * H3) if train and d.bn else NULL,
+                          (<floating*>p.su + t * H3) if train and d.bn else NULL,
+                          rmean, rvar, scales, bias, nc, B, H3, H3, d.bn, train, nt)
         hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
         ht = y + t * B * H
-        xpt = xp + t * B * H3
+        xpt = xp + (t - t0) * B * H3
         zt = <floating*>p.z + t * step
         rt = <floating*>p.r + t * step
         ct = <floating*>p.c + t * step
@@ -520,22 +540,59 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
                                     hprev, B, H, H3, H3, d.act, nt)
 
 
-cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
-    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H, t
+cdef void _backward_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
+                          Py_ssize_t nc) noexcept nogil:
+    # The per-chunk tail of the backward, steps [t0, t0 + nc): dau, daw hold
+    # those steps' sublayer gradients (rows from 0).
+    cdef Py_ssize_t B = d.B, I = d.In, H = d.H, H3 = 3 * H, R = nc * B
     cdef int nt = d.nthreads
     cdef floating one = 1
     cdef floating* U = theta
-    cdef floating* W = U + H3 * I
-    cdef floating* scales = W + H3 * H + 6 * H
+    cdef floating* scales = U + H3 * I + H3 * H + 6 * H
     cdef floating* dU = <floating*>p.grad
     cdef floating* dW = dU + H3 * I
     cdef floating* dbias = dW + H3 * H
     cdef floating* dscales = dbias + 6 * H
+    cdef floating* hs = <floating*>p.h0 + t0 * B * H     # h_{t-1} of the chunk
+    cdef floating* dau = <floating*>p.dau
+    cdef floating* daw = <floating*>p.daw
+    # u sublayers: BN (one group per step) or bias.
+    if d.bn:
+        bn_backward(dau, dscales, dbias, <floating*>p.vu + t0 * B * H3,
+                    <floating*>p.su + t0 * H3, scales, nc, B, H3, H3, nt)
+    else:
+        col_sum(dbias, dau, R, H3, H3, nt)
+        col_sum(dbias + H3, daw, R, H3, H3, nt)
+    # xp = x @ U.T  ->  dx = dau @ U;  dU += dau.T @ x
+    gemm_sel(d.use_blas, <floating*>p.dx + t0 * B * I, dau, U, R, I, H3, H3, I, I,
+             False, False, one, <floating>0, nt)
+    gemm_sel(d.use_blas, dU, dau, <floating*>p.x + t0 * B * I, H3, I, R, H3, I, I,
+             True, False, one, one, nt)
+    if not d.reset_after:
+        # dWz, dWr += daw_{z,r}.T @ hprev;  dWh += daw_h.T @ s
+        gemm_sel(d.use_blas, dW, daw, hs, 2 * H, H, R, H3, H, H, True, False, one,
+                 one, nt)
+        gemm_sel(d.use_blas, dW + 2 * H * H, daw + 2 * H, <floating*>p.sq + t0 * B * H,
+                 H, H, R, H3, H, H, True, False, one, one, nt)
+    else:
+        # dW += daw.T @ hprev
+        gemm_sel(d.use_blas, dW, daw, hs, H3, H, R, H3, H, H, True, False, one, one, nt)
+
+
+cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
+    # Reverse steps; every chunk of steps (aligned as in the forward) ends with
+    # its batched weight-gradient gemms.  dh: dstate in, dh0 out.
+    cdef Py_ssize_t T = d.T, B = d.B, H = d.H, H3 = 3 * H, t, t0, nc
+    cdef Py_ssize_t cs = chunk_steps(T, B)
+    cdef int nt = d.nthreads
+    cdef floating one = 1
+    cdef floating* W = theta + H3 * d.In
+    cdef floating* scales = W + H3 * H + 6 * H
+    cdef floating* dbias = <floating*>p.grad + H3 * d.In + H3 * H
+    cdef floating* dscales = dbias + 6 * H
     cdef floating* hs = <floating*>p.h0          # (T+1, B, H): h0, then y
     cdef floating* dh = <floating*>p.dh
     cdef floating* ds = <floating*>p.ds
-    cdef floating* dau = <floating*>p.dau
-    cdef floating* daw = <floating*>p.daw
     cdef floating* hprev
     cdef floating* dyt
     cdef floating* daut
@@ -547,10 +604,12 @@ cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
     cdef floating* vw
     cdef floating* sw
     for t in range(T - 1, -1, -1):
+        t0 = (t // cs) * cs
+        nc = cs if t0 + cs <= T else T - t0
         hprev = hs + t * B * H
         dyt = (<floating*>p.dy + t * B * H) if p.dy != NULL else NULL
-        daut = dau + t * B * H3
-        dawt = daw + t * B * H3
+        daut = <floating*>p.dau + (t - t0) * B * H3
+        dawt = <floating*>p.daw + (t - t0) * B * H3
         zt = <floating*>p.z + t * B * H
         rt = <floating*>p.r + t * B * H
         ct = <floating*>p.c + t * B * H
@@ -585,28 +644,8 @@ cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
             # [wz; wr; wh](hprev) = hprev @ W.T  ->  dh += daw @ W
             gemm_sel(d.use_blas, dh, dawt, W, B, H, H3, H3, H, H, False, False, one,
                      one, nt)
-    # u sublayers over all steps: BN (per step groups) or bias.
-    if d.bn:
-        bn_backward(dau, dscales, dbias, <floating*>p.vu, <floating*>p.su, scales, T, B,
-                    H3, H3, nt)
-    else:
-        col_sum(dbias, dau, T * B, H3, H3, nt)
-        col_sum(dbias + H3, daw, T * B, H3, H3, nt)
-    # xp = x @ U.T  ->  dx = dau @ U;  dU += dau.T @ x
-    gemm_sel(d.use_blas, <floating*>p.dx, dau, U, T * B, I, H3, H3, I, I, False, False,
-             one, <floating>0, nt)
-    gemm_sel(d.use_blas, dU, dau, <floating*>p.x, H3, I, T * B, H3, I, I, True, False,
-             one, one, nt)
-    if not d.reset_after:
-        # dWz, dWr += daw_{z,r}.T @ hprev;  dWh += daw_h.T @ s
-        gemm_sel(d.use_blas, dW, daw, hs, 2 * H, H, T * B, H3, H, H, True, False, one,
-                 one, nt)
-        gemm_sel(d.use_blas, dW + 2 * H * H, daw + 2 * H, <floating*>p.sq, H, H, T * B,
-                 H3, H, H, True, False, one, one, nt)
-    else:
-        # dW += daw.T @ hprev
-        gemm_sel(d.use_blas, dW, daw, hs, H3, H, T * B, H3, H, H, True, False, one,
-                 one, nt)
+        if t == t0:
+            _backward_chunk(theta, d, p, t0, nc)
 
 
 cdef inline void* _ptr(object a):
@@ -665,13 +704,16 @@ cdef class Engine:
         self.cache_B = 0
 
     cdef dict _scratch(self, Py_ssize_t T, Py_ssize_t B):
+        # Per-shape scratch: xp chunk (inference and training), step buffers
+        # (inference), zero state.
         cdef dict w = self.work
         if w is not None and w["T"] == T and w["B"] == B:
             return w
         H = self.d.H
         dt = self.theta.dtype
+        rows = chunk_steps(T, B) * B
         w = {"T": T, "B": B,
-             "xp": np.empty((T, B, 3 * H), dt), "hp": np.empty((B, 3 * H), dt),
+             "xp": np.empty((rows, 3 * H), dt), "hp": np.empty((B, 3 * H), dt),
              "z": np.empty((B, H), dt), "r": np.empty((B, H), dt),
              "c": np.empty((B, H), dt), "sq": np.empty((B, H), dt),
              "zeros": np.zeros((B, H), dt)}
@@ -681,11 +723,13 @@ cdef class Engine:
     def forward(self, x, h0, y, bint train, int nthreads):
         """x (T, B, I), h0 (B, H) or None (zeros), y (T, B, H) written.
 
-        Training keeps the cache for ``backward``; h0 is copied into it.
+        Training keeps x (not copied: the caller hands a private array), h_{-1..T-1},
+        z, r, c, s|q and BN's statistics for ``backward``; h0 is copied.
         """
         cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = self.d.H
         cdef Ptrs p
-        cdef dict w
+        cdef dict w = self._scratch(T, B)
+        cdef dict cache
         memset(&p, 0, sizeof(Ptrs))
         self.d.T = T
         self.d.B = B
@@ -693,6 +737,9 @@ cdef class Engine:
         p.theta = _ptr(self.theta)
         p.rolling = _ptr(self.rolling)
         p.x = _ptr(x)
+        p.xp = _ptr(w["xp"])
+        p.hp = _ptr(w["hp"])
+        self.invalidate()
         if train:
             dt = self.theta.dtype
             hs = np.empty((T + 1, B, H), dt)
@@ -700,34 +747,28 @@ cdef class Engine:
                 hs[0] = 0
             else:
                 hs[0] = h0
-            w = {"x": x, "hs": hs,
-                 "z": np.empty((T, B, H), dt), "r": np.empty((T, B, H), dt),
-                 "c": np.empty((T, B, H), dt), "sq": np.empty((T, B, H), dt),
-                 "xp": np.empty((T, B, 3 * H), dt), "hp": np.empty((B, 3 * H), dt)}
+            cache = {"x": x, "hs": hs,
+                     "z": np.empty((T, B, H), dt), "r": np.empty((T, B, H), dt),
+                     "c": np.empty((T, B, H), dt), "sq": np.empty((T, B, H), dt)}
             if self.d.bn:
-                w["vu"] = np.empty((T, B, 3 * H), dt)
-                w["su"] = np.empty((T, 3 * H), dt)
-                w["vw"] = np.empty((T, B, 3 * H), dt)
-                w["sw"] = np.empty((T, 3 * H), dt)
+                cache["vu"] = np.empty((T, B, 3 * H), dt)
+                cache["su"] = np.empty((T, 3 * H), dt)
+                cache["vw"] = np.empty((T, B, 3 * H), dt)
+                cache["sw"] = np.empty((T, 3 * H), dt)
             p.h0 = _ptr(hs)
             p.y = <char*>p.h0 + B * H * (<Py_ssize_t>hs.itemsize)
-            p.vu = _ptr(w.get("vu"))
-            p.su = _ptr(w.get("su"))
-            p.vw = _ptr(w.get("vw"))
-            p.sw = _ptr(w.get("sw"))
-            self.cache = None
+            p.vu = _ptr(cache.get("vu"))
+            p.su = _ptr(cache.get("su"))
+            p.vw = _ptr(cache.get("vw"))
+            p.sw = _ptr(cache.get("sw"))
         else:
-            self.invalidate()
-            w = self._scratch(T, B)
+            cache = w
             p.h0 = _ptr(w["zeros"] if h0 is None else h0)
             p.y = _ptr(y)
-            p.vu = p.su = p.vw = p.sw = NULL
-        p.z = _ptr(w["z"])
-        p.r = _ptr(w["r"])
-        p.c = _ptr(w["c"])
-        p.sq = _ptr(w["sq"])
-        p.xp = _ptr(w["xp"])
-        p.hp = _ptr(w["hp"])
+        p.z = _ptr(cache["z"])
+        p.r = _ptr(cache["r"])
+        p.c = _ptr(cache["c"])
+        p.sq = _ptr(cache["sq"])
         if self.f64:
             with nogil:
                 _forward(<double*>p.theta, self.d, p, train)
@@ -736,14 +777,16 @@ cdef class Engine:
                 _forward(<float*>p.theta, self.d, p, train)
         if train:
             y[...] = hs[1:]
-            self.cache = w
+            self.cache = cache
             self.cache_T = T
             self.cache_B = B
 
     def backward(self, dy, dstate, dx, dh0, int nthreads):
         """dy (T, B, H) or None, dstate (B, H) or None; writes dx (T, B, I), dh0 (B, H).
 
-        Parameter gradients accumulate into ``grad``.
+        Parameter gradients accumulate into ``grad``.  The gradient buffers
+        hold one chunk of steps; for the darknet variant without BN the u and
+        w sublayers' gradients are equal and share one buffer.
         """
         cdef dict w = self.cache
         cdef Py_ssize_t T = self.cache_T, B = self.cache_B, H = self.d.H
@@ -757,11 +800,10 @@ cdef class Engine:
             dh0[...] = 0
         else:
             dh0[...] = dstate
-        dau = w.get("dau")
-        if dau is None:
-            dau = w["dau"] = np.empty((T, B, 3 * H), dt)
-            w["daw"] = np.empty((T, B, 3 * H), dt)
-            w["ds"] = np.empty((B, H), dt)
+        rows = chunk_steps(T, B) * B
+        dau = np.empty((rows, 3 * H), dt)
+        daw = dau if (not self.d.reset_after and not self.d.bn) else np.empty((rows, 3 * H), dt)
+        ds = np.empty((B, H), dt)
         p.theta = _ptr(self.theta)
         p.grad = _ptr(self.grad)
         p.rolling = _ptr(self.rolling)
@@ -779,8 +821,8 @@ cdef class Engine:
         p.dh = _ptr(dh0)
         p.dx = _ptr(dx)
         p.dau = _ptr(dau)
-        p.daw = _ptr(w["daw"])
-        p.ds = _ptr(w["ds"])
+        p.daw = _ptr(daw)
+        p.ds = _ptr(ds)
         if self.f64:
             with nogil:
                 _backward(<double*>p.theta, self.d, p)
