@@ -96,7 +96,7 @@ class BuildPy(build_py):
         dst = os.path.join(self.build_lib, "gru_cy", "cuda_src")
         os.makedirs(dst, exist_ok=True)
         src = os.path.join(HERE, "src_kernels")
-        for f in sorted(os.listdir(src)):
+        for f in sorted(os.listdir(src)) if os.path.isdir(src) else []:
             if f.endswith((".cu", ".cuh")):
                 shutil.copy(os.path.join(src, f), os.path.join(dst, f))
         with open(os.path.join(self.build_lib, "gru_cy", "_build_info.py"), "w") as f:

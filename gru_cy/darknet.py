@@ -1,0 +1,553 @@
+"""Darknet networks in and out: ``.cfg`` text and ``.weights`` files (SPEC section 3).
+
+Supported sections: ``[net]`` (or ``[network]``), ``[gru]``, ``[connected]``,
+``[softmax]`` and ``[cost]`` (``type=sse``).  Anything else is a ``ValueError``
+naming the section and its line.
+
+Darknet's conventions, as in pjreddie's ``parser.c`` (commit f6afaab):
+
+* ``[net]``: ``batch / subdivisions`` sequences per call (the GRU's ``B``),
+  ``time_steps`` steps (``T``); the layers after a GRU see ``B*T`` rows.
+* ``.weights``: int32 ``major, minor, revision``; then ``seen`` as uint64 when
+  ``major*10 + minor >= 2`` and both are below 1000, else as int32.  Files
+  with ``major`` or ``minor`` above 1000 store connected weights transposed
+  (Darknet's test is ``> 1000``; at exactly 1000 ``seen`` is int32 and the
+  weights are not transposed).  Then every layer's block, float32:
+  ``[gru]`` holds its sublayers in the order wz, wr, wh, uz, ur, uh, each
+  ``biases[H]``, ``weights[H*in]``, then with BN ``scales``, ``rolling_mean``,
+  ``rolling_variance``; ``[connected]`` likewise for itself.
+* AlexeyAB's fork writes header 0.2.5 and GRU sublayers in the order
+  uz, ur, uh, wz, wr, wh (its ``input_*`` then ``state_*`` layers; the
+  arithmetic is the same).  Such a file with ``[gru]`` layers is refused by
+  default with a ``ValueError`` that says so; ``gru_order="alexeyab"``
+  loads it explicitly (and a later save writes that order back).  Note that
+  AlexeyAB's candidate activation is fixed at compile time (``USET``), not by
+  ``tanh=`` in the cfg: set ``tanh=1`` if that build used tanh.
+
+Every problem with a weights file (truncated, oversized, a negative rolling
+variance, a non-finite value) is a ``ValueError`` naming the layer index and
+type, the array, and the byte offset; nothing is assigned until the whole file
+has been read and checked.  A save writes a temporary file in the target's
+directory and renames it over the target, so a failed save leaves the old
+file intact.
+"""
+
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from .network import (ACTIVATIONS, Connected, Cost, Network, Softmax, _host_array,
+                      _is_gru)
+
+__all__ = ["parse_cfg", "load_network", "network_from_cfg", "load_weights",
+           "save_weights", "save_cfg", "cfg_text"]
+
+GRU_ORDERS = {
+    "darknet": ("wz", "wr", "wh", "uz", "ur", "uh"),
+    "alexeyab": ("uz", "ur", "uh", "wz", "wr", "wh"),
+}
+ALEXEYAB_HEADER = (0, 2, 5)
+SUPPORTED = ("net", "network", "gru", "connected", "softmax", "cost")
+
+
+# --- cfg ---------------------------------------------------------------------
+
+def parse_cfg(text):
+    """Split Darknet cfg text into sections.
+
+    Lines are read as Darknet's ``read_cfg`` does: every space, tab and
+    carriage return is removed; empty lines and lines starting with ``#`` or
+    ``;`` are skipped; ``[name]`` opens a section; other lines are
+    ``key=value``.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    list of dict
+        One per section: ``{"type": str, "options": dict[str, str],
+        "line": int}`` (1-based line of the section header).
+
+    Raises
+    ------
+    ValueError
+        An option outside any section, a line without ``=``, a malformed
+        section header, or text without sections.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text: expected str, got {type(text).__name__}")
+    sections = []
+    for nu, raw in enumerate(text.splitlines(), start=1):
+        line = "".join(ch for ch in raw if ch not in " \t\r\n\v\f")
+        if not line or line[0] in "#;":
+            continue
+        if line[0] == "[":
+            if not line.endswith("]") or len(line) < 3:
+                raise ValueError(f"cfg line {nu}: expected a section header like "
+                                 f"'[gru]', got {raw.strip()!r}")
+            sections.append({"type": line[1:-1], "options": {}, "line": nu})
+            continue
+        if not sections:
+            raise ValueError(f"cfg line {nu}: expected a section header before "
+                             f"options, got {raw.strip()!r}")
+        if "=" not in line:
+            raise ValueError(f"cfg line {nu}: expected 'key=value', got {raw.strip()!r}")
+        key, val = line.split("=", 1)
+        sections[-1]["options"][key] = val
+    if not sections:
+        raise ValueError("cfg: expected a [net] section and layers, got no sections")
+    return sections
+
+
+def _opt(sec, key, default, kind, where):
+    """Option ``key`` of a section converted with ``kind`` (int or float)."""
+    if key not in sec["options"]:
+        return default
+    raw = sec["options"][key]
+    try:
+        if kind is int:
+            try:
+                return int(raw)
+            except ValueError:
+                return int(float(raw))
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{where}: option {key}: expected {kind.__name__}, "
+                         f"got {raw!r}") from None
+
+
+def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
+                     num_threads=None):
+    """Build a :class:`~gru_cy.network.Network` from parsed cfg sections.
+
+    Parameters
+    ----------
+    sections : list of dict
+        The result of :func:`parse_cfg`.
+    dtype : float32 or float64
+    device : {"cpu", "cuda"}
+    seed : int or None
+        Initialisation seed (layer ``i`` uses ``seed + i``); weights files
+        overwrite it.
+    num_threads : int or None
+
+    Returns
+    -------
+    Network
+    """
+    from . import GRU
+    net_sec = sections[0]
+    if net_sec["type"] not in ("net", "network"):
+        raise ValueError(f"cfg line {net_sec['line']}: expected the first section to "
+                         f"be [net] or [network], got [{net_sec['type']}]")
+    where = f"[{net_sec['type']}] (line {net_sec['line']})"
+    batch = _opt(net_sec, "batch", 1, int, where)
+    subdivisions = _opt(net_sec, "subdivisions", 1, int, where)
+    time_steps = _opt(net_sec, "time_steps", 1, int, where)
+    if subdivisions <= 0 or time_steps <= 0 or batch <= 0:
+        raise ValueError(f"{where}: expected positive batch, subdivisions and "
+                         f"time_steps, got {batch}, {subdivisions}, {time_steps}")
+    B = batch // subdivisions
+    if B <= 0:
+        raise ValueError(f"{where}: batch / subdivisions must be at least 1, got "
+                         f"batch={batch}, subdivisions={subdivisions}")
+    inputs = _opt(net_sec, "inputs", 0, int, where)
+    if inputs <= 0:
+        hwc = (_opt(net_sec, "h", 0, int, where) * _opt(net_sec, "w", 0, int, where)
+               * _opt(net_sec, "c", 0, int, where))
+        inputs = hwc
+    if inputs <= 0:
+        raise ValueError(f"{where}: expected inputs= (or h, w, c) > 0, got none")
+    adam = _opt(net_sec, "adam", 0, int, where)
+    optimizer = "adam" if adam else "sgd"
+    layers, options = [], []
+    n = inputs
+    for i, sec in enumerate(sections[1:]):
+        kind = sec["type"]
+        where = f"layer {i} [{kind}] (cfg line {sec['line']})"
+        lseed = None if seed is None else seed + i
+        if kind in ("gru",):
+            H = _opt(sec, "output", 1, int, where)
+            if H <= 0:
+                raise ValueError(f"{where}: output: expected > 0, got {H}")
+            bn = bool(_opt(sec, "batch_normalize", 0, int, where))
+            tanh = bool(_opt(sec, "tanh", 0, int, where))
+            layer = GRU(n, H, variant="darknet", activation="tanh" if tanh else "logistic",
+                        batch_normalize=bn, optimizer=optimizer, dtype=dtype,
+                        device=device, seed=lseed, num_threads=num_threads)
+        elif kind == "connected":
+            O = _opt(sec, "output", 1, int, where)
+            if O <= 0:
+                raise ValueError(f"{where}: output: expected > 0, got {O}")
+            act = sec["options"].get("activation", "logistic")
+            if act not in ACTIVATIONS:
+                raise ValueError(f"{where}: activation: expected one of {ACTIVATIONS}, "
+                                 f"got {act!r}")
+            bn = bool(_opt(sec, "batch_normalize", 0, int, where))
+            layer = Connected(n, O, activation=act, batch_normalize=bn, optimizer=optimizer,
+                              dtype=dtype, device=device, seed=lseed,
+                              num_threads=num_threads)
+        elif kind in ("softmax", "soft"):
+            if _opt(sec, "spatial", 0, int, where) or "tree" in sec["options"]:
+                raise ValueError(f"{where}: spatial and tree softmax are not supported")
+            groups = _opt(sec, "groups", 1, int, where)
+            if groups <= 0 or n % groups:
+                raise ValueError(f"{where}: groups: expected a positive divisor of "
+                                 f"{n}, got {groups}")
+            layer = Softmax(n, groups=groups,
+                            temperature=_opt(sec, "temperature", 1.0, float, where))
+        elif kind == "cost":
+            ctype = sec["options"].get("type", "sse")
+            if ctype != "sse":
+                raise ValueError(f"{where}: type: expected 'sse' (the only cost "
+                                 f"supported), got {ctype!r}")
+            layer = Cost(n, scale=_opt(sec, "scale", 1.0, float, where))
+        else:
+            raise ValueError(f"{where}: unknown or unsupported section [{kind}]; "
+                             f"supported: {', '.join(SUPPORTED)}")
+        layers.append(layer)
+        options.append(dict(sec["options"]))
+        n = layer.outputs
+    if not layers:
+        raise ValueError("cfg: expected at least one layer after [net], got none")
+    net = Network(layers, inputs, batch=B, subdivisions=subdivisions,
+                  time_steps=time_steps,
+                  learning_rate=_opt(net_sec, "learning_rate", 0.001, float, where),
+                  momentum=_opt(net_sec, "momentum", 0.9, float, where),
+                  decay=_opt(net_sec, "decay", 0.0001, float, where),
+                  optimizer=optimizer,
+                  b1=_opt(net_sec, "B1", 0.9, float, where),
+                  b2=_opt(net_sec, "B2", 0.999, float, where),
+                  eps=_opt(net_sec, "eps", 1e-7, float, where))
+    net.options = dict(net_sec["options"])
+    net.section_name = net_sec["type"]
+    net.layer_options = options
+    return net
+
+
+def load_network(cfg_path, weights_path=None, dtype=np.float32, device="cpu",
+                 gru_order=None, seed=None, num_threads=None):
+    """Load a Darknet network: cfg, then optionally its weights.
+
+    Parameters
+    ----------
+    cfg_path : str or os.PathLike
+    weights_path : str or os.PathLike or None
+        Without weights the layers keep Darknet's random initialisation.
+    dtype : float32 or float64
+        Precision of the engine (files are float32).
+    device : {"cpu", "cuda"}
+    gru_order : {None, "darknet", "alexeyab"}
+        Order of the GRU sublayers in the file.  None: pjreddie's order, and a
+        ``ValueError`` for an AlexeyAB file (header 0.2.5) with GRU layers.
+    seed : int or None
+        Initialisation seed when no weights are given.
+    num_threads : int or None
+
+    Returns
+    -------
+    Network
+    """
+    with open(cfg_path, "r") as f:
+        text = f.read()
+    net = network_from_cfg(parse_cfg(text), dtype=dtype, device=device, seed=seed,
+                           num_threads=num_threads)
+    if weights_path is not None:
+        load_weights(net, weights_path, gru_order=gru_order)
+    return net
+
+
+# --- weights -----------------------------------------------------------------
+
+def _header_rules(major, minor):
+    seen64 = (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
+    transpose = major > 1000 or minor > 1000
+    return seen64, transpose
+
+
+def _layer_blocks(net, order):
+    """For each layer with weights: (index, type, [(prefix, O, I, bn)])."""
+    out = []
+    for i, layer in enumerate(net.layers):
+        if _is_gru(layer):
+            H, I = layer.outputs, layer.inputs
+            subs = [(f"{s}.", H, I if s[0] == "u" else H, layer.batch_normalize)
+                    for s in order]
+            out.append((i, "gru", layer, subs))
+        elif isinstance(layer, Connected):
+            out.append((i, "connected", layer,
+                        [("", layer.outputs, layer.inputs, layer.batch_normalize)]))
+    return out
+
+
+def _arrays(prefix, O, I, bn):
+    """(param key, count) in file order for one connected (sub)layer."""
+    names = [(prefix + "biases", O), (prefix + "weights", O * I)]
+    if bn:
+        names += [(prefix + "scales", O), (prefix + "rolling_mean", O),
+                  (prefix + "rolling_variance", O)]
+    return names
+
+
+def _resolve_order(header, has_gru, gru_order, path):
+    if gru_order is not None:
+        if gru_order not in GRU_ORDERS:
+            raise ValueError(f"gru_order: expected None, 'darknet' or 'alexeyab', "
+                             f"got {gru_order!r}")
+        return gru_order
+    if has_gru and tuple(header) == ALEXEYAB_HEADER:
+        raise ValueError(
+            f"{path}: header {header[0]}.{header[1]}.{header[2]} is AlexeyAB's "
+            f"Darknet fork, which stores GRU sublayers as uz, ur, uh, wz, wr, wh "
+            f"(pjreddie's Darknet: wz, wr, wh, uz, ur, uh); loading it in the wrong "
+            f"order would silently scramble the weights.  Pass gru_order='alexeyab' "
+            f"to load it in AlexeyAB's order (its candidate activation is a compile-"
+            f"time choice: check tanh= in the cfg), or gru_order='darknet' if the "
+            f"file is known to use pjreddie's order")
+    return "darknet"
+
+
+def load_weights(net, path, gru_order=None):
+    """Read a Darknet ``.weights`` file into ``net`` (all or nothing).
+
+    Parameters
+    ----------
+    net : Network
+        Built from the matching cfg.
+    path : str or os.PathLike
+    gru_order : {None, "darknet", "alexeyab"}
+        See :func:`load_network`.
+
+    Raises
+    ------
+    ValueError
+        Truncated or oversized file, AlexeyAB GRU order without
+        ``gru_order``, negative rolling variance or non-finite values: the
+        message names the layer, the array and the byte offset.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    size = len(data)
+    if size < 16:
+        raise ValueError(f"{path}: truncated header: expected at least 16 bytes "
+                         f"(major, minor, revision, seen), got {size}")
+    major, minor, revision = struct.unpack_from("<3i", data, 0)
+    seen64, transpose = _header_rules(major, minor)
+    if seen64:
+        if size < 20:
+            raise ValueError(f"{path}: truncated header: version {major}.{minor} "
+                             f"stores seen as uint64 (20 bytes of header), got {size} bytes")
+        (seen,) = struct.unpack_from("<Q", data, 12)
+        off = 20
+    else:
+        (seen,) = struct.unpack_from("<i", data, 12)
+        off = 16
+    blocks = _layer_blocks(net, GRU_ORDERS["darknet"])
+    order = _resolve_order((major, minor, revision), any(b[1] == "gru" for b in blocks),
+                           gru_order, path)
+    blocks = _layer_blocks(net, GRU_ORDERS[order])
+    total = off + 4 * sum(count for _, _, _, subs in blocks for sub in subs
+                          for _, count in _arrays(*sub))
+    mismatch = (f"the cfg implies {total} bytes, the file has {size}: the cfg does "
+                f"not match these weights")
+    staged = []
+    for i, kind, layer, subs in blocks:
+        for prefix, O, I, bn in subs:
+            for key, count in _arrays(prefix, O, I, bn):
+                nbytes = 4 * count
+                if off + nbytes > size:
+                    raise ValueError(
+                        f"{path}: truncated at layer {i} [{kind}] {key}: needs {nbytes} "
+                        f"bytes at byte offset {off}, only {size - off} remain; "
+                        f"{mismatch}")
+                a = np.frombuffer(data, dtype="<f4", count=count, offset=off)
+                if not np.all(np.isfinite(a)):
+                    bad = int(np.flatnonzero(~np.isfinite(a))[0])
+                    raise ValueError(f"{path}: layer {i} [{kind}] {key}: non-finite "
+                                     f"value at byte offset {off + 4 * bad}")
+                if key.endswith("rolling_variance") and np.any(a < 0):
+                    bad = int(np.flatnonzero(a < 0)[0])
+                    raise ValueError(f"{path}: layer {i} [{kind}] {key}: negative "
+                                     f"variance {a[bad]} at byte offset {off + 4 * bad}; "
+                                     f"the file is inconsistent with the cfg")
+                if key.endswith("weights"):
+                    a = a.reshape(I, O).T if transpose else a.reshape(O, I)
+                staged.append((layer, key, a))
+                off += nbytes
+    if off != size:
+        last = f"layer {blocks[-1][0]} [{blocks[-1][1]}]" if blocks else "the header"
+        raise ValueError(f"{path}: oversized: {size - off} bytes left after {last} "
+                         f"at byte offset {off}; {mismatch}")
+    for layer, key, a in staged:
+        layer.params[key] = np.array(a, dtype=np.float32)
+    net.seen = int(seen)
+    net.header = (major, minor, revision)
+    net.gru_order = order
+
+
+def weights_bytes(net):
+    """The Darknet ``.weights`` content of ``net`` as bytes (see :func:`save_weights`)."""
+    for i, layer in enumerate(net.layers):
+        if _is_gru(layer) and layer.variant != "darknet":
+            raise ValueError(f"layer {i} [gru]: variant {layer.variant!r} cannot be "
+                             f"saved in Darknet format (Darknet files hold the "
+                             f"'darknet' variant only)")
+    major, minor, revision = (int(v) for v in net.header)
+    seen64, transpose = _header_rules(major, minor)
+    seen = int(net.seen)
+    parts = [struct.pack("<3i", major, minor, revision)]
+    if seen64:
+        if not 0 <= seen < 2 ** 64:
+            raise ValueError(f"seen: expected 0 <= seen < 2**64, got {seen}")
+        parts.append(struct.pack("<Q", seen))
+    else:
+        if not -2 ** 31 <= seen < 2 ** 31:
+            raise ValueError(f"seen: header {major}.{minor} stores seen as int32, "
+                             f"got {seen}")
+        parts.append(struct.pack("<i", seen))
+    for i, kind, layer, subs in _layer_blocks(net, GRU_ORDERS[net.gru_order]):
+        for prefix, O, I, bn in subs:
+            for key, _ in _arrays(prefix, O, I, bn):
+                a = _host_array(layer.params[key]).astype("<f4")
+                if key.endswith("weights") and transpose:
+                    a = a.T
+                parts.append(np.ascontiguousarray(a).tobytes())
+    return b"".join(parts)
+
+
+def _atomic_write(path, payload, mode):
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-",
+                               dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_weights(net, path):
+    """Write ``net`` as a Darknet ``.weights`` file, atomically.
+
+    The header is the one the network was loaded with (pjreddie's 0.2.0 for
+    a new network), ``seen`` in the width it implies, then each layer's block
+    in SPEC section 3's order.  Loading a file and saving it gives identical
+    bytes.
+
+    Parameters
+    ----------
+    net : Network
+    path : str or os.PathLike
+
+    Raises
+    ------
+    ValueError
+        A ``reset_after`` GRU (not representable in Darknet), or ``seen`` out
+        of the header's range.  The target file is untouched then, and on any
+        I/O error.
+    """
+    _atomic_write(path, weights_bytes(net), "wb")
+
+
+# --- cfg out -----------------------------------------------------------------
+
+def _fmt(v):
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return repr(float(v))
+
+
+def _same_value(raw, value):
+    try:
+        return float(raw) == float(value)
+    except ValueError:
+        return raw == str(value)
+
+
+def _section(name, original, values):
+    """Lines of one section: original options in order, known ones updated."""
+    opts = dict(original)
+    for key, val in values.items():
+        if val is None:
+            opts.pop(key, None)
+        elif key not in opts or not _same_value(opts[key], val):
+            opts[key] = val if isinstance(val, str) else _fmt(val)
+    return [f"[{name}]"] + [f"{k}={v}" for k, v in opts.items()] + [""]
+
+
+def cfg_text(net):
+    """Darknet cfg text describing ``net`` (see :func:`save_cfg`)."""
+    for i, layer in enumerate(net.layers):
+        if _is_gru(layer) and layer.variant != "darknet":
+            raise ValueError(f"layer {i} [gru]: variant {layer.variant!r} cannot be "
+                             f"written to a Darknet cfg (Darknet has the 'darknet' "
+                             f"variant only)")
+    adam = any(getattr(layer, "optimizer", "sgd") == "adam" for layer in net.layers)
+    net_values = {
+        "batch": net.batch * net.subdivisions,
+        "subdivisions": net.subdivisions,
+        "time_steps": net.time_steps,
+        "inputs": net.inputs,
+        "learning_rate": net.learning_rate,
+        "momentum": net.momentum,
+        "decay": net.decay,
+        "adam": 1 if adam else None,
+    }
+    if adam:
+        for key, val, default in (("B1", net.b1, 0.9), ("B2", net.b2, 0.999),
+                                  ("eps", net.eps, 1e-7)):
+            if val != default or key in getattr(net, "options", {}):
+                net_values[key] = val
+    lines = _section(getattr(net, "section_name", "net"), getattr(net, "options", {}),
+                     net_values)
+    originals = getattr(net, "layer_options", None) or [{} for _ in net.layers]
+    for layer, orig in zip(net.layers, originals):
+        if _is_gru(layer):
+            lines += _section("gru", orig, {
+                "output": layer.outputs,
+                "batch_normalize": 1 if layer.batch_normalize else None,
+                "tanh": 1 if layer.activation == "tanh" else None})
+        elif isinstance(layer, Connected):
+            lines += _section("connected", orig, {
+                "output": layer.outputs, "activation": layer.activation,
+                "batch_normalize": 1 if layer.batch_normalize else None})
+        elif isinstance(layer, Softmax):
+            lines += _section("softmax", orig, {
+                "groups": layer.groups if layer.groups != 1 else None,
+                "temperature": layer.temperature if layer.temperature != 1 else None})
+        elif isinstance(layer, Cost):
+            lines += _section("cost", orig, {
+                "type": layer.cost_type,
+                "scale": layer.scale if layer.scale != 1 else None})
+        else:
+            raise ValueError(f"net.layers: {type(layer).__name__} has no Darknet section")
+    return "\n".join(lines)
+
+
+def save_cfg(net, path):
+    """Write ``net`` as a Darknet ``.cfg``, atomically.
+
+    Options read from a cfg are kept in their order; the values this package
+    knows (sizes, activation, BN, ``tanh``, hyper-parameters) are written
+    from the network.  ``tanh=1`` marks a tanh candidate.
+
+    Parameters
+    ----------
+    net : Network
+    path : str or os.PathLike
+    """
+    _atomic_write(path, cfg_text(net), "w")

@@ -1,0 +1,518 @@
+"""Built-in training tasks and the ``gru-cy train`` / ``gru-cy generate`` commands.
+
+Tasks (all train a Darknet-style network: ``[gru]`` -> ``[connected]`` -> loss):
+
+* ``adding`` (default): the adding problem (Hochreiter & Schmidhuber 1997).
+  Each step carries a value drawn from U(0, 1) and a marker; exactly two
+  steps are marked (one in each half of the sequence) and the target is the
+  sum of their values, read from the output of the last step.  Loss: mean
+  squared error; predicting the constant 1 scores about 1/6 = 0.167.
+* ``copy``: copy memory.  Five symbols out of eight, blanks, a delimiter,
+  then the network must reproduce the five symbols.  Loss: cross-entropy per
+  recalled symbol; guessing scores log 8 = 2.08.
+* ``--text FILE``: a character-level language model over bytes, like
+  Darknet's ``rnn`` example (256 inputs, ``[softmax]``, ``[cost]``); the
+  baseline is the entropy of the file's byte frequencies.  ``gru-cy
+  generate`` samples from the saved model.
+
+The evaluation loss (``final_loss``) is measured on held-out sequences for
+``adding`` and ``copy`` and on the last tenth of the iterations for text.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from .network import Connected, Cost, Network, Softmax, _host_array
+
+__all__ = ["adding_batch", "copy_batch", "train_main", "generate_main", "Progress"]
+
+DEFAULT_STEPS = {"adding": 50, "copy": 20, "text": 32}
+COPY_SYMBOLS = 8
+COPY_LENGTH = 5
+
+
+# --- data ----------------------------------------------------------------------
+
+def adding_batch(rng, T, B, dtype=np.float32):
+    """One batch of the adding problem.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    T, B : int
+        Sequence length (>= 2) and batch size.
+
+    Returns
+    -------
+    x : ndarray, shape (T, B, 2)
+        Channel 0 the values U(0, 1), channel 1 the markers (two ones).
+    target : ndarray, shape (B, 1)
+        The sum of the two marked values.
+    """
+    x = np.zeros((T, B, 2), dtype)
+    x[:, :, 0] = rng.uniform(0, 1, (T, B))
+    half = T // 2
+    first = rng.integers(0, half, B)
+    second = rng.integers(half, T, B)
+    cols = np.arange(B)
+    x[first, cols, 1] = 1
+    x[second, cols, 1] = 1
+    target = (x[first, cols, 0] + x[second, cols, 0]).reshape(B, 1)
+    return x, target.astype(dtype)
+
+
+def copy_batch(rng, T, B, dtype=np.float32):
+    """One batch of the copy-memory task.
+
+    Inputs are one-hot over 10 codes: 0 blank, 1..8 symbols, 9 delimiter.
+    Steps 0..4 show five symbols, step ``T - 6`` the delimiter, and the last
+    five steps must output the symbols.
+
+    Returns
+    -------
+    x : ndarray, shape (T, B, 10)
+    labels : ndarray of int, shape (T, B)
+        The class expected at each step (0 = blank).
+    mask : ndarray of bool, shape (T, B)
+        The five recall steps, where the loss is measured.
+    """
+    K = COPY_LENGTH
+    if T < 2 * K + 1:
+        raise ValueError(f"--steps: the copy task needs at least {2 * K + 1} steps, got {T}")
+    sym = rng.integers(1, COPY_SYMBOLS + 1, (K, B))
+    codes = np.zeros((T, B), np.int64)
+    codes[:K] = sym
+    codes[T - K - 1] = COPY_SYMBOLS + 1
+    x = np.zeros((T, B, COPY_SYMBOLS + 2), dtype)
+    np.put_along_axis(x, codes[:, :, None], 1, axis=2)
+    labels = np.zeros((T, B), np.int64)
+    labels[T - K:] = sym
+    mask = np.zeros((T, B), bool)
+    mask[T - K:] = True
+    return x, labels, mask
+
+
+# --- progress ------------------------------------------------------------------
+
+class Progress:
+    """A small progress bar on stderr (carriage returns on a terminal;
+    otherwise a line every tenth of the run or every 10 seconds)."""
+
+    def __init__(self, total, stream=None, width=30):
+        self.total = max(int(total), 1)
+        self.stream = sys.stderr if stream is None else stream
+        self.width = width
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self._last = -1.0
+        self._last_decile = -1
+
+    def update(self, done, text=""):
+        now = time.perf_counter()
+        frac = min(done / self.total, 1.0)
+        if self.tty:
+            if now - self._last < 0.1 and done < self.total:
+                return
+        else:
+            decile = int(frac * 10)
+            if decile == self._last_decile and done < self.total and now - self._last < 10:
+                return
+            self._last_decile = decile
+        self._last = now
+        fill = int(round(frac * self.width))
+        bar = "#" * fill + "." * (self.width - fill)
+        line = f"[{bar}] {done}/{self.total} {text} {now - self.start:6.1f}s"
+        self.stream.write(("\r" + line) if self.tty else (line + "\n"))
+        self.stream.flush()
+
+    def close(self):
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --- models ----------------------------------------------------------------------
+
+def _build(args, inputs, outputs, head, T, B):
+    """[gru] -> [connected linear] -> head, as a Darknet-compatible Network."""
+    from . import GRU
+    dtype = np.dtype(args.dtype)
+    gru = GRU(inputs, args.hidden, variant="darknet", activation="tanh",
+              optimizer=args.optimizer, dtype=dtype, device=args.device,
+              seed=args.seed, num_threads=args.threads)
+    fc = Connected(args.hidden, outputs, activation="linear", optimizer=args.optimizer,
+                   dtype=dtype, device=args.device,
+                   seed=None if args.seed is None else args.seed + 1,
+                   num_threads=args.threads)
+    layers = [gru, fc] + head
+    return Network(layers, inputs, batch=B, time_steps=T,
+                   learning_rate=args.learning_rate, momentum=args.momentum,
+                   decay=args.decay, optimizer=args.optimizer, clip=args.clip)
+
+
+class _Adding:
+    name = "adding"
+
+    def __init__(self, args, rng):
+        self.T, self.B = args.steps, args.batch
+        self.rng = rng
+        self.net = _build(args, 2, 1, [Cost(1)], self.T, self.B)
+        self.eval_x, self.eval_t = adding_batch(np.random.default_rng(12345), self.T,
+                                                args.eval_size, args.dtype)
+        self.baseline = float(np.mean((self.eval_t - 1.0) ** 2))
+
+    def train_step(self):
+        x, t = adding_batch(self.rng, self.T, self.B, self.net.dtype)
+        net = self.net
+        net.reset_state()
+        y = net.forward(x, train=True)
+        last = _host_array(y[-1])
+        dy = np.zeros(y.shape, y.dtype)
+        # Only the last step is scored.  The gradient of sum_b (y_last - t)^2 is
+        # 2 (y_last - t); the update divides by batch=B, making it the mean.
+        dy[-1] = 2 * (last - t)
+        net.backward(dy)
+        net.update(batch=self.B)
+        return float(np.mean((last - t) ** 2))
+
+    def evaluate(self):
+        self.net.reset_state()
+        y = _host_array(self.net.forward(self.eval_x))
+        self.net.reset_state()
+        return float(np.mean((y[-1] - self.eval_t) ** 2))
+
+
+class _Copy:
+    name = "copy"
+
+    def __init__(self, args, rng):
+        self.T, self.B = args.steps, args.batch
+        self.rng = rng
+        n = COPY_SYMBOLS + 2
+        self.net = _build(args, n, n, [Softmax(n)], self.T, self.B)
+        self.eval = copy_batch(np.random.default_rng(12345), self.T, args.eval_size,
+                               args.dtype)
+        self.baseline = math.log(COPY_SYMBOLS)
+
+    @staticmethod
+    def _xent(p, labels, mask):
+        pl = np.take_along_axis(p, labels[:, :, None], axis=2)[:, :, 0]
+        return float(-np.log(np.maximum(pl[mask], 1e-30)).mean())
+
+    def train_step(self):
+        x, labels, mask = copy_batch(self.rng, self.T, self.B, self.net.dtype)
+        net = self.net
+        net.reset_state()
+        p = _host_array(net.forward(x, train=True))
+        onehot = np.zeros_like(p)
+        np.put_along_axis(onehot, labels[:, :, None], 1, axis=2)
+        # Cross-entropy over the recall steps only: dL/dlogits = (p - t) there.
+        d = (p - onehot) * mask[:, :, None]
+        net.backward(d, start=len(net.layers) - 2)
+        net.update(batch=self.B * COPY_LENGTH)
+        return self._xent(p, labels, mask)
+
+    def evaluate(self):
+        x, labels, mask = self.eval
+        self.net.reset_state()
+        p = _host_array(self.net.forward(x))
+        self.net.reset_state()
+        return self._xent(p, labels, mask)
+
+
+class _Text:
+    name = "text"
+
+    def __init__(self, args, rng):
+        with open(args.text, "rb") as f:
+            data = np.frombuffer(f.read(), np.uint8)
+        if data.size < args.steps + 2:
+            raise ValueError(f"--text: {args.text} has {data.size} bytes; need more "
+                             f"than --steps + 1 = {args.steps + 1}")
+        self.data = data
+        self.T, self.B = args.steps, args.batch
+        self.net = _build(args, 256, 256, [Softmax(256), Cost(256)], self.T, self.B)
+        stride = data.size // self.B
+        self.offsets = (np.arange(self.B) * stride + rng.integers(0, max(stride, 1), self.B)
+                        ) % (data.size - self.T - 1)
+        freq = np.bincount(data, minlength=256) / data.size
+        nz = freq[freq > 0]
+        self.baseline = float(-(nz * np.log(nz)).sum())
+        self.recent = []
+        self.eye = np.eye(256, dtype=self.net.dtype)
+
+    def train_step(self):
+        T, B = self.T, self.B
+        idx = self.offsets[None, :] + np.arange(T + 1)[:, None]
+        chunk = self.data[idx]
+        x = self.eye[chunk[:-1]]
+        labels = chunk[1:].astype(np.int64)
+        loss = self.net.train_step(x, labels) / (T * B)
+        self.offsets = self.offsets + T
+        wrap = self.offsets + T + 1 >= self.data.size
+        if wrap.any():
+            self.offsets[wrap] = 0
+            self.net.reset_state()
+        self.recent.append(loss)
+        return loss
+
+    def evaluate(self):
+        tail = self.recent[-max(1, len(self.recent) // 10):]
+        return float(np.mean(tail)) if tail else float("nan")
+
+
+# --- commands ----------------------------------------------------------------------
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def train_parser():
+    p = argparse.ArgumentParser(
+        prog="gru-cy train",
+        description="Train a GRU network on a built-in task (default: the adding "
+                    "problem) and report the loss against the task's baseline.")
+    p.add_argument("--task", choices=("adding", "copy"), default=None,
+                   help="built-in task (default adding; exclusive with --text)")
+    p.add_argument("--text", metavar="FILE",
+                   help="train a character-level language model on FILE instead")
+    p.add_argument("--iterations", type=_positive_int, default=None,
+                   help="maximum training iterations (default 4000; text 1000)")
+    p.add_argument("--steps", type=_positive_int, default=None,
+                   help="sequence length T (default adding 50, copy 20, text 32)")
+    p.add_argument("--hidden", type=_positive_int, default=None,
+                   help="GRU outputs H (default 64; text 128)")
+    p.add_argument("--batch", type=_positive_int, default=None,
+                   help="sequences per iteration B (default 50; text 16)")
+    p.add_argument("--learning-rate", type=_positive_float, default=None,
+                   help="learning rate (default adam 0.01, sgd 0.1; text with adam 0.003)")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    p.add_argument("--momentum", type=_nonneg_float, default=0.9)
+    p.add_argument("--decay", type=_nonneg_float, default=0.0,
+                   help="Darknet's weight decay (default 0)")
+    p.add_argument("--clip", type=_positive_float, default=None,
+                   help="clamp each summed gradient element to [-CLIP, CLIP]")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="OpenMP threads (default: OpenMP's choice)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--eval-every", type=_positive_int, default=50,
+                   help="iterations between held-out evaluations (default 50)")
+    p.add_argument("--eval-size", type=_positive_int, default=500,
+                   help="held-out sequences (default 500)")
+    p.add_argument("--target", type=_nonneg_float, default=0.1,
+                   help="stop once the held-out loss stays below TARGET * baseline "
+                        "(default 0.1; 0 never stops early)")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    p.add_argument("--save", metavar="PATH",
+                   help="write the trained network as PATH.cfg and PATH.weights")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw the loss curve (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _stem(path):
+    root, ext = os.path.splitext(path)
+    return root if ext in (".cfg", ".weights") else path
+
+
+def train_main(argv=None):
+    """``gru-cy train``: returns the exit code (argparse exits 2 on bad usage)."""
+    p = train_parser()
+    args = p.parse_args(argv)
+    task = "text" if args.text else (args.task or "adding")
+    if args.text and args.task:
+        p.error("--task and --text are exclusive: --text trains a language model")
+    if args.plot:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+        except ImportError:
+            p.error("--plot needs matplotlib, which is not installed "
+                    "(pip install 'gru_cy[plot]')")
+    if args.text and not os.path.isfile(args.text):
+        p.error(f"--text: no such file: {args.text}")
+    args.steps = args.steps or DEFAULT_STEPS[task]
+    if task == "adding" and args.steps < 2:
+        p.error(f"--steps: the adding problem needs at least 2 steps, got {args.steps}")
+    if task == "copy" and args.steps < 2 * COPY_LENGTH + 1:
+        p.error(f"--steps: the copy task needs at least {2 * COPY_LENGTH + 1} steps, "
+                f"got {args.steps}")
+    text = task == "text"
+    args.hidden = args.hidden or (128 if text else 64)
+    args.batch = args.batch or (16 if text else 50)
+    args.iterations = args.iterations or (1000 if text else 4000)
+    if args.learning_rate is None:
+        args.learning_rate = (0.003 if text else 0.01) if args.optimizer == "adam" else 0.1
+    rng = np.random.default_rng(args.seed)
+    try:
+        job = {"adding": _Adding, "copy": _Copy, "text": _Text}[task](args, rng)
+    except RuntimeError as e:
+        print(f"gru-cy train: error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        p.error(str(e))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _run(job, task, args)
+
+
+def _run(job, task, args):
+    bar = None if args.quiet else Progress(args.iterations)
+    goal = args.target * job.baseline
+    history, evals = [], []
+    start = time.perf_counter()
+    below = 0
+    final = float("nan")
+    it = 0
+    for it in range(1, args.iterations + 1):
+        loss = job.train_step()
+        history.append(loss)
+        if not math.isfinite(loss):
+            break
+        if it % args.eval_every == 0 or it == args.iterations:
+            final = job.evaluate()
+            evals.append((it, final))
+            # "Reached and stable": two consecutive evaluations under the goal.
+            below = below + 1 if final < goal else 0
+        if bar is not None:
+            recent = np.mean(history[-20:])
+            bar.update(it, f"loss {recent:.4f} (baseline {job.baseline:.4f})")
+        if below >= 2 and task != "text":
+            break
+    if not evals or evals[-1][0] != it:
+        final = job.evaluate()
+        evals.append((it, final))
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.total = it
+        bar.update(it, f"held-out loss {final:.4f} (baseline {job.baseline:.4f})")
+        bar.close()
+    result = {"task": task, "final_loss": final if math.isfinite(final) else None,
+              "baseline_loss": job.baseline,
+              "steps": args.steps, "seconds": round(seconds, 3), "iterations": it,
+              "hidden": args.hidden, "batch": args.batch, "optimizer": args.optimizer,
+              "learning_rate": args.learning_rate, "device": args.device,
+              "seed": args.seed, "reached_target": bool(final < goal)}
+    print(f"{task}: final loss {final:.5f}, baseline {job.baseline:.5f} "
+          f"(ratio {final / job.baseline:.4f}), {it} iterations, {seconds:.1f} s")
+    if not math.isfinite(final):
+        print(f"gru-cy train: the loss diverged after {it} iterations; try a smaller "
+              f"--learning-rate or --clip", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    if args.save:
+        stem = _stem(args.save)
+        job.net.save_cfg(stem + ".cfg")
+        job.net.save_weights(stem + ".weights")
+        print(f"saved {stem}.cfg and {stem}.weights")
+    if args.plot:
+        _plot(args.plot, history, evals, job.baseline, task)
+        print(f"plotted {args.plot}")
+    return 0 if math.isfinite(final) else 1
+
+
+def _plot(path, history, evals, baseline, task):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(np.arange(1, len(history) + 1), history, lw=0.8, alpha=0.6, label="training batch")
+    if evals:
+        e = np.array(evals)
+        ax.plot(e[:, 0], e[:, 1], "o-", label="held-out" if task != "text" else "recent mean")
+    ax.axhline(baseline, color="k", ls="--", lw=1, label="baseline")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_title(f"gru-cy train: {task}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def generate_parser():
+    p = argparse.ArgumentParser(
+        prog="gru-cy generate",
+        description="Sample bytes from a character model saved by "
+                    "'gru-cy train --text FILE --save PATH' (or Darknet's rnn).")
+    p.add_argument("--cfg", required=True, help="the model's .cfg")
+    p.add_argument("--weights", required=True, help="the model's .weights")
+    p.add_argument("--length", type=_positive_int, default=200,
+                   help="bytes to generate (default 200)")
+    p.add_argument("--seed-text", default="\n", help="text fed first (default a newline)")
+    p.add_argument("--temperature", type=_positive_float, default=0.7,
+                   help="sampling temperature (default 0.7, as Darknet's rnn)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    return p
+
+
+def generate_main(argv=None):
+    """``gru-cy generate``: prints the seed text and the sampled continuation."""
+    p = generate_parser()
+    args = p.parse_args(argv)
+    from .darknet import load_network
+    for name in ("cfg", "weights"):
+        if not os.path.isfile(getattr(args, name)):
+            p.error(f"--{name}: no such file: {getattr(args, name)}")
+    try:
+        net = load_network(args.cfg, args.weights)
+    except ValueError as e:
+        p.error(str(e))
+    if net.inputs != 256 or net.outputs != 256:
+        p.error(f"--cfg: expected a byte model with 256 inputs and outputs, got "
+                f"{net.inputs} and {net.outputs}")
+    rng = np.random.default_rng(args.seed)
+    seed = args.seed_text.encode("utf-8") or b"\n"
+    eye = np.eye(256, dtype=net.dtype)
+    out = bytearray(seed)
+    p_next = None
+    for b in seed:
+        p_next = _host_array(net.predict(eye[b][None, None, :]))[0, 0]
+    for _ in range(args.length):
+        logp = np.log(np.maximum(p_next.astype(np.float64), 1e-300)) / args.temperature
+        q = np.exp(logp - logp.max())
+        q /= q.sum()
+        b = int(rng.choice(256, p=q))
+        out.append(b)
+        p_next = _host_array(net.predict(eye[b][None, None, :]))[0, 0]
+    sys.stdout.buffer.write(bytes(out) + b"\n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,154 @@
+"""PyTorch ``nn.GRU`` state dicts in and out (SPEC section 4).
+
+``nn.GRU`` is the "reset_after" variant with a tanh candidate and no batch
+normalisation.  Its gate blocks are ordered r, z, n::
+
+    weight_ih_l0 (3H, I) = [ur.weights; uz.weights; uh.weights]
+    weight_hh_l0 (3H, H) = [wr.weights; wz.weights; wh.weights]
+    bias_ih_l0   (3H,)   = [ur.biases;  uz.biases;  uh.biases]
+    bias_hh_l0   (3H,)   = [wr.biases;  wz.biases;  wh.biases]
+
+PyTorch's ``h' = (1 - z) * n + z * h`` is this package's update, and its
+``h0`` of shape ``(1, B, H)`` is our ``(B, H)``.  Tensors are accepted without
+importing torch: anything with ``detach()`` is read through
+``t.detach().cpu().numpy()``; NumPy arrays (and array-likes) are used as they
+are.
+"""
+
+import numpy as np
+
+__all__ = ["load_torch_state_dict", "torch_state_dict", "TORCH_KEYS"]
+
+TORCH_KEYS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+_GATES = ("r", "z", "h")          # PyTorch's block order r, z, n
+
+
+def _check_layer(layer):
+    if layer.variant != "reset_after":
+        raise ValueError(f"layer.variant: expected 'reset_after' (PyTorch's nn.GRU "
+                         f"applies the reset gate after the recurrent product), got "
+                         f"{layer.variant!r}; the 'darknet' variant has no nn.GRU "
+                         f"equivalent")
+    if layer.activation != "tanh":
+        raise ValueError(f"layer.activation: expected 'tanh' (nn.GRU's candidate), "
+                         f"got {layer.activation!r}")
+    if layer.batch_normalize:
+        raise ValueError("layer.batch_normalize: expected False (nn.GRU has no batch "
+                         "normalisation), got True")
+
+
+def _to_numpy(value, key):
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"state_dict[{key!r}]: expected a real array or tensor, "
+                        f"got dtype {arr.dtype}")
+    return arr
+
+
+def _strip_prefix(keys):
+    """The common ``module.`` prefix of nn.GRU keys (e.g. ``rnn.``), or ''."""
+    for key in keys:
+        for name in TORCH_KEYS:
+            if key.endswith(name):
+                return key[: len(key) - len(name)]
+    return ""
+
+
+def load_torch_state_dict(layer, state_dict):
+    """Load ``torch.nn.GRU`` weights into a ``gru_cy.GRU`` (all or nothing).
+
+    Parameters
+    ----------
+    layer : gru_cy.GRU
+        ``variant="reset_after"``, ``activation="tanh"``, no BN, with
+        ``inputs == I`` and ``outputs == H`` of the torch module.
+    state_dict : mapping
+        ``weight_ih_l0`` (3H, I), ``weight_hh_l0`` (3H, H) and, unless the
+        module had ``bias=False``, ``bias_ih_l0``, ``bias_hh_l0`` (3H,);
+        torch tensors or NumPy arrays.  A common key prefix such as ``"gru."``
+        is accepted.  Missing biases load as zeros.
+
+    Raises
+    ------
+    ValueError
+        A layer that is not representable, keys of a multi-layer (``_l1``...),
+        bidirectional (``_reverse``) or projected (``weight_hr``) module, any
+        other unknown key, a missing weight, or a wrong shape.
+    """
+    _check_layer(layer)
+    if not hasattr(state_dict, "keys"):
+        raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+    keys = list(state_dict.keys())
+    prefix = _strip_prefix(keys)
+    H, I = layer.outputs, layer.inputs
+    found = {}
+    for key in keys:
+        name = key[len(prefix):] if key.startswith(prefix) else key
+        if "_reverse" in name:
+            raise ValueError(f"state_dict: key {key!r} belongs to a bidirectional "
+                             f"nn.GRU; gru_cy.GRU is one direction (load each "
+                             f"direction into its own layer)")
+        if name.startswith(("weight_hr", "weight_hr_l")):
+            raise ValueError(f"state_dict: key {key!r} belongs to an nn.GRU with "
+                             f"proj_size, which gru_cy does not support")
+        if name not in TORCH_KEYS:
+            if name.rsplit("_l", 1)[-1].isdigit():
+                raise ValueError(f"state_dict: key {key!r} belongs to layer "
+                                 f"{name.rsplit('_l', 1)[-1]} of a multi-layer "
+                                 f"nn.GRU; gru_cy.GRU is one layer (load each layer "
+                                 f"of the stack into its own GRU)")
+            raise ValueError(f"state_dict: unknown key {key!r}; expected "
+                             f"{', '.join(TORCH_KEYS)}")
+        found[name] = _to_numpy(state_dict[key], key)
+    for name in ("weight_ih_l0", "weight_hh_l0"):
+        if name not in found:
+            raise ValueError(f"state_dict: missing {name!r}; got keys {keys}")
+    shapes = {"weight_ih_l0": (3 * H, I), "weight_hh_l0": (3 * H, H),
+              "bias_ih_l0": (3 * H,), "bias_hh_l0": (3 * H,)}
+    for name, arr in found.items():
+        if arr.shape != shapes[name]:
+            raise ValueError(f"state_dict[{name!r}]: expected shape {shapes[name]} "
+                             f"for a layer with inputs={I}, outputs={H}, got {arr.shape}")
+    new = {}
+    for side, wkey, bkey in (("u", "weight_ih_l0", "bias_ih_l0"),
+                             ("w", "weight_hh_l0", "bias_hh_l0")):
+        W = found[wkey]
+        b = found.get(bkey)
+        for k, gate in enumerate(_GATES):
+            new[f"{side}{gate}.weights"] = W[k * H:(k + 1) * H]
+            new[f"{side}{gate}.biases"] = (np.zeros(H, W.dtype) if b is None
+                                           else b[k * H:(k + 1) * H])
+    for key, arr in new.items():
+        layer.params[key] = np.ascontiguousarray(arr, dtype=layer.dtype)
+
+
+def torch_state_dict(layer):
+    """The layer's weights as an ``nn.GRU`` state dict of NumPy arrays.
+
+    Parameters
+    ----------
+    layer : gru_cy.GRU
+        ``variant="reset_after"``, ``activation="tanh"``, no BN.
+
+    Returns
+    -------
+    dict
+        ``weight_ih_l0`` (3H, I), ``weight_hh_l0`` (3H, H), ``bias_ih_l0``,
+        ``bias_hh_l0`` (3H,), fresh host arrays of ``layer.dtype``; pass them
+        through ``torch.from_numpy`` for ``module.load_state_dict``.
+    """
+    _check_layer(layer)
+
+    def host(key):
+        a = layer.params[key]
+        return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+    out = {}
+    for side, wkey, bkey in (("u", "weight_ih_l0", "bias_ih_l0"),
+                             ("w", "weight_hh_l0", "bias_hh_l0")):
+        out[wkey] = np.concatenate([host(f"{side}{g}.weights") for g in _GATES])
+    for side, bkey in (("u", "bias_ih_l0"), ("w", "bias_hh_l0")):
+        out[bkey] = np.concatenate([host(f"{side}{g}.biases") for g in _GATES])
+    return {k: out[k] for k in TORCH_KEYS}
