@@ -1,6 +1,12 @@
 # Point functions shared by the engine's modules: stable activations, thread teams.
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf, fabs, fabsf
+from libc.math cimport exp, expf, tanh, fabs
+
+cdef extern from "fastmath.h" nogil:
+    # float32: branch-free, vectorisable (no libm); float64 uses libm (below).
+    float gru_expneg_f(float x)
+    float gru_logistic_f(float x)
+    float gru_tanh_f(float x)
 
 cdef extern from "omp_compat.h":
     int gru_max_threads() noexcept nogil
@@ -27,19 +33,20 @@ cdef inline floating fexp(floating x) noexcept nogil:
 
 
 cdef inline floating logistic(floating x) noexcept nogil:
-    # 1 / (1 + e^-x) without overflow: e = e^-|x| is in (0, 1].
-    cdef floating e
+    # 1 / (1 + e^-x) without overflow: e = e^-|x| is in (0, 1].  float32:
+    # fastmath.h's gru_logistic_f (the same formula, its own exp).
+    cdef floating e, s
     if floating is float:
-        e = expf(-fabsf(x))
+        return gru_logistic_f(x)
     else:
         e = exp(-fabs(x))
-    cdef floating s = 1 / (1 + e)
-    return s if x >= 0 else e * s
+        s = 1 / (1 + e)
+        return s if x >= 0 else e * s
 
 
 cdef inline floating ftanh(floating x) noexcept nogil:
     if floating is float:
-        return tanhf(x)
+        return gru_tanh_f(x)
     else:
         return tanh(x)
 

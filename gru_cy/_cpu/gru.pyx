@@ -24,11 +24,52 @@ from libc.string cimport memcpy, memset
 cimport numpy as cnp
 import numpy as np
 
-from gru_cy._cpu.common cimport (team, logistic, gate_act, gate_grad, gru_max_threads,
-                                 gru_have_openmp)
+from gru_cy._cpu.common cimport team, gru_max_threads, gru_have_openmp
 from gru_cy._cpu.gemm cimport gemm_sel
 
 cnp.import_array()
+
+# The elementwise row loops are C (rows.h): `restrict` lets gcc vectorise them,
+# target_clones picks AVX-512 / AVX2 / baseline code at load time.  _f: float32
+# (fastmath.h's logistic / tanh), _d: float64 (libm, bit for bit as before).
+cdef extern from "rows.h" nogil:
+    void gru_darknet_gates_row_f(float* z, float* r, float* s, const float* xp,
+                                 const float* hp, const float* hprev, Py_ssize_t H)
+    void gru_darknet_gates_row_d(double* z, double* r, double* s, const double* xp,
+                                 const double* hp, const double* hprev, Py_ssize_t H)
+    void gru_darknet_state_row_f(float* c, float* h, const float* xp, const float* hp,
+                                 const float* z, const float* hprev, Py_ssize_t H,
+                                 int act)
+    void gru_darknet_state_row_d(double* c, double* h, const double* xp,
+                                 const double* hp, const double* z, const double* hprev,
+                                 Py_ssize_t H, int act)
+    void gru_reset_after_row_f(float* z, float* r, float* q, float* c, float* h,
+                               const float* xp, const float* hp, const float* hprev,
+                               Py_ssize_t H, int act)
+    void gru_reset_after_row_d(double* z, double* r, double* q, double* c, double* h,
+                               const double* xp, const double* hp, const double* hprev,
+                               Py_ssize_t H, int act)
+    void gru_darknet_gates_bwd_row_f(float* dau, float* daw, float* dh, const float* dy,
+                                     const float* z, const float* c, const float* hprev,
+                                     Py_ssize_t H, int act)
+    void gru_darknet_gates_bwd_row_d(double* dau, double* daw, double* dh,
+                                     const double* dy, const double* z, const double* c,
+                                     const double* hprev, Py_ssize_t H, int act)
+    void gru_darknet_reset_bwd_row_f(float* dau, float* daw, float* dh, const float* ds,
+                                     const float* r, const float* hprev, Py_ssize_t H)
+    void gru_darknet_reset_bwd_row_d(double* dau, double* daw, double* dh,
+                                     const double* ds, const double* r,
+                                     const double* hprev, Py_ssize_t H)
+    void gru_reset_after_bwd_row_f(float* dau, float* daw, float* dh, const float* dy,
+                                   const float* z, const float* r, const float* q,
+                                   const float* c, const float* hprev, Py_ssize_t H,
+                                   int act)
+    void gru_reset_after_bwd_row_d(double* dau, double* daw, double* dh,
+                                   const double* dy, const double* z, const double* r,
+                                   const double* q, const double* c, const double* hprev,
+                                   Py_ssize_t H, int act)
+    void gru_logistic_map_f(float* out, const float* x, Py_ssize_t n)
+    void gru_tanh_map_f(float* out, const float* x, Py_ssize_t n)
 
 cdef double BN_EPS = 1e-6
 
@@ -120,13 +161,11 @@ cdef void bn_forward_infer(floating* Y, const floating* rolling_mean,
 cdef inline void _darknet_gates_row(floating* z, floating* r, floating* s,
                                     const floating* xp, const floating* hp,
                                     const floating* hprev, Py_ssize_t H) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating rj
-    for j in range(H):
-        z[j] = logistic(xp[j] + hp[j])
-        rj = logistic(xp[H + j] + hp[H + j])
-        r[j] = rj
-        s[j] = rj * hprev[j]
+    # z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r*hprev (rows.h).
+    if floating is float:
+        gru_darknet_gates_row_f(z, r, s, xp, hp, hprev, H)
+    else:
+        gru_darknet_gates_row_d(z, r, s, xp, hp, hprev, H)
 
 
 cdef void gru_darknet_gates_forward(floating* z, floating* r, floating* s,
@@ -151,12 +190,11 @@ cdef inline void _darknet_state_row(floating* c, floating* h, const floating* xp
                                     const floating* hp, const floating* z,
                                     const floating* hprev, Py_ssize_t H,
                                     int act) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating cj
-    for j in range(H):
-        cj = gate_act(xp[j] + hp[j], act)
-        c[j] = cj
-        h[j] = z[j] * hprev[j] + (1 - z[j]) * cj
+    # c = act(xp_h + hp_h); h = z*hprev + (1 - z)*c (rows.h).
+    if floating is float:
+        gru_darknet_state_row_f(c, h, xp, hp, z, hprev, H, act)
+    else:
+        gru_darknet_state_row_d(c, h, xp, hp, z, hprev, H, act)
 
 
 cdef void gru_darknet_state_forward(floating* c, floating* h, const floating* xp,
@@ -181,19 +219,11 @@ cdef inline void _reset_after_row(floating* z, floating* r, floating* q, floatin
                                   floating* h, const floating* xp, const floating* hp,
                                   const floating* hprev, Py_ssize_t H,
                                   int act) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating zj, rj, cj
-    for j in range(H):
-        zj = logistic(xp[j] + hp[j])
-        rj = logistic(xp[H + j] + hp[H + j])
-        cj = gate_act(xp[2 * H + j] + rj * hp[2 * H + j], act)
-        z[j] = zj
-        r[j] = rj
-        c[j] = cj
-        h[j] = zj * hprev[j] + (1 - zj) * cj
-    if q != NULL:
-        for j in range(H):
-            q[j] = hp[2 * H + j]
+    # z, r; q = hp_h (if q); c = act(xp_h + r*hp_h); h = z*hprev + (1 - z)*c (rows.h).
+    if floating is float:
+        gru_reset_after_row_f(z, r, q, c, h, xp, hp, hprev, H, act)
+    else:
+        gru_reset_after_row_d(z, r, q, c, h, xp, hp, hprev, H, act)
 
 
 cdef void gru_reset_after_forward(floating* z, floating* r, floating* q, floating* c,
@@ -222,19 +252,11 @@ cdef inline void _darknet_gates_bwd_row(floating* dau, floating* daw, floating* 
                                         const floating* dy, const floating* z,
                                         const floating* c, const floating* hprev,
                                         Py_ssize_t H, int act) noexcept nogil:
-    # Differentiates h = z*hprev + (1 - z)*c and c = act(uh(x) + wh(s)).
-    cdef Py_ssize_t j
-    cdef floating g, zj, daz, dah
-    for j in range(H):
-        g = dh[j] + (dy[j] if dy != NULL else 0)
-        zj = z[j]
-        daz = g * (hprev[j] - c[j]) * zj * (1 - zj)
-        dah = g * (1 - zj) * gate_grad(c[j], act)
-        dau[j] = daz
-        daw[j] = daz
-        dau[2 * H + j] = dah
-        daw[2 * H + j] = dah
-        dh[j] = g * zj
+    # Differentiates h = z*hprev + (1 - z)*c and c = act(uh(x) + wh(s)) (rows.h).
+    if floating is float:
+        gru_darknet_gates_bwd_row_f(dau, daw, dh, dy, z, c, hprev, H, act)
+    else:
+        gru_darknet_gates_bwd_row_d(dau, daw, dh, dy, z, c, hprev, H, act)
 
 
 cdef void gru_darknet_gates_backward(floating* dau, floating* daw, floating* dh,
@@ -260,15 +282,11 @@ cdef void gru_darknet_gates_backward(floating* dau, floating* daw, floating* dh,
 cdef inline void _darknet_reset_bwd_row(floating* dau, floating* daw, floating* dh,
                                         const floating* ds, const floating* r,
                                         const floating* hprev, Py_ssize_t H) noexcept nogil:
-    # Differentiates s = r*hprev and r = sig(ur(x) + wr(hprev)).
-    cdef Py_ssize_t j
-    cdef floating rj, dar
-    for j in range(H):
-        rj = r[j]
-        dar = ds[j] * hprev[j] * rj * (1 - rj)
-        dau[j] = dar
-        daw[j] = dar
-        dh[j] += ds[j] * rj
+    # Differentiates s = r*hprev and r = sig(ur(x) + wr(hprev)) (rows.h).
+    if floating is float:
+        gru_darknet_reset_bwd_row_f(dau, daw, dh, ds, r, hprev, H)
+    else:
+        gru_darknet_reset_bwd_row_d(dau, daw, dh, ds, r, hprev, H)
 
 
 cdef void gru_darknet_reset_backward(floating* dau, floating* daw, floating* dh,
@@ -293,22 +311,11 @@ cdef inline void _reset_after_bwd_row(floating* dau, floating* daw, floating* dh
                                       const floating* r, const floating* q,
                                       const floating* c, const floating* hprev,
                                       Py_ssize_t H, int act) noexcept nogil:
-    # Differentiates c = act(uh(x) + r*q), q = wh(hprev), and the z/r gates.
-    cdef Py_ssize_t j
-    cdef floating g, zj, rj, daz, dah
-    for j in range(H):
-        g = dh[j] + (dy[j] if dy != NULL else 0)
-        zj = z[j]
-        rj = r[j]
-        daz = g * (hprev[j] - c[j]) * zj * (1 - zj)
-        dah = g * (1 - zj) * gate_grad(c[j], act)
-        dau[j] = daz
-        daw[j] = daz
-        dau[H + j] = dah * q[j] * rj * (1 - rj)
-        daw[H + j] = dau[H + j]
-        dau[2 * H + j] = dah
-        daw[2 * H + j] = dah * rj
-        dh[j] = g * zj
+    # Differentiates c = act(uh(x) + r*q), q = wh(hprev), and the z/r gates (rows.h).
+    if floating is float:
+        gru_reset_after_bwd_row_f(dau, daw, dh, dy, z, r, q, c, hprev, H, act)
+    else:
+        gru_reset_after_bwd_row_d(dau, daw, dh, dy, z, r, q, c, hprev, H, act)
 
 
 cdef void gru_reset_after_backward(floating* dau, floating* daw, floating* dh,
@@ -354,7 +361,7 @@ cdef inline void _bn_bwd_column(floating* dY, floating* dscales, floating* dbias
         d = s + BN_EPS
         for b in range(B):
             k = (g * B + b) * ld + c
-            gv = scales[c] * dY[k]
+            gv = <double>scales[c] * dY[k]
             if s > 0:
                 dY[k] = <floating>((gv - mean_gv) / d - vhat[k] * sum_gv_vh / ((B - 1) * s))
             else:
@@ -650,6 +657,10 @@ cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
 
 cdef inline void* _ptr(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+ROWS_PER_CHUNK = CHUNK_ROWS
+"""Rows per chunk of the input projection and gradient buffers (the CUDA engine uses it too)."""
 
 
 def have_openmp():
@@ -966,3 +977,39 @@ def py_col_sum(out, A, Py_ssize_t R, Py_ssize_t C, Py_ssize_t lda, int nthreads=
         col_sum(<double*>_ptr(out), <double*>_ptr(A), R, C, lda, nthreads)
     else:
         col_sum(<float*>_ptr(out), <float*>_ptr(A), R, C, lda, nthreads)
+
+
+# The float32 activations of the row kernels, for tests/test_fastmath.py.  Not
+# py_*: gru_cy._cpu lists the py_* wrappers as the engine's kernels.
+def fast_logistic_f32(x):
+    """float32 logistic as the engine evaluates it (tests/test_fastmath.py).
+
+    Parameters
+    ----------
+    x : array_like, any shape (converted to C-contiguous float32)
+
+    Returns
+    -------
+    ndarray of float32, the shape of x
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    cdef cnp.ndarray out = np.empty_like(x)
+    gru_logistic_map_f(<float*>_ptr(out), <float*>_ptr(x), x.size)
+    return out
+
+
+def fast_tanh_f32(x):
+    """float32 tanh as the engine evaluates it (tests/test_fastmath.py).
+
+    Parameters
+    ----------
+    x : array_like, any shape (converted to C-contiguous float32)
+
+    Returns
+    -------
+    ndarray of float32, the shape of x
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    cdef cnp.ndarray out = np.empty_like(x)
+    gru_tanh_map_f(<float*>_ptr(out), <float*>_ptr(x), x.size)
+    return out

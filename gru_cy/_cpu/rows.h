@@ -1,0 +1,249 @@
+/* One batch row of each elementwise GRU kernel, in C so that the loops vectorise.
+ *
+ * gru.pyx's row functions (_darknet_gates_row, ...) call these; the drivers
+ * there loop over the B rows (serially or with prange).  Semantics: the
+ * contract in gru_cy/kernels.py, with the same operations in the same order as
+ * the Cython loops they replace.  One definition per dtype (suffix _f float32,
+ * _d float64) from a macro; float32 uses fastmath.h's branch-free logistic and
+ * tanh (vectorised), float64 libm's (scalar, results unchanged bit for bit).
+ * float32 arithmetic stays in float throughout, as in the CUDA twins (the
+ * Cython loops computed 1 - z in double: Cython wrote the literal as 1.0).
+ *
+ * Why C: `restrict` tells gcc that the row's arrays do not overlap, so it
+ * vectorises without run-time overlap checks; Cython cannot say `restrict`.
+ * Where dau == daw (the engine shares one gradient buffer when the u and w
+ * gradients agree) a backward row tests for it and writes through dau only,
+ * leaving the values the Cython loops left.
+ *
+ * GRU_ROW_ATTR: gcc's target_clones builds AVX-512, AVX2 and baseline copies
+ * of every row function and picks one at load time (the build is portable, no
+ * -march).  fp-contract=off keeps a*b + c as two roundings in every copy, so
+ * all copies give the same bits (and float64 the same bits as before).
+ * Rows are independent and each is computed the same way whatever the thread
+ * count, so results do not depend on it.
+ */
+#ifndef GRU_CY_ROWS_H
+#define GRU_CY_ROWS_H
+
+#include <stddef.h>
+#include "fastmath.h"
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__GLIBC__) && !defined(GRU_CY_NO_CLONES)
+#define GRU_ROW_ATTR __attribute__((target_clones("avx512f", "avx2", "default"), \
+                                    optimize("fp-contract=off"), noinline))
+#elif defined(__GNUC__) && !defined(__clang__)
+#define GRU_ROW_ATTR __attribute__((optimize("fp-contract=off"), noinline))
+#else
+#define GRU_ROW_ATTR
+#endif
+
+#define GRU_R __restrict
+
+/* Calls F(ARGS..., a, b, c) with a, b, c as the constants 0/1 equal to the
+   conditions A, B, C, so that F, inlined, is specialised for each case. */
+#define GRU_UNPAREN(...) __VA_ARGS__
+#define GRU_DISPATCH3(F, A, B, C, ARGS)                                              \
+    if (A) {                                                                         \
+        if (B) { if (C) F(GRU_UNPAREN ARGS, 1, 1, 1); else F(GRU_UNPAREN ARGS, 1, 1, 0); } \
+        else   { if (C) F(GRU_UNPAREN ARGS, 1, 0, 1); else F(GRU_UNPAREN ARGS, 1, 0, 0); } \
+    } else {                                                                         \
+        if (B) { if (C) F(GRU_UNPAREN ARGS, 0, 1, 1); else F(GRU_UNPAREN ARGS, 0, 1, 0); } \
+        else   { if (C) F(GRU_UNPAREN ARGS, 0, 0, 1); else F(GRU_UNPAREN ARGS, 0, 0, 0); } \
+    }
+
+#define GRU_DEFINE_ROWS(T, SFX, LOGISTIC, TANH)                                     \
+                                                                                     \
+/* z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r*hprev. */                       \
+static GRU_ROW_ATTR void                                                             \
+gru_darknet_gates_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R s,                      \
+                            const T* GRU_R xp, const T* GRU_R hp,                    \
+                            const T* GRU_R hprev, ptrdiff_t H)                       \
+{                                                                                    \
+    for (ptrdiff_t j = 0; j < H; j++) {                                              \
+        T rj;                                                                        \
+        z[j] = LOGISTIC(xp[j] + hp[j]);                                              \
+        rj = LOGISTIC(xp[H + j] + hp[H + j]);                                        \
+        r[j] = rj;                                                                   \
+        s[j] = rj * hprev[j];                                                        \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
+/* c = act(xp_h + hp_h); h = z*hprev + (1 - z)*c (xp, hp at column 2H). */           \
+static GRU_ROW_ATTR void                                                             \
+gru_darknet_state_row_##SFX(T* GRU_R c, T* GRU_R h, const T* GRU_R xp,               \
+                            const T* GRU_R hp, const T* GRU_R z,                     \
+                            const T* GRU_R hprev, ptrdiff_t H, int act)              \
+{                                                                                    \
+    if (act == 1) {                                                                  \
+        for (ptrdiff_t j = 0; j < H; j++) {                                          \
+            T cj = TANH(xp[j] + hp[j]);                                              \
+            c[j] = cj;                                                               \
+            h[j] = z[j] * hprev[j] + (1 - z[j]) * cj;                                \
+        }                                                                            \
+    } else {                                                                         \
+        for (ptrdiff_t j = 0; j < H; j++) {                                          \
+            T cj = LOGISTIC(xp[j] + hp[j]);                                          \
+            c[j] = cj;                                                               \
+            h[j] = z[j] * hprev[j] + (1 - z[j]) * cj;                                \
+        }                                                                            \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
+/* z, r as above; q = hp_h (q may be NULL); c = act(xp_h + r*hp_h);                  \
+   h = z*hprev + (1 - z)*c. */                                                       \
+static GRU_ROW_ATTR void                                                             \
+gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,            \
+                          T* GRU_R h, const T* GRU_R xp, const T* GRU_R hp,          \
+                          const T* GRU_R hprev, ptrdiff_t H, int act)                \
+{                                                                                    \
+    if (act == 1) {                                                                  \
+        for (ptrdiff_t j = 0; j < H; j++) {                                          \
+            T zj = LOGISTIC(xp[j] + hp[j]);                                          \
+            T rj = LOGISTIC(xp[H + j] + hp[H + j]);                                  \
+            T cj = TANH(xp[2 * H + j] + rj * hp[2 * H + j]);                         \
+            z[j] = zj;                                                               \
+            r[j] = rj;                                                               \
+            c[j] = cj;                                                               \
+            h[j] = zj * hprev[j] + (1 - zj) * cj;                                    \
+        }                                                                            \
+    } else {                                                                         \
+        for (ptrdiff_t j = 0; j < H; j++) {                                          \
+            T zj = LOGISTIC(xp[j] + hp[j]);                                          \
+            T rj = LOGISTIC(xp[H + j] + hp[H + j]);                                  \
+            T cj = LOGISTIC(xp[2 * H + j] + rj * hp[2 * H + j]);                     \
+            z[j] = zj;                                                               \
+            r[j] = rj;                                                               \
+            c[j] = cj;                                                               \
+            h[j] = zj * hprev[j] + (1 - zj) * cj;                                    \
+        }                                                                            \
+    }                                                                                \
+    if (q != NULL) {                                                                 \
+        for (ptrdiff_t j = 0; j < H; j++)                                            \
+            q[j] = hp[2 * H + j];                                                    \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
+/* Differentiates h = z*hprev + (1 - z)*c, c = act(uh(x) + wh(s)):                   \
+   g = dh + dy; dau/daw [0:H] = daz, [2H:3H] = dah; dh = g*z; act'(x) through c:     \
+   1 - c^2 (tanh), c*(1 - c) (logistic).  The flags are constants at each call       \
+   (has_dy: dy given; has_daw: daw distinct from dau), so every loop is branch-free. \
+*/                                                                                   \
+static inline void                                                                   \
+gru_darknet_gates_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,            \
+                                 const T* GRU_R dy, const T* GRU_R z,                \
+                                 const T* GRU_R c, const T* GRU_R hprev,             \
+                                 ptrdiff_t H, int is_tanh, int has_dy, int has_daw)  \
+{                                                                                    \
+    for (ptrdiff_t j = 0; j < H; j++) {                                              \
+        T g = has_dy ? dh[j] + dy[j] : dh[j] + (T)0;                                 \
+        T zj = z[j];                                                                 \
+        T cj = c[j];                                                                 \
+        T daz = g * (hprev[j] - cj) * zj * (1 - zj);                                 \
+        T dah = g * (1 - zj) * (is_tanh ? (1 - cj * cj) : cj * (1 - cj));            \
+        dau[j] = daz;                                                                \
+        dau[2 * H + j] = dah;                                                        \
+        if (has_daw) {                                                               \
+            daw[j] = daz;                                                            \
+            daw[2 * H + j] = dah;                                                    \
+        }                                                                            \
+        dh[j] = g * zj;                                                              \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
+/* dy may be NULL (0); dau == daw (one shared gradient buffer) is written once. */   \
+static GRU_ROW_ATTR void                                                             \
+gru_darknet_gates_bwd_row_##SFX(T* dau, T* daw, T* dh, const T* dy, const T* z,      \
+                                const T* c, const T* hprev, ptrdiff_t H, int act)    \
+{                                                                                    \
+    GRU_DISPATCH3(gru_darknet_gates_bwd_body_##SFX, act == 1, dy != NULL,           \
+                  daw != dau, (dau, daw, dh, dy, z, c, hprev, H))                    \
+}                                                                                    \
+                                                                                     \
+/* Differentiates s = r*hprev, r = sig(ur(x) + wr(hprev)) (dau, daw at              \
+   column H): dar = ds*hprev*r*(1 - r); dh += ds*r. */                               \
+static inline void                                                                   \
+gru_darknet_reset_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,            \
+                                 const T* GRU_R ds, const T* GRU_R r,                \
+                                 const T* GRU_R hprev, ptrdiff_t H, int has_daw)     \
+{                                                                                    \
+    for (ptrdiff_t j = 0; j < H; j++) {                                              \
+        T rj = r[j];                                                                 \
+        T dar = ds[j] * hprev[j] * rj * (1 - rj);                                    \
+        dau[j] = dar;                                                                \
+        if (has_daw)                                                                 \
+            daw[j] = dar;                                                            \
+        dh[j] += ds[j] * rj;                                                         \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
+static GRU_ROW_ATTR void                                                             \
+gru_darknet_reset_bwd_row_##SFX(T* dau, T* daw, T* dh, const T* ds, const T* r,      \
+                                const T* hprev, ptrdiff_t H)                         \
+{                                                                                    \
+    if (daw != dau)                                                                  \
+        gru_darknet_reset_bwd_body_##SFX(dau, daw, dh, ds, r, hprev, H, 1);          \
+    else                                                                             \
+        gru_darknet_reset_bwd_body_##SFX(dau, NULL, dh, ds, r, hprev, H, 0);         \
+}                                                                                    \
+                                                                                     \
+/* Differentiates c = act(uh(x) + r*q), q = wh(hprev), and the z, r gates:          \
+   dau = [daz|dar|dah], daw = [daz|dar|dah*r], dh = g*z, g = dh + dy.                \
+   Without daw (dau == daw): dau = [daz|dar|dah*r], as if daw were written last. */  \
+static inline void                                                                   \
+gru_reset_after_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,              \
+                               const T* GRU_R dy, const T* GRU_R z,                  \
+                               const T* GRU_R r, const T* GRU_R q,                   \
+                               const T* GRU_R c, const T* GRU_R hprev,               \
+                               ptrdiff_t H, int is_tanh, int has_dy, int has_daw)    \
+{                                                                                    \
+    for (ptrdiff_t j = 0; j < H; j++) {                                              \
+        T g = has_dy ? dh[j] + dy[j] : dh[j] + (T)0;                                 \
+        T zj = z[j];                                                                 \
+        T rj = r[j];                                                                 \
+        T cj = c[j];                                                                 \
+        T daz = g * (hprev[j] - cj) * zj * (1 - zj);                                 \
+        T dah = g * (1 - zj) * (is_tanh ? (1 - cj * cj) : cj * (1 - cj));            \
+        T dar = dah * q[j] * rj * (1 - rj);                                          \
+        dau[j] = daz;                                                                \
+        dau[H + j] = dar;                                                            \
+        dau[2 * H + j] = has_daw ? dah : dah * rj;                                   \
+        if (has_daw) {                                                               \
+            daw[j] = daz;                                                            \
+            daw[H + j] = dar;                                                        \
+            daw[2 * H + j] = dah * rj;                                               \
+        }                                                                            \
+        dh[j] = g * zj;                                                              \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
+static GRU_ROW_ATTR void                                                             \
+gru_reset_after_bwd_row_##SFX(T* dau, T* daw, T* dh, const T* dy, const T* z,        \
+                              const T* r, const T* q, const T* c, const T* hprev,    \
+                              ptrdiff_t H, int act)                                  \
+{                                                                                    \
+    GRU_DISPATCH3(gru_reset_after_bwd_body_##SFX, act == 1, dy != NULL,             \
+                  daw != dau, (dau, daw, dh, dy, z, r, q, c, hprev, H))              \
+}
+
+GRU_DEFINE_ROWS(float, f, gru_logistic_f, gru_tanh_f)
+GRU_DEFINE_ROWS(double, d, gru_logistic_d, gru_tanh_d)
+
+/* out[k] = logistic(x[k]) / tanh(x[k]), k < n: the float32 functions exactly as
+   the rows evaluate them (same clones), for tests/test_fastmath.py. */
+static GRU_ROW_ATTR void
+gru_logistic_map_f(float* GRU_R out, const float* GRU_R x, ptrdiff_t n)
+{
+    for (ptrdiff_t k = 0; k < n; k++)
+        out[k] = gru_logistic_f(x[k]);
+}
+
+static GRU_ROW_ATTR void
+gru_tanh_map_f(float* GRU_R out, const float* GRU_R x, ptrdiff_t n)
+{
+    for (ptrdiff_t k = 0; k < n; k++)
+        out[k] = gru_tanh_f(x[k]);
+}
+
+#undef GRU_R
+#endif
