@@ -1,0 +1,303 @@
+"""The public API of SPEC section 2: state, caches, params, errors."""
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import gru_cy
+from gru_cy import reference
+
+SUBS = ("uz", "ur", "uh", "wz", "wr", "wh")
+
+
+def make(**kw):
+    kw.setdefault("seed", 0)
+    kw.setdefault("dtype", np.float64)
+    return gru_cy.GRU(kw.pop("inputs", 3), kw.pop("outputs", 4), **kw)
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# ----------------------------------------------------------------- params --
+
+def test_param_names_and_shapes():
+    layer = make(inputs=3, outputs=4, batch_normalize=True)
+    want = {}
+    for s in SUBS:
+        want[f"{s}.weights"] = (4, 3) if s[0] == "u" else (4, 4)
+        for k in ("biases", "scales", "rolling_mean", "rolling_variance"):
+            want[f"{s}.{k}"] = (4,)
+    assert {k: v.shape for k, v in layer.params.items()} == want
+    assert set(layer.grads) == {k for k in want if "rolling" not in k}
+    assert_array_equal(layer.params["uz.rolling_variance"], 1)
+    assert_array_equal(layer.params["wh.scales"], 1)
+    assert_array_equal(layer.params["ur.rolling_mean"], 0)
+
+
+def test_initialisation_is_darknets_and_seeded():
+    a, b = make(inputs=50, outputs=40, seed=7), make(inputs=50, outputs=40, seed=7)
+    for k in a.params:
+        assert_array_equal(a.params[k], b.params[k])
+    # uniform(-1, 1) * sqrt(2 / fan_in): bounded, biases zero
+    assert np.abs(a.params["uz.weights"]).max() <= np.sqrt(2 / 50)
+    assert np.abs(a.params["wz.weights"]).max() <= np.sqrt(2 / 40)
+    assert np.abs(a.params["wz.weights"]).max() > 0.9 * np.sqrt(2 / 40)
+    assert_array_equal(a.params["uh.biases"], 0)
+    c = make(inputs=50, outputs=40, seed=8)
+    assert not np.array_equal(a.params["uz.weights"], c.params["uz.weights"])
+
+
+def test_params_are_views_and_assignment_copies():
+    layer = make()
+    x = rand(2, 2, 3)
+    y0 = layer.forward(x, h0=np.zeros((2, 4)))
+    layer.params["uh.biases"][...] += 0.5          # in-place edit takes effect
+    y1 = layer.forward(x, h0=np.zeros((2, 4)))
+    assert not np.allclose(y0, y1)
+    new = np.full((4, 3), 0.1)
+    layer.params["uz.weights"] = new
+    new[...] = 7                                    # the layer holds a copy
+    assert_array_equal(layer.params["uz.weights"], 0.1)
+    with pytest.raises(ValueError, match=r"uz\.weights.*\(4, 3\).*\(3, 4\)"):
+        layer.params["uz.weights"] = np.zeros((3, 4))
+    with pytest.raises(KeyError, match="nope"):
+        layer.params["nope"] = np.zeros(3)
+
+
+def test_grads_are_live_buffers_zeroed_in_place():
+    layer = make()
+    g = layer.grads["wz.weights"]
+    layer.forward(rand(3, 2, 3), train=True)
+    layer.backward(rand(3, 2, 4))
+    assert np.abs(g).sum() > 0
+    layer.zero_grad()
+    assert_array_equal(g, 0)
+
+
+# ------------------------------------------------------------------ state --
+
+def test_state_carried_and_h0_overrides():
+    layer = make()
+    x = rand(4, 2, 3)
+    assert layer.state is None
+    full = layer.forward(x)
+    layer.reset_state()
+    first = layer.forward(x[:2])
+    second = layer.forward(x[2:])
+    assert_allclose(np.concatenate([first, second]), full, rtol=0, atol=1e-15)
+    h0 = rand(2, 4, seed=3)
+    y = layer.forward(x, h0=h0)
+    p = {k: np.array(v) for k, v in layer.params.items()}
+    yr, hr, _ = reference.forward(p, x, h0, variant="darknet", activation="tanh")
+    assert_allclose(y, yr, rtol=0, atol=1e-13)
+    assert_allclose(layer.state, hr, rtol=0, atol=1e-13)
+
+
+def test_state_getter_copies_setter_validates():
+    layer = make()
+    layer.forward(rand(2, 2, 3))
+    s = layer.state
+    s[...] = 99
+    assert not np.any(layer.state == 99)
+    layer.state = np.ones((2, 4))
+    assert_array_equal(layer.state, 1)
+    with pytest.raises(ValueError, match="state"):
+        layer.state = np.ones((2, 5))
+    with pytest.raises(TypeError, match="state"):
+        layer.state = np.ones((2, 4), dtype=np.int64)
+
+
+def test_train_advances_state_too():
+    layer = make()
+    y = layer.forward(rand(3, 2, 3), train=True)
+    assert_array_equal(layer.state, y[-1])
+
+
+def test_carried_state_batch_mismatch_is_an_error():
+    layer = make()
+    layer.forward(rand(2, 2, 3))
+    with pytest.raises(ValueError, match=r"x: expected batch 2.*got 3"):
+        layer.forward(rand(2, 3, 3))
+    layer.forward(rand(2, 3, 3), h0=np.zeros((3, 4)))   # an explicit h0 is fine
+
+
+def test_returned_arrays_are_fresh():
+    layer = make()
+    x = rand(3, 2, 3)
+    y1 = layer.forward(x, train=True)
+    dx1 = layer.backward(rand(3, 2, 4))
+    dh1 = layer.dh0.copy()
+    dh_obj = layer.dh0
+    y2 = layer.forward(x, train=True)
+    dx2 = layer.backward(rand(3, 2, 4, seed=5))
+    assert not np.shares_memory(y1, y2) and not np.shares_memory(dx1, dx2)
+    assert_array_equal(dh_obj, dh1)        # the old dh0 was not overwritten in place
+    assert layer.dh0 is not dh_obj
+
+
+def test_cache_rules():
+    layer = make()
+    x = rand(3, 2, 3)
+    with pytest.raises(ValueError, match="backward"):
+        layer.backward(rand(3, 2, 4))
+    layer.forward(x, train=True)
+    layer.backward(rand(3, 2, 4))
+    layer.backward(rand(3, 2, 4))          # more than once on one cache
+    layer.forward(x, train=False)           # inference invalidates
+    with pytest.raises(ValueError, match="backward"):
+        layer.backward(rand(3, 2, 4))
+    layer.forward(x, train=True)
+    layer.params["uz.biases"] = np.ones(4)  # replacing a parameter invalidates
+    with pytest.raises(ValueError, match="backward"):
+        layer.backward(rand(3, 2, 4))
+    layer.forward(x, train=True)
+    layer.backward(rand(3, 2, 4))
+    layer.update()                          # update invalidates
+    with pytest.raises(ValueError, match="backward"):
+        layer.backward(rand(3, 2, 4))
+
+
+def test_backward_does_not_touch_state_or_rolling():
+    layer = make(batch_normalize=True)
+    x = rand(3, 3, 3)
+    layer.forward(x, train=True, h0=rand(3, 4, seed=2))
+    state = layer.state
+    roll = {k: np.array(v) for k, v in layer.params.items() if "rolling" in k}
+    layer.backward(rand(3, 3, 4))
+    assert_array_equal(layer.state, state)
+    for k, v in roll.items():
+        assert_array_equal(layer.params[k], v)
+
+
+def test_cache_sees_no_later_edit_of_input():
+    layer, ref = make(), make()
+    x = rand(3, 2, 3)
+    dy = rand(3, 2, 4, seed=1)
+    layer.forward(x, train=True, h0=np.zeros((2, 4)))
+    x_saved = x.copy()
+    x[...] = 5                              # the caller reuses its buffer
+    layer.backward(dy)
+    ref.forward(x_saved, train=True, h0=np.zeros((2, 4)))
+    ref.backward(dy)
+    assert_array_equal(layer.grads["uz.weights"], ref.grads["uz.weights"])
+
+
+def test_rolling_statistics_advance_T_times_per_training_call():
+    layer = make(batch_normalize=True, inputs=2, outputs=3)
+    x = rand(5, 4, 2)
+    layer.forward(x, train=True, h0=rand(4, 3, seed=1))
+    # uz's statistics: the mean over B of x_t @ Wu.T, blended 5 times
+    v = x @ np.array(layer.params["uz.weights"]).T
+    rm = np.zeros(3)
+    for t in range(5):
+        rm = 0.99 * rm + 0.01 * v[t].mean(axis=0)
+    assert_allclose(layer.params["uz.rolling_mean"], rm, rtol=1e-12, atol=1e-15)
+
+
+def test_input_conversion_and_layouts():
+    layer = make(dtype=np.float32)
+    x64 = rand(3, 2, 3)
+    y = layer.forward(x64, h0=np.zeros((2, 4)))
+    assert y.dtype == np.float32
+    xf = np.asfortranarray(x64.astype(np.float32))
+    xr = x64.astype(np.float32)
+    xr.setflags(write=False)
+    xs = np.repeat(x64.astype(np.float32), 2, axis=2)[:, :, ::2]
+    for xx in (xf, xr, xs, x64.tolist()):
+        assert_array_equal(layer.forward(xx, h0=np.zeros((2, 4))), y)
+
+
+# ----------------------------------------------------------------- errors --
+
+BAD_CALLS = [
+    ("gru_cy.GRU(0, 4)", ValueError, "inputs"),
+    ("gru_cy.GRU(3, -1)", ValueError, "outputs"),
+    ("gru_cy.GRU(3.5, 4)", TypeError, "inputs"),
+    ("gru_cy.GRU(3, 4, variant='lstm')", ValueError, "variant"),
+    ("gru_cy.GRU(3, 4, activation='relu')", ValueError, "activation"),
+    ("gru_cy.GRU(3, 4, optimizer='rmsprop')", ValueError, "optimizer"),
+    ("gru_cy.GRU(3, 4, device='tpu')", ValueError, "device"),
+    ("gru_cy.GRU(3, 4, gemm='mkl')", ValueError, "gemm"),
+    ("gru_cy.GRU(3, 4, dtype=np.int32)", TypeError, "dtype"),
+    ("gru_cy.GRU(3, 4, dtype=np.float16)", TypeError, "dtype"),
+    ("gru_cy.GRU(3, 4, num_threads=0)", ValueError, "num_threads"),
+    ("L.forward(np.zeros((2, 3)))", ValueError, "x"),
+    ("L.forward(np.zeros((2, 2, 5)))", ValueError, "x"),
+    ("L.forward(np.zeros((0, 2, 3)))", ValueError, "x"),
+    ("L.forward(np.zeros((2, 0, 3)))", ValueError, "x"),
+    ("L.forward(np.zeros((2, 2, 3), dtype=int))", TypeError, "x"),
+    ("L.forward(np.zeros((2, 2, 3), dtype=bool))", TypeError, "x"),
+    ("L.forward(np.zeros((2, 2, 3), dtype=complex))", TypeError, "x"),
+    ("L.forward(np.zeros((2, 2, 3), dtype=object))", TypeError, "x"),
+    ("L.forward(None)", TypeError, "x"),
+    ("L.forward(np.zeros((2, 2, 3)), h0=np.zeros((3, 4)))", ValueError, "h0"),
+    ("L.forward(np.zeros((2, 2, 3)), h0=np.zeros((2, 4, 1)))", ValueError, "h0"),
+    ("BN.forward(np.zeros((2, 1, 3)), train=True)", ValueError, "batch"),
+    ("L.backward(np.zeros((2, 2, 4)))", ValueError, "backward"),
+    ("T.backward(np.zeros((2, 2, 5)))", ValueError, "dy"),
+    ("T.backward(np.zeros((2, 2, 4)), dstate=np.zeros((2, 5)))", ValueError, "dstate"),
+    ("T.backward(np.zeros((2, 2, 4), dtype=int))", TypeError, "dy"),
+    ("L.update()", ValueError, "batch"),
+    ("L.update(learning_rate=-1, batch=1)", ValueError, "learning_rate"),
+    ("L.update(learning_rate=float('nan'), batch=1)", ValueError, "learning_rate"),
+    ("L.update(momentum=float('inf'), batch=1)", ValueError, "momentum"),
+    ("L.update(decay=-0.1, batch=1)", ValueError, "decay"),
+    ("L.update(batch=0)", ValueError, "batch"),
+    ("L.update(batch=1, clip=-1)", ValueError, "clip"),
+    ("L.update(batch=1, b1=1.5)", ValueError, "b1"),
+    ("L.update(batch=1, eps=0)", ValueError, "eps"),
+    ("L.update(learning_rate='fast', batch=1)", TypeError, "learning_rate"),
+]
+
+
+@pytest.mark.parametrize("call, exc, name", BAD_CALLS, ids=[c for c, _, _ in BAD_CALLS])
+def test_bad_input_raises_named_error(call, exc, name):
+    L = make()
+    BN = make(batch_normalize=True)
+    T = make()
+    T.forward(np.zeros((2, 2, 3)), train=True)
+    env = {"gru_cy": gru_cy, "np": np, "L": L, "BN": BN, "T": T}
+    with pytest.raises(exc, match=name):
+        exec(call, env)
+
+
+def test_to_cuda_without_gpu_is_a_runtime_error():
+    from gru_cy import cuda
+    ok, why = cuda.available()
+    if ok:
+        pytest.skip("a GPU is available here")
+    layer = make()
+    with pytest.raises(RuntimeError, match="CuPy|CUDA|GPU"):
+        layer.to("cuda")
+    assert layer.device == "cpu"
+    with pytest.raises(RuntimeError):
+        make(device="cuda")
+
+
+def test_bad_inputs_never_crash_the_interpreter():
+    """The whole battery in a fresh interpreter: every call raises, none crashes."""
+    script = textwrap.dedent("""
+        import numpy as np, gru_cy
+        calls = %r
+        for call, _, name in calls:
+            L = gru_cy.GRU(3, 4, seed=0, dtype=np.float64)
+            BN = gru_cy.GRU(3, 4, seed=0, batch_normalize=True)
+            T = gru_cy.GRU(3, 4, seed=0, dtype=np.float64)
+            T.forward(np.zeros((2, 2, 3)), train=True)
+            try:
+                exec(call)
+            except (ValueError, TypeError) as e:
+                assert name in str(e), (call, str(e))
+            else:
+                raise SystemExit("no error: " + call)
+        print("all raised")
+    """) % ([(c, None, n) for c, _, n in BAD_CALLS],)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "all raised" in out.stdout
