@@ -46,9 +46,11 @@ def _grad_names(batch_normalize):
 
 
 def _run_cli(args, script=None, timeout=300):
-    """Run ``python -m gru_cy gradcheck ARGS`` (or a script) from the repository root."""
+    """Run ``python -m gru_cy gradcheck ARGS`` (or a script) from the repository root.
+
+    The child imports the same gru_cy as the tests (see conftest.py).
+    """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("OMP_NUM_THREADS", "1")
     if script is None:
         cmd = [sys.executable, "-m", "gru_cy", "gradcheck", *args]

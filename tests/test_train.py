@@ -18,9 +18,9 @@ SMALL = ["--hidden", "8", "--steps", "10", "--batch", "16", "--threads", "1",
 
 
 def _run(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The child imports the same gru_cy as the tests (see conftest.py).
     return subprocess.run([sys.executable, "-m", "gru_cy", *args], capture_output=True,
-                          text=True, errors="replace", cwd=cwd or ROOT, env=env, timeout=300)
+                          text=True, errors="replace", cwd=cwd or ROOT, timeout=300)
 
 
 def test_short_adding_run_lowers_the_loss(tmp_path):

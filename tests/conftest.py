@@ -1,0 +1,15 @@
+"""Test-session setup shared by all test files."""
+import os
+
+import gru_cy
+
+# Child processes (CLI tests: `python -m gru_cy ...`, `python -c ...`) must import
+# the same gru_cy as this process: the installed package in CI, the in-place build
+# in a developer's checkout.  `-m` and `-c` would put the working directory first
+# on sys.path, and from the repository root that is the uncompiled source tree;
+# PYTHONSAFEPATH (Python >= 3.11) stops that, and PYTHONPATH names the package
+# this process imported.
+_PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(gru_cy.__file__)))
+os.environ["PYTHONSAFEPATH"] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_PKG_PARENT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
