@@ -283,11 +283,14 @@ class GRU:
         """
         xp = self._backend.xp
         x_in = x
-        if not (type(x) is xp.ndarray and x.dtype == self.dtype and x.ndim == 3
-                and x.flags.c_contiguous and x.shape[2] == self.inputs
-                and x.shape[0] > 0 and x.shape[1] > 0):
+        # Fast path (batch-1 streaming calls this per step): one shape tuple, no copies.
+        shape = x.shape if type(x) is xp.ndarray else None
+        if not (shape is not None and len(shape) == 3 and x.dtype == self.dtype
+                and shape[2] == self.inputs and shape[0] > 0 and shape[1] > 0
+                and x.flags.c_contiguous):
             x = V.array("x", x, self.dtype, (None, None, self.inputs), xp)
-        T, B = x.shape[0], x.shape[1]
+            shape = x.shape
+        T, B = shape[0], shape[1]
         if h0 is not None:
             h0 = V.array("h0", h0, self.dtype, (B, self.outputs), xp)
         elif self._state is not None:
@@ -301,7 +304,9 @@ class GRU:
         if train and x is x_in:
             x = x.copy()   # the cache must not see later edits of the caller's array
         y = xp.empty((T, B, self.outputs), self.dtype)
-        self._engine.forward(x, h0, y, bool(train), self._threads())
+        n = self.num_threads
+        self._engine.forward(x, h0, y, bool(train),
+                             self._backend.max_threads() if n is None else n)
         self._state = y[T - 1].copy()
         return y
 
