@@ -68,12 +68,21 @@ class ParamDict(MutableMapping):
     """Named views of a layer's storage.
 
     Reading gives a view (in-place edits take effect); assigning copies the
-    new values in after checking the shape; keys cannot be added or removed.
+    new values in after checking the shape, then calls ``on_change`` (the
+    owner drops its training cache); keys cannot be added or removed.
+
+    Parameters
+    ----------
+    views : dict of name -> array view
+    xp : module
+        The array module of the views (numpy or cupy).
+    on_change : callable
     """
 
-    def __init__(self, layer, views):
-        self._layer = layer
+    def __init__(self, views, xp, on_change):
         self._views = views
+        self._xp = xp
+        self._on_change = on_change
 
     def __getitem__(self, key):
         return self._views[key]
@@ -83,7 +92,7 @@ class ParamDict(MutableMapping):
             raise KeyError(f"params: no parameter named {key!r}; expected one of "
                            f"{', '.join(self._views)}")
         view = self._views[key]
-        xp = self._layer._backend.xp
+        xp = self._xp
         if hasattr(value, "detach") and hasattr(value, "numpy"):
             value = value.detach().cpu().numpy()
         if xp is np and hasattr(value, "get") and hasattr(value, "__cuda_array_interface__"):
@@ -95,7 +104,7 @@ class ParamDict(MutableMapping):
             raise ValueError(f"params[{key!r}]: expected shape {tuple(view.shape)}, "
                              f"got {tuple(arr.shape)}")
         view[...] = arr
-        self._layer._invalidate()
+        self._on_change()
 
     def __delitem__(self, key):
         raise TypeError("params: parameters cannot be removed")
@@ -216,7 +225,8 @@ class GRU:
                                     self.batch_normalize, self.gemm == "blas")
 
     def _bind(self):
-        self._params = ParamDict(self, self._layout(self._theta, self._rolling))
+        self._params = ParamDict(self._layout(self._theta, self._rolling),
+                                 self._backend.xp, self._invalidate)
         self._grads = self._layout(self._grad, None)
 
     def _invalidate(self):

@@ -22,6 +22,7 @@ Sizes: ``R`` rows (``T*B`` in a network), ``I`` inputs, ``O`` outputs.
 import numpy as np
 
 from .kernels import ACTIVATIONS, BN_EPS, BN_MOMENTUM
+from .layer import ParamDict
 
 __all__ = ["Connected", "Softmax", "Cost", "Network", "softmax",
            "softmax_cross_entropy", "mse", "ACTIVATIONS"]
@@ -383,14 +384,13 @@ class Connected:
         rng = np.random.default_rng(seed)
         scale = np.sqrt(2.0 / self.inputs)
         O, I = self.outputs, self.inputs
-        self.params = _ParamDict(self, {
-            "weights": (scale * rng.uniform(-1, 1, (O, I))).astype(self.dtype),
-            "biases": np.zeros(O, self.dtype)})
+        store = {"weights": (scale * rng.uniform(-1, 1, (O, I))).astype(self.dtype),
+                 "biases": np.zeros(O, self.dtype)}
         if self.batch_normalize:
-            self.params._store.update({
-                "scales": np.ones(O, self.dtype),
-                "rolling_mean": np.zeros(O, self.dtype),
-                "rolling_variance": np.ones(O, self.dtype)})
+            store.update({"scales": np.ones(O, self.dtype),
+                          "rolling_mean": np.zeros(O, self.dtype),
+                          "rolling_variance": np.ones(O, self.dtype)})
+        self.params = ParamDict(store, np, self._drop_cache)
         trainable = ["weights", "biases"] + (["scales"] if self.batch_normalize else [])
         self.grads = {k: np.zeros_like(self.params[k]) for k in trainable}
         self._opt = {}
@@ -401,6 +401,9 @@ class Connected:
             self.to(device)
 
     # -- helpers
+    def _drop_cache(self):
+        self._cache = None
+
     @property
     def _xp(self):
         return _xp(self.device)
@@ -429,7 +432,7 @@ class Connected:
         """
         x = self._input(x)
         xp, R = self._xp, x.shape[0]
-        W, b = self.params._store["weights"], self.params._store["biases"]
+        W, b = self.params["weights"], self.params["biases"]
         if self.batch_normalize and train and R < 2:
             raise ValueError(f"x: batch normalisation in training needs at least 2 "
                              f"rows, got {R}")
@@ -440,7 +443,7 @@ class Connected:
             v = x @ W.T
         cache = {"x": x}
         if self.batch_normalize:
-            P = self.params._store
+            P = self.params
             if train:
                 mu = v.mean(axis=0, dtype=np.float64)
                 xc = v - mu
@@ -496,13 +499,13 @@ class Connected:
             vhat, sd = c["vhat"], c["sd"]
             R = g.shape[0]
             self.grads["scales"] += (g * vhat).sum(axis=0)
-            gv = g * self.params._store["scales"]
+            gv = g * self.params["scales"]
             d = sd + BN_EPS
             safe = xp.where(sd > 0, sd, 1)
             second = xp.where(sd > 0, (gv * vhat).sum(axis=0) / ((R - 1) * safe), 0)
             g = ((gv - gv.mean(axis=0)) / d - vhat * second).astype(self.dtype)
             g = xp.ascontiguousarray(g)
-        W = self.params._store["weights"]
+        W = self.params["weights"]
         if xp is np:
             _gemm()(self.grads["weights"], g, x, True, False, 1.0, 1.0, self._nt())
             dx = np.empty_like(x)
@@ -543,7 +546,7 @@ class Connected:
         xp = self._xp
         self.t += 1
         for k, g in self.grads.items():
-            w = self.params._store[k]
+            w = self.params[k]
             if self.optimizer == "sgd":
                 u = self._opt.setdefault(k, {"u": xp.zeros_like(w)})["u"]
                 if xp is np:
@@ -578,68 +581,13 @@ class Connected:
         else:
             def move(a):
                 return a.get()
-        self.params._store = {k: move(v) for k, v in self.params._store.items()}
+        self.params = ParamDict({k: move(v) for k, v in self.params.items()},
+                                _xp(device), self._drop_cache)
         self.grads = {k: move(v) for k, v in self.grads.items()}
         self._opt = {k: {n: move(a) for n, a in st.items()} for k, st in self._opt.items()}
         self.device = device
         self._cache = None
         return self
-
-
-def _host_array(a):
-    """A NumPy view or copy of ``a`` (NumPy, CuPy or array-like)."""
-    if isinstance(a, np.ndarray):
-        return a
-    if type(a).__module__.split(".")[0] == "cupy":
-        return a.get()
-    return np.asarray(a)
-
-
-class _ParamDict:
-    """Dict-like view of a layer's parameters: values are views, assignment copies in."""
-
-    def __init__(self, owner, store):
-        self._owner = owner
-        self._store = store
-
-    def __getitem__(self, key):
-        return self._store[key]
-
-    def __setitem__(self, key, value):
-        if key not in self._store:
-            raise KeyError(f"params: unknown key {key!r}; expected one of "
-                           f"{sorted(self._store)}")
-        dst = self._store[key]
-        if hasattr(value, "detach"):
-            value = value.detach().cpu().numpy()
-        arr = _host_array(value)
-        if arr.shape != dst.shape:
-            raise ValueError(f"params[{key!r}]: expected shape {dst.shape}, got {arr.shape}")
-        if arr.dtype.kind not in "fiu":
-            raise TypeError(f"params[{key!r}]: expected a real array, got dtype {arr.dtype}")
-        dst[...] = _xp(self._owner.device).asarray(arr, dtype=dst.dtype)
-        self._owner._cache = None
-
-    def __contains__(self, key):
-        return key in self._store
-
-    def __iter__(self):
-        return iter(self._store)
-
-    def __len__(self):
-        return len(self._store)
-
-    def keys(self):
-        return self._store.keys()
-
-    def values(self):
-        return self._store.values()
-
-    def items(self):
-        return self._store.items()
-
-    def __repr__(self):
-        return f"params({', '.join(f'{k}: {v.shape}' for k, v in self._store.items())})"
 
 
 class Softmax:
@@ -712,6 +660,15 @@ class Cost:
 
 def _is_gru(layer):
     return hasattr(layer, "variant") and hasattr(layer, "reset_state")
+
+
+def _host_array(a):
+    """A NumPy view or copy of ``a`` (NumPy, CuPy or array-like)."""
+    if isinstance(a, np.ndarray):
+        return a
+    if type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
+    return np.asarray(a)
 
 
 class Network:
