@@ -1,0 +1,45 @@
+"""asv benchmarks of gru_cy: shared sizes and fixtures.
+
+Configurations are those of issue 6 (``B`` batch, ``T`` steps, ``I`` inputs,
+``H`` outputs); config C, the largest, lives in the ``*SlowTier`` classes.
+Every fixture is built from a fixed seed so that runs compare like with like.
+"""
+import numpy as np
+
+CONFIGS = {
+    "A": (1, 128, 64, 128),
+    "B": (32, 64, 256, 256),
+    "C": (64, 100, 512, 1024),
+    "D": (128, 32, 32, 64),
+}
+"""name -> (B, T, I, H)."""
+
+FAST_CONFIGS = ["A", "B", "D"]
+DTYPES = ["float32", "float64"]
+VARIANTS = ["darknet", "reset_after"]
+SEED = 20240601
+
+
+def make_layer(config, dtype, variant):
+    """A seeded ``gru_cy.GRU`` of the config's sizes (default settings otherwise)."""
+    import gru_cy
+
+    _, _, I, H = CONFIGS[config]
+    return gru_cy.GRU(I, H, variant=variant, dtype=np.dtype(dtype), seed=SEED)
+
+
+def make_data(config, dtype):
+    """Input ``x`` (T, B, I), upstream gradient ``dy`` (T, B, H), state ``h0`` (B, H)."""
+    B, T, I, H = CONFIGS[config]
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    h0 = (0.1 * rng.standard_normal((B, H))).astype(dtype)
+    return x, dy, h0
+
+
+def train_step(layer, x, dy, h0):
+    """One training step: forward (train), backward, SGD update."""
+    layer.forward(x, train=True, h0=h0)
+    layer.backward(dy)
+    layer.update(learning_rate=1e-3)

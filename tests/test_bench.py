@@ -1,0 +1,98 @@
+"""``gru-cy bench``: the command runs, its JSON has the promised structure, bad
+arguments exit with status 2.  Timings are never asserted (the machine is shared)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from numpy.testing import assert_allclose
+
+from gru_cy import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "gru_cy", "bench", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_smoke_json(tmp_path):
+    out = tmp_path / "bench.json"
+    res = _run("--configs", "D,stream", "--repeat", "1", "--min-time", "0.001",
+               "--threads", "1", "--peakmem", "D", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "Summary" in res.stdout
+    report = json.loads(out.read_text())
+    assert set(report) >= {"machine", "settings", "versions", "skipped", "results",
+                           "summary", "peakmem", "mismatch"}
+    assert report["mismatch"] is False
+    assert report["settings"]["dtype"] == "float32" and report["settings"]["threads"] == 1
+    results = report["results"]
+    seen = {(r["config"], r["task"], r["engine"]) for r in results}
+    assert {("D", "inference", "gru_cy"), ("D", "train", "gru_cy"),
+            ("stream", "stream", "gru_cy"), ("D", "inference", "numpy")} <= seen
+    for r in results:
+        assert r["median_s"] > 0 and r["gflops"] > 0 and len(r["samples_s"]) == 1
+        assert r["match"] is True
+        assert (r["B"], r["T"], r["I"], r["H"]) == (
+            (1, 128, 64, 128) if r["config"] == "stream" else bench.CONFIGS["D"])
+    assert {(s["config"], s["task"]) for s in report["summary"]} == {
+        ("D", "inference"), ("D", "train"), ("stream", "stream")}
+    for s in report["summary"]:
+        assert set(s) >= {"gru_cy_s", "best_peer", "best_peer_s", "ratio", "target", "met",
+                          "ratio_of_minima"}
+    mem = {m["engine"]: m for m in report["peakmem"]}
+    assert "gru_cy" in mem and "error" not in mem["gru_cy"], mem
+    assert mem["gru_cy"]["peak_kib"] >= mem["gru_cy"]["rss_before_kib"] > 0
+
+
+def test_darknet_float64_only_gru_cy_and_numpy(tmp_path):
+    out = tmp_path / "bench.json"
+    res = _run("--configs", "D", "--tasks", "inference", "--variant", "darknet",
+               "--dtype", "float64", "--engines", "gru_cy,numpy,ort", "--repeat", "1",
+               "--threads", "1", "--min-time", "0.001", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert {r["engine"] for r in report["results"]} == {"gru_cy", "numpy"}
+    assert "ort/darknet" in report["skipped"]
+    # float64 engines computing the same recurrence agree to rounding (~1e-15 per step).
+    assert all(r["max_abs_diff"] < 1e-9 for r in report["results"])
+
+
+@pytest.mark.parametrize("args", [
+    ["--configs", "E"], ["--configs", ""], ["--repeat", "0"], ["--repeat", "x"],
+    ["--dtype", "float16"], ["--variant", "cudnn"], ["--engines", "tensorflow"],
+    ["--peakmem", "Z"], ["--threads", "-1"], ["--min-time", "0"], ["--bogus"],
+])
+def test_bad_arguments_exit_2(args, capsys):
+    assert bench.main(args) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2_through_cli():
+    res = _run("--configs", "Q")
+    assert res.returncode == 2
+    assert "--configs" in res.stderr
+
+
+def test_help_mentions_openblas(capsys):
+    assert bench.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert "env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE" in text
+
+
+def test_flop_count_matches_issue_numbers():
+    # Issue 6: torch's config B training step, 65 ms, is 75 GFLOP/s; C's 1.41 s is 128.
+    assert_allclose(bench.flops("train", 32, 64, 256, 256) / 0.065 / 1e9, 75, rtol=0.01)
+    assert_allclose(bench.flops("train", 64, 100, 512, 1024) / 1.41 / 1e9, 128, rtol=0.01)
+
+
+def test_interleaving_rotates_the_order():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    samples = bench.interleaved_medians(fns, repeat=3, min_time=1e-9)
+    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    timed = calls[-9:]       # after the warm-up and calibration calls
+    assert timed == list("abc") + list("bca") + list("cab")
