@@ -2,15 +2,64 @@
 """The engine's own gemm (row-major, fused float/double).
 
 Tier 1 (``sgemm``/``dgemm``): ``noexcept nogil`` pointer functions used by the
-GRU drivers.  Tier 2 (``gemm_py``): a thin wrapper for the tests.
+GRU drivers.  Tier 2 (``py_gemm``, ``gemm_py``, ``gemm_strided_py``,
+``gemm_time``, ``gemm_info``, ``gemm_isa``): thin wrappers for the tests and the
+benchmark.
+
+The native gemm is a packed, cache-blocked gemm whose micro-kernels live in
+``gemm_kernels.h`` (C, GCC vector extensions, compiled for AVX-512F, AVX2+FMA
+and the baseline ISA and picked at run time).  The OpenMP loops are the
+``prange`` loops below: over tiles of C (blocked path) or fixed column chunks
+(direct path, M <= 3).  Each C element's k-sum runs on one thread in a fixed
+order that depends on K alone, so results are bit-identical for any
+``nthreads`` (see the header's comment).  Products below ~4e5 flops run
+serially without entering an OpenMP region.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 cimport scipy.linalg.cython_blas as blas
 cimport numpy as cnp
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 import numpy as np
 
 cnp.import_array()
+
+
+cdef extern from "gemm_kernels.h" nogil:
+    ctypedef struct gk_ctx:
+        int isa
+        int path
+        int mr
+        int nr
+        int nthreads
+        Py_ssize_t kc_blk
+        Py_ssize_t nkb
+        Py_ssize_t tm
+        Py_ssize_t tn
+        Py_ssize_t mrange
+        Py_ssize_t nrange
+        Py_ssize_t ncl
+        Py_ssize_t ntiles
+        Py_ssize_t nchunks
+    int GK_PATH_NONE
+    int GK_PATH_DIRECT
+    int GK_PATH_BLOCKED
+    int gk_plan(gk_ctx* x, int dbl, void* C, const void* A, const void* B,
+                Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                Py_ssize_t ldb, Py_ssize_t ldc, int transA, int transB,
+                double alpha, double beta, int nthreads)
+    void gk_free(gk_ctx* x)
+    void gk_tile_s(gk_ctx* x, Py_ssize_t t, int tid)
+    void gk_tile_d(gk_ctx* x, Py_ssize_t t, int tid)
+    void gk_direct_s(gk_ctx* x, Py_ssize_t t)
+    void gk_direct_d(gk_ctx* x, Py_ssize_t t)
+    void gk_scale_s(float* C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t ldc, float beta)
+    void gk_scale_d(double* C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t ldc, double beta)
+    int gk_isa()
+    void gk_isa_set(int isa)
+
+
+_ISA_NAMES = ("baseline", "avx2", "avx512")
 
 
 cdef void sgemm_blas(float* C, const float* A, const float* B,
@@ -25,7 +74,7 @@ cdef void sgemm_blas(float* C, const float* A, const float* B,
     if M <= 0 or N <= 0:
         return
     if K <= 0:
-        _scale_c(C, M, N, ldc, beta)
+        gk_scale_s(C, M, N, ldc, beta)
         return
     blas.sgemm(&ta, &tb, &m, &n, &k, &alpha, <float*>B, &la, <float*>A, &lb,
                &beta, C, &lc)
@@ -42,23 +91,33 @@ cdef void dgemm_blas(double* C, const double* A, const double* B,
     if M <= 0 or N <= 0:
         return
     if K <= 0:
-        _scale_c(C, M, N, ldc, beta)
+        gk_scale_d(C, M, N, ldc, beta)
         return
     blas.dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>B, &la, <double*>A, &lb,
                &beta, C, &lc)
 
 
-cdef void _scale_c(floating* C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t ldc,
-                   floating beta) noexcept nogil:
-    # C (M, N) *= beta; beta == 0 writes zeros (C is not read).
-    cdef Py_ssize_t i, j
+cdef void _gemm_ref(floating* C, const floating* A, const floating* B,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA, bint transB, floating alpha,
+                    floating beta) noexcept nogil:
+    # Unblocked serial loops: used only when the pack buffers cannot be
+    # allocated.  C (M, N) = beta*C, then += alpha * op(A) op(B), k ascending.
+    cdef Py_ssize_t i, j, k
+    cdef floating acc, a, b
+    if floating is float:
+        gk_scale_s(C, M, N, ldc, beta)
+    else:
+        gk_scale_d(C, M, N, ldc, beta)
     for i in range(M):
-        if beta == 0:
-            for j in range(N):
-                C[i * ldc + j] = 0
-        elif beta != 1:
-            for j in range(N):
-                C[i * ldc + j] *= beta
+        for j in range(N):
+            acc = 0
+            for k in range(K):
+                a = A[k * lda + i] if transA else A[i * lda + k]
+                b = B[j * ldb + k] if transB else B[k * ldb + j]
+                acc = acc + a * b
+            C[i * ldc + j] += alpha * acc
 
 
 cdef void _gemm(floating* C, const floating* A, const floating* B,
@@ -66,43 +125,62 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                 Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
                 bint transA, bint transB, floating alpha, floating beta,
                 int nthreads) noexcept nogil:
-    cdef Py_ssize_t i, j, k
-    cdef floating acc, a
+    # C (M, N) = alpha op(A) op(B) + beta C.  The plan (gemm_kernels.h) picks
+    # the path, the blocking and the team size nt (1 below ~2e5 flops: no
+    # OpenMP region); the loops here hand out the work.
+    cdef gk_ctx ctx
+    cdef gk_ctx* x = &ctx
+    cdef Py_ssize_t t
+    cdef int nt
     if M <= 0 or N <= 0:
         return
-    _scale_c(C, M, N, ldc, beta)
-    if K <= 0 or alpha == 0:
-        return
-    if transB and not transA:
-        # C[i, j] += alpha * dot(A[i, :], B[j, :])
-        if M >= N:
-            for i in prange(M, nogil=True, schedule="static", num_threads=nthreads):
-                for j in range(N):
-                    acc = 0
-                    for k in range(K):
-                        acc = acc + A[i * lda + k] * B[j * ldb + k]
-                    C[i * ldc + j] += alpha * acc
+    nt = gk_plan(x, floating is double, C, A, B, M, N, K, lda, ldb, ldc,
+                 transA, transB, alpha, beta, nthreads)
+    if nt < 0:
+        # Out of memory for the team's pack buffers: retry with one thread's.
+        gk_free(x)
+        nt = gk_plan(x, floating is double, C, A, B, M, N, K, lda, ldb, ldc,
+                     transA, transB, alpha, beta, 1)
+        if nt < 0:
+            gk_free(x)
+            _gemm_ref(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
+            return
+    if ctx.path == GK_PATH_NONE:
+        # K == 0 or alpha == 0: C = beta*C (beta == 0 writes zeros).
+        if floating is float:
+            gk_scale_s(C, M, N, ldc, beta)
         else:
-            for j in prange(N, nogil=True, schedule="static", num_threads=nthreads):
-                for i in range(M):
-                    acc = 0
-                    for k in range(K):
-                        acc = acc + A[i * lda + k] * B[j * ldb + k]
-                    C[i * ldc + j] += alpha * acc
+            gk_scale_d(C, M, N, ldc, beta)
+    elif ctx.path == GK_PATH_DIRECT:
+        # Small M: fixed column chunks, no packing.
+        if nt > 1:
+            for t in prange(ctx.nchunks, nogil=True, schedule="static", num_threads=nt):
+                if floating is float:
+                    gk_direct_s(x, t)
+                else:
+                    gk_direct_d(x, t)
+        else:
+            for t in range(ctx.nchunks):
+                if floating is float:
+                    gk_direct_s(x, t)
+                else:
+                    gk_direct_d(x, t)
     else:
-        # C[i, j] += alpha * sum_k op(A)[i, k] * op(B)[k, j], k ascending.
-        for i in prange(M, nogil=True, schedule="static", num_threads=nthreads):
-            for k in range(K):
-                if transA:
-                    a = alpha * A[k * lda + i]
+        # Blocked: tiles of C, each over all of K (K blocks ascending) on one
+        # thread with its own packed operands: one region, no barriers.
+        if nt > 1:
+            for t in prange(ctx.ntiles, nogil=True, schedule="static", num_threads=nt):
+                if floating is float:
+                    gk_tile_s(x, t, threadid())
                 else:
-                    a = alpha * A[i * lda + k]
-                if transB:
-                    for j in range(N):
-                        C[i * ldc + j] += a * B[j * ldb + k]
+                    gk_tile_d(x, t, threadid())
+        else:
+            for t in range(ctx.ntiles):
+                if floating is float:
+                    gk_tile_s(x, t, 0)
                 else:
-                    for j in range(N):
-                        C[i * ldc + j] += a * B[k * ldb + j]
+                    gk_tile_d(x, t, 0)
+    gk_free(x)
 
 
 cdef void sgemm(float* C, const float* A, const float* B,
@@ -124,18 +202,151 @@ cdef void dgemm(double* C, const double* A, const double* B,
 def gemm_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,
             bint transA=False, bint transB=False, double alpha=1.0, double beta=0.0,
             int nthreads=1, bint use_blas=False):
-    """Test wrapper: C = alpha * op(A) @ op(B) + beta * C on C-contiguous arrays."""
+    """Test wrapper: C = alpha * op(A) @ op(B) + beta * C, in place.
+
+    Parameters
+    ----------
+    C : ndarray, shape (M, N), float32 or float64, C-contiguous
+        Output (read only when ``beta != 0``).
+    A : ndarray, shape (M, K), or (K, M) when ``transA``; same dtype
+    B : ndarray, shape (K, N), or (N, K) when ``transB``; same dtype
+    transA, transB : bool
+    alpha, beta : float
+    nthreads : int
+        OpenMP team size for the native gemm (< 1: OpenMP's default).
+    use_blas : bool
+        Use SciPy's BLAS instead of the native gemm.
+
+    Strided operands: pass a view whose rows are a slice of a wider
+    C-contiguous array through ``gemm_strided_py``.
+    """
     cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
     cdef Py_ssize_t K = A.shape[0] if transA else A.shape[1]
     if (A.shape[1] if transA else A.shape[0]) != M:
-        raise ValueError("gemm_py: A does not match C's rows")
+        raise ValueError(f"gemm_py: A has shape {tuple(A.shape)[:2]}, expected "
+                         f"{M} {'columns' if transA else 'rows'} to match C")
     if (B.shape[1] if not transB else B.shape[0]) != N or \
             (B.shape[0] if not transB else B.shape[1]) != K:
-        raise ValueError("gemm_py: B does not match")
+        raise ValueError(f"gemm_py: B has shape {tuple(B.shape)[:2]}, expected "
+                         f"{(N, K) if transB else (K, N)}")
+    if M == 0 or N == 0:
+        return
     with nogil:
-        gemm_sel(use_blas, &C[0, 0], &A[0, 0], &B[0, 0], M, N, K, A.shape[1],
-                 B.shape[1], C.shape[1], transA, transB, <floating>alpha,
-                 <floating>beta, nthreads)
+        gemm_sel(use_blas, &C[0, 0], &A[0, 0] if A.shape[0] * A.shape[1] else NULL,
+                 &B[0, 0] if B.shape[0] * B.shape[1] else NULL, M, N, K,
+                 A.shape[1], B.shape[1], C.shape[1], transA, transB,
+                 <floating>alpha, <floating>beta, nthreads)
+
+
+def gemm_strided_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA=False, bint transB=False, double alpha=1.0,
+                    double beta=0.0, int nthreads=1, bint use_blas=False):
+    """Test wrapper with explicit sizes and row strides (BLAS-style).
+
+    ``C``, ``A`` and ``B`` are the storage arrays; the operands are their
+    leading ``(M, N)``, op-shaped ``(M, K)`` / ``(K, M)`` and ``(K, N)`` /
+    ``(N, K)`` blocks with row strides ``ldc``, ``lda``, ``ldb`` (elements).
+
+    Raises
+    ------
+    ValueError
+        If a block does not fit its storage array or a stride is below the
+        block's row length.
+    """
+    cdef Py_ssize_t ra = K if transA else M, ca = M if transA else K
+    cdef Py_ssize_t rb = N if transB else K, cb = K if transB else N
+    if M < 0 or N < 0 or K < 0:
+        raise ValueError(f"gemm_strided_py: sizes must be >= 0, got M={M}, N={N}, K={K}")
+    for name, rows, cols, ld, arr in (("A", ra, ca, lda, A), ("B", rb, cb, ldb, B),
+                                      ("C", M, N, ldc, C)):
+        if ld < cols or (rows > 0 and cols > 0 and
+                         (rows - 1) * ld + cols > arr.shape[0] * arr.shape[1]):
+            raise ValueError(f"gemm_strided_py: {name} block ({rows}, {cols}) with "
+                             f"ld={ld} does not fit storage {tuple(arr.shape)[:2]}")
+    if M == 0 or N == 0:
+        return
+    with nogil:
+        gemm_sel(use_blas, &C[0, 0], &A[0, 0] if A.shape[0] * A.shape[1] else NULL,
+                 &B[0, 0] if B.shape[0] * B.shape[1] else NULL, M, N, K, lda, ldb, ldc,
+                 transA, transB, <floating>alpha, <floating>beta, nthreads)
+
+
+def gemm_time(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,
+              bint transA=False, bint transB=False, double alpha=1.0, double beta=0.0,
+              int nthreads=1, Py_ssize_t reps=100):
+    """Benchmark helper: seconds per native gemm call, timed in C over ``reps``
+    back-to-back calls (no Python overhead), on arrays as for ``gemm_py``."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1], r
+    cdef Py_ssize_t K = A.shape[0] if transA else A.shape[1]
+    cdef timespec t0, t1
+    if (A.shape[1] if transA else A.shape[0]) != M or \
+            (B.shape[1] if not transB else B.shape[0]) != N or \
+            (B.shape[0] if not transB else B.shape[1]) != K or M * N * K == 0:
+        raise ValueError(f"gemm_time: shapes C {tuple(C.shape)[:2]}, A {tuple(A.shape)[:2]}, "
+                         f"B {tuple(B.shape)[:2]} do not match (or are empty)")
+    if reps < 1:
+        raise ValueError(f"gemm_time: reps must be >= 1, got {reps}")
+    with nogil:
+        clock_gettime(CLOCK_MONOTONIC, &t0)
+        for r in range(reps):
+            gemm(&C[0, 0], &A[0, 0], &B[0, 0], M, N, K, A.shape[1], B.shape[1],
+                 C.shape[1], transA, transB, <floating>alpha, <floating>beta, nthreads)
+        clock_gettime(CLOCK_MONOTONIC, &t1)
+    return ((t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec)) / reps
+
+
+def gemm_info(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, bint transA=False,
+              bint transB=False, dtype="float32", int nthreads=1):
+    """The native gemm's plan for a shape (tests and benchmarks).
+
+    Returns
+    -------
+    dict
+        ``path`` ("none", "direct" or "blocked"), ``nthreads`` (team size the
+        call would use; 1 means no OpenMP region), ``isa``, ``mr``, ``nr``
+        (micro-tile), ``kc`` (K block depth), ``nkb`` (K blocks), ``tm``,
+        ``tn`` (tiles along M and N), ``mrange``, ``nrange`` (largest tile),
+        ``ncl`` (B columns packed at a time), ``ntiles``, ``nchunks`` (direct
+        path column chunks).
+    """
+    cdef gk_ctx ctx
+    cdef int dbl = np.dtype(dtype) == np.float64
+    cdef int nt = gk_plan(&ctx, dbl, NULL, NULL, NULL, M, N, K, max(K, 1), max(N, 1),
+                          max(N, 1), transA, transB, 1.0, 0.0, nthreads)
+    gk_free(&ctx)
+    return {"path": ("none", "direct", "blocked")[ctx.path], "nthreads": nt,
+            "isa": _ISA_NAMES[ctx.isa], "mr": ctx.mr, "nr": ctx.nr, "kc": ctx.kc_blk,
+            "nkb": ctx.nkb, "tm": ctx.tm, "tn": ctx.tn, "mrange": ctx.mrange,
+            "nrange": ctx.nrange, "ncl": ctx.ncl, "ntiles": ctx.ntiles,
+            "nchunks": ctx.nchunks}
+
+
+def gemm_isa(level=None):
+    """Get (and optionally lower) the micro-kernel ISA the native gemm uses.
+
+    Parameters
+    ----------
+    level : {None, "baseline", "avx2", "avx512", "auto"}
+        None only reports.  A name selects that kernel set if the CPU supports
+        it (a higher one than the CPU has is clamped); "auto" restores the
+        run-time detection.  Meant for tests and benchmarks.
+
+    Returns
+    -------
+    str
+        The kernel set in use after the call.
+    """
+    if level is not None:
+        if level == "auto":
+            gk_isa_set(-1)
+        elif level in _ISA_NAMES:
+            gk_isa_set(_ISA_NAMES.index(level))
+        else:
+            raise ValueError(f"gemm_isa: level must be one of {_ISA_NAMES + ('auto',)} "
+                             f"or None, got {level!r}")
+    return _ISA_NAMES[gk_isa()]
 
 
 def py_gemm(C, A, B, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
