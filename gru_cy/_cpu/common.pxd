@@ -15,7 +15,7 @@ cdef extern from "omp_compat.h":
 # Work (elements) below which a kernel runs serially: an OpenMP region costs
 # more than it saves there (batch-1 streaming).
 cdef enum:
-    PAR_MIN_WORK = 32768
+    PAR_MIN_WORK = 8192
 
 
 cdef inline int team(Py_ssize_t units, Py_ssize_t work, int nthreads) noexcept nogil:
