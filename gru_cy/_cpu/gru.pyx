@@ -681,6 +681,7 @@ cdef class Engine:
     """
     cdef public object theta, grad, rolling
     cdef public object cache           # dict of cache arrays (train), or None
+    cdef object spare                  # the last invalidated cache: its arrays are reused
     cdef public object work            # dict of inference scratch, keyed by shape
     cdef Dims d
     cdef bint f64
@@ -699,6 +700,7 @@ cdef class Engine:
         self.d.bn = bn
         self.d.use_blas = use_blas
         self.cache = None
+        self.spare = None
         self.work = None
         self.cache_T = 0
         self.cache_B = 0
@@ -709,7 +711,13 @@ cdef class Engine:
         self.rolling = rolling
 
     def invalidate(self):
-        """Drop the training cache (backward then needs a new training forward)."""
+        """Drop the training cache (backward then needs a new training forward).
+
+        Its arrays are kept for the next training forward of the same shape
+        (no fresh pages to fault in per training step).
+        """
+        if self.cache is not None:
+            self.spare = self.cache
         self.cache = None
         self.cache_T = 0
         self.cache_B = 0
@@ -753,19 +761,24 @@ cdef class Engine:
         self.invalidate()
         if train:
             dt = self.theta.dtype
-            hs = np.empty((T + 1, B, H), dt)
+            cache = self.spare
+            self.spare = None
+            if cache is not None and cache["hs"].shape == (T + 1, B, H):
+                cache["x"] = x
+            else:
+                cache = {"x": x, "hs": np.empty((T + 1, B, H), dt),
+                         "z": np.empty((T, B, H), dt), "r": np.empty((T, B, H), dt),
+                         "c": np.empty((T, B, H), dt), "sq": np.empty((T, B, H), dt)}
+                if self.d.bn:
+                    cache["vu"] = np.empty((T, B, 3 * H), dt)
+                    cache["su"] = np.empty((T, 3 * H), dt)
+                    cache["vw"] = np.empty((T, B, 3 * H), dt)
+                    cache["sw"] = np.empty((T, 3 * H), dt)
+            hs = cache["hs"]
             if h0 is None:
                 hs[0] = 0
             else:
                 hs[0] = h0
-            cache = {"x": x, "hs": hs,
-                     "z": np.empty((T, B, H), dt), "r": np.empty((T, B, H), dt),
-                     "c": np.empty((T, B, H), dt), "sq": np.empty((T, B, H), dt)}
-            if self.d.bn:
-                cache["vu"] = np.empty((T, B, 3 * H), dt)
-                cache["su"] = np.empty((T, 3 * H), dt)
-                cache["vw"] = np.empty((T, B, 3 * H), dt)
-                cache["sw"] = np.empty((T, 3 * H), dt)
             p.h0 = _ptr(hs)
             p.y = <char*>p.h0 + B * H * (<Py_ssize_t>hs.itemsize)
             p.vu = _ptr(cache.get("vu"))
