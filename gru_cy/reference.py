@@ -60,7 +60,7 @@ def trainable_names(batch_normalize=False):
     return [f"{sub}.{tail}" for sub in SUBLAYERS for tail in tails]
 
 
-def init_params(inputs, outputs, batch_normalize=False, seed=None):
+def init_params(inputs, outputs, batch_normalize=False, seed=None, nondegenerate=False):
     """Random parameters initialised as Darknet's connected layer.
 
     Parameters
@@ -71,6 +71,10 @@ def init_params(inputs, outputs, batch_normalize=False, seed=None):
         Also create ``scales`` (1), ``rolling_mean`` (0), ``rolling_variance`` (1).
     seed : int or None
         Seed of ``numpy.random.default_rng``.
+    nondegenerate : bool
+        Draw biases ~ N(0, 0.3) and, with BN, scales ~ U(0.5, 1.5), rolling
+        means ~ N(0, 0.3) and rolling variances ~ U(0.5, 2) instead of
+        Darknet's 0 / 1, so that every term of a gradient is exercised.
 
     Returns
     -------
@@ -89,6 +93,13 @@ def init_params(inputs, outputs, batch_normalize=False, seed=None):
             params[f"{sub}.scales"] = np.ones(outputs)
             params[f"{sub}.rolling_mean"] = np.zeros(outputs)
             params[f"{sub}.rolling_variance"] = np.ones(outputs)
+    if nondegenerate:
+        for sub in SUBLAYERS:
+            params[f"{sub}.biases"] = rng.normal(0.0, 0.3, outputs)
+            if batch_normalize:
+                params[f"{sub}.scales"] = rng.uniform(0.5, 1.5, outputs)
+                params[f"{sub}.rolling_mean"] = rng.normal(0.0, 0.3, outputs)
+                params[f"{sub}.rolling_variance"] = rng.uniform(0.5, 2.0, outputs)
     return params
 
 

@@ -70,13 +70,7 @@ def make_case(T, B, I, H, bn, dtype, seed=0, variant="darknet", activation="tanh
     reference, so both sides see identical values.
     """
     rng = np.random.default_rng(seed)
-    p = ref.init_params(I, H, batch_normalize=bn, seed=seed)
-    for sub in ref.SUBLAYERS:
-        p[f"{sub}.biases"] = rng.normal(0.0, 0.3, H)
-        if bn:
-            p[f"{sub}.scales"] = rng.uniform(0.5, 1.5, H)
-            p[f"{sub}.rolling_mean"] = rng.normal(0.0, 0.3, H)
-            p[f"{sub}.rolling_variance"] = rng.uniform(0.5, 2.0, H)
+    p = ref.init_params(I, H, batch_normalize=bn, seed=seed, nondegenerate=True)
 
     def rounded(a):
         return np.asarray(a, dtype=dtype).astype(np.float64)

@@ -34,13 +34,7 @@ def _setup(variant, activation, bn, seed=0):
     step 0 is 0 and BN's gradient is scaled by 1/1e-6).
     """
     rng = np.random.default_rng(seed)
-    p = ref.init_params(I, H, batch_normalize=bn, seed=seed)
-    for sub in ref.SUBLAYERS:
-        p[f"{sub}.biases"] = rng.normal(0.0, 0.3, H)
-        if bn:
-            p[f"{sub}.scales"] = rng.uniform(0.5, 1.5, H)
-            p[f"{sub}.rolling_mean"] = rng.normal(0.0, 0.3, H)
-            p[f"{sub}.rolling_variance"] = rng.uniform(0.5, 2.0, H)
+    p = ref.init_params(I, H, batch_normalize=bn, seed=seed, nondegenerate=True)
     x = rng.normal(0.0, 1.0, (T, B, I))
     h0 = rng.uniform(-0.9, 0.9, (B, H))
     w = rng.normal(0.0, 1.0, (T, B, H))
