@@ -51,3 +51,53 @@ cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const f
         sgemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
     else:
         dgemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
+
+
+# Prepacked B: op(B) (K, N) packed once (prepack, prepack_size elements) for
+# many products with the same B; gemm_pre reads it where the blocked path runs
+# and B itself elsewhere.  Same arithmetic, same bits as gemm.
+cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogil
+
+cdef void sprepack(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                   bint transB, float* out) noexcept nogil
+
+cdef void dprepack(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                   bint transB, double* out) noexcept nogil
+
+cdef void sgemm_pre(float* C, const float* A, const float* B, const float* Bpre,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA, bint transB, float alpha, float beta,
+                    int nthreads) noexcept nogil
+
+cdef void dgemm_pre(double* C, const double* A, const double* B, const double* Bpre,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA, bint transB, double alpha, double beta,
+                    int nthreads) noexcept nogil
+
+
+cdef inline void prepack(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                         bint transB, floating* out) noexcept nogil:
+    if floating is float:
+        sprepack(B, N, K, ldb, transB, out)
+    else:
+        dprepack(B, N, K, ldb, transB, out)
+
+
+# gemm_sel with an optional prepacked B (NULL: plain gemm_sel).
+cdef inline void gemm_sel_pre(bint use_blas, floating* C, const floating* A,
+                              const floating* B, const floating* Bpre,
+                              Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                              Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                              bint transA, bint transB, floating alpha, floating beta,
+                              int nthreads) noexcept nogil:
+    if use_blas or Bpre == NULL:
+        gemm_sel(use_blas, C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta,
+                 nthreads)
+    elif floating is float:
+        sgemm_pre(C, A, B, Bpre, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta,
+                  nthreads)
+    else:
+        dgemm_pre(C, A, B, Bpre, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta,
+                  nthreads)

@@ -41,6 +41,8 @@ cdef extern from "gemm_kernels.h" nogil:
         Py_ssize_t ncl
         Py_ssize_t ntiles
         Py_ssize_t nchunks
+        const void* bpre
+        Py_ssize_t bpre_kstride
     int GK_PATH_NONE
     int GK_PATH_DIRECT
     int GK_PATH_BLOCKED
@@ -57,6 +59,11 @@ cdef extern from "gemm_kernels.h" nogil:
     void gk_scale_d(double* C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t ldc, double beta)
     int gk_isa()
     void gk_isa_set(int isa)
+    Py_ssize_t gk_prepack_size(int dbl, Py_ssize_t N, Py_ssize_t K)
+    void gk_prepack_s(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                      int transB, float* out)
+    void gk_prepack_d(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                      int transB, double* out)
 
 
 _ISA_NAMES = ("baseline", "avx2", "avx512")
@@ -124,7 +131,7 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                 Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
                 bint transA, bint transB, floating alpha, floating beta,
-                int nthreads) noexcept nogil:
+                int nthreads, const floating* Bpre=NULL) noexcept nogil:
     # C (M, N) = alpha op(A) op(B) + beta C.  The plan (gemm_kernels.h) picks
     # the path, the blocking and the team size nt (1 below ~2e5 flops: no
     # OpenMP region); the loops here hand out the work.
@@ -145,6 +152,10 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
             gk_free(x)
             _gemm_ref(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
             return
+    if Bpre != NULL and ctx.path == GK_PATH_BLOCKED and (<size_t>Bpre) % 64 == 0:
+        # op(B) was packed in advance (prepack): the tiles read it in place.
+        ctx.bpre = Bpre
+        ctx.bpre_kstride = ((N + ctx.nr - 1) // ctx.nr) * ctx.nr * ctx.kc_blk
     if ctx.path == GK_PATH_NONE:
         # K == 0 or alpha == 0: C = beta*C (beta == 0 writes zeros).
         if floating is float:
@@ -181,6 +192,36 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                 else:
                     gk_tile_d(x, t, 0)
     gk_free(x)
+
+
+cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
+    return gk_prepack_size(dbl, N, K)
+
+
+cdef void sprepack(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                   bint transB, float* out) noexcept nogil:
+    gk_prepack_s(B, N, K, ldb, transB, out)
+
+
+cdef void dprepack(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                   bint transB, double* out) noexcept nogil:
+    gk_prepack_d(B, N, K, ldb, transB, out)
+
+
+cdef void sgemm_pre(float* C, const float* A, const float* B, const float* Bpre,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA, bint transB, float alpha, float beta,
+                    int nthreads) noexcept nogil:
+    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, Bpre)
+
+
+cdef void dgemm_pre(double* C, const double* A, const double* B, const double* Bpre,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA, bint transB, double alpha, double beta,
+                    int nthreads) noexcept nogil:
+    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, Bpre)
 
 
 cdef void sgemm(float* C, const float* A, const float* B,
@@ -365,3 +406,38 @@ def py_gemm(C, A, B, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
         with nogil:
             gemm(<float*>pc, <float*>pa, <float*>pb, M, N, K, lda, ldb, ldc,
                  transA, transB, <float>alpha, <float>beta, nthreads)
+
+
+def aligned_empty(Py_ssize_t n, dtype):
+    """An uninitialised 1-D array of n elements whose data is 64-byte aligned
+    (the micro-kernels load packed panels with aligned vector loads)."""
+    dt = np.dtype(dtype)
+    raw = np.empty(n * dt.itemsize + 64, np.uint8)
+    off = (-raw.ctypes.data) % 64
+    return raw[off:off + n * dt.itemsize].view(dt)
+
+
+def prepack_elements(bint dbl, Py_ssize_t N, Py_ssize_t K):
+    """Elements a prepacked op(B) of N columns and depth K needs."""
+    return prepack_size(dbl, N, K)
+
+
+def gemm_prepacked_py(floating[:, ::1] C, const floating[:, ::1] A,
+                      const floating[:, ::1] B, bint transA=False, bint transB=False,
+                      double alpha=1.0, double beta=0.0, int nthreads=1):
+    """Test wrapper: as ``gemm_py``, with op(B) packed in advance (prepack)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
+    cdef Py_ssize_t K = A.shape[0] if transA else A.shape[1]
+    if (A.shape[1] if transA else A.shape[0]) != M:
+        raise ValueError("gemm_prepacked_py: A does not match C's rows")
+    if (B.shape[1] if not transB else B.shape[0]) != N or \
+            (B.shape[0] if not transB else B.shape[1]) != K:
+        raise ValueError("gemm_prepacked_py: B does not match")
+    packed = aligned_empty(max(prepack_size(floating is double, N, K), 1),
+                           np.float64 if floating is double else np.float32)
+    cdef floating[::1] pk = packed
+    with nogil:
+        prepack(&B[0, 0], N, K, B.shape[1], transB, &pk[0])
+        gemm_sel_pre(False, &C[0, 0], &A[0, 0], &B[0, 0], &pk[0], M, N, K, A.shape[1],
+                     B.shape[1], C.shape[1], transA, transB, <floating>alpha,
+                     <floating>beta, nthreads)

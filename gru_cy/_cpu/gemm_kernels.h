@@ -93,6 +93,10 @@ typedef struct {
     char *mem;
     int cached;                   /* mem is the lent cache block */
     void **abuf, **bbuf;
+    /* op(B) packed once in advance (gk_prepack), or NULL: K block kb's
+     * panels start at bpre + kb * bpre_kstride, panel of column j at j * kc */
+    const void *bpre;
+    ptrdiff_t bpre_kstride;
 } gk_ctx;
 
 static inline ptrdiff_t gk_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
@@ -351,8 +355,63 @@ static int gk_plan(gk_ctx *x, int dbl, void *C, const void *A, const void *B,
 }
 
 static inline void gk_tile_s(gk_ctx *x, ptrdiff_t t, int tid) { GK_DISPATCH(s, gk_tile, (x, t, tid)) }
+
+/* Packing op(B) once for many products with the same B (the GRU's recurrent
+ * weights, used once per step): the blocked path's panels for every K block.
+ * The layout depends on N, K and the ISA only, so any later plan of the same
+ * N and K (and any M, any thread count) reads it instead of packing per tile;
+ * the arithmetic is unchanged. */
+static ptrdiff_t gk_prepack_size(int dbl, ptrdiff_t N, ptrdiff_t K)
+{
+    int mr, nr;
+    ptrdiff_t nkb, kc_blk;
+    if (N <= 0 || K <= 0)
+        return 0;
+    gk_tile_geom(gk_isa(), dbl, &mr, &nr);
+    nkb = gk_cdiv(K, GK_KC_MAX);
+    kc_blk = gk_cdiv(K, nkb);
+    return nkb * gk_rup(N, nr) * kc_blk;
+}
+
+static void gk_prepack_setup(gk_ctx *x, int dbl, const void *B, ptrdiff_t N, ptrdiff_t K,
+                             ptrdiff_t ldb, int transB)
+{
+    memset(x, 0, sizeof(*x));
+    x->B = B;
+    x->N = N;
+    x->K = K;
+    x->ldb = ldb;
+    x->transB = transB;
+    x->isa = gk_isa();
+    gk_tile_geom(x->isa, dbl, &x->mr, &x->nr);
+    x->nkb = gk_cdiv(K, GK_KC_MAX);
+    x->kc_blk = gk_cdiv(K, x->nkb);
+}
 static inline void gk_tile_d(gk_ctx *x, ptrdiff_t t, int tid) { GK_DISPATCH(d, gk_tile, (x, t, tid)) }
 static inline void gk_direct_s(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(s, gk_direct, (x, t)) }
+
+/* out (gk_prepack_size elements) = op(B) (K, N) in the blocked path's panels. */
+static inline void gk_prepack_s(const float *B, ptrdiff_t N, ptrdiff_t K, ptrdiff_t ldb,
+                                int transB, float *out)
+{
+    gk_ctx ctx;
+    gk_ctx *x = &ctx;
+    if (N <= 0 || K <= 0)
+        return;
+    gk_prepack_setup(x, 0, B, N, K, ldb, transB);
+    GK_DISPATCH(s, gk_prepack, (x, out))
+}
+
+static inline void gk_prepack_d(const double *B, ptrdiff_t N, ptrdiff_t K, ptrdiff_t ldb,
+                                int transB, double *out)
+{
+    gk_ctx ctx;
+    gk_ctx *x = &ctx;
+    if (N <= 0 || K <= 0)
+        return;
+    gk_prepack_setup(x, 1, B, N, K, ldb, transB);
+    GK_DISPATCH(d, gk_prepack, (x, out))
+}
 static inline void gk_direct_d(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(d, gk_direct, (x, t)) }
 
 /* C (M, N) *= beta; beta == 0 writes zeros without reading C. */

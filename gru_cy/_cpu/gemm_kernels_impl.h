@@ -334,6 +334,17 @@ static void GK_FN(gk_pack_b)(const gk_ctx *x, ptrdiff_t j0, ptrdiff_t nc, ptrdif
     }
 }
 
+/* All of op(B), every K block, packed as gk_pack_b packs one block:
+ * K block kb at out + kb * rup(N, NR) * kc_blk. */
+static void GK_FN(gk_prepack)(const gk_ctx *x, GK_T *out)
+{
+    ptrdiff_t kb, stride = gk_rup(x->N, GK_NR) * x->kc_blk;
+    for (kb = 0; kb < x->nkb; kb++) {
+        ptrdiff_t k0 = kb * x->kc_blk, kc = gk_min(x->kc_blk, x->K - k0);
+        GK_FN(gk_pack_b)(x, 0, x->N, k0, kc, out + kb * stride);
+    }
+}
+
 /* Tile t = (ib, jb) of C, all of K, run by thread tid.  Loops: K blocks
  * (ascending) > pack A rows of the tile > B blocks of ncl columns (packed,
  * L2) > MR-row panels (A panel in L1) > NR-column panels > micro-kernel. */
@@ -367,7 +378,10 @@ static void GK_FN(gk_tile)(gk_ctx *x, ptrdiff_t t, int tid)
                              ap + mc / GK_MR * GK_MR * kc);
         for (jc = j0; jc < j1; jc += x->ncl) {
             ptrdiff_t nc = gk_min(x->ncl, j1 - jc);
-            GK_FN(gk_pack_b)(x, jc, nc, k0, kc, bp);
+            if (x->bpre != NULL)
+                bp = (GK_T *)x->bpre + kb * x->bpre_kstride + jc * kc;
+            else
+                GK_FN(gk_pack_b)(x, jc, nc, k0, kc, bp);
             for (ir = 0; ir < mc; ir += GK_MR) {
                 ptrdiff_t mr = gk_min(GK_MR, mc - ir);
                 int un = inplace && mr == GK_MR;

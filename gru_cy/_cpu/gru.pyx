@@ -25,7 +25,8 @@ cimport numpy as cnp
 import numpy as np
 
 from gru_cy._cpu.common cimport team, gru_max_threads, gru_have_openmp
-from gru_cy._cpu.gemm cimport gemm_sel
+from gru_cy._cpu.gemm cimport gemm_sel, gemm_sel_pre, prepack, prepack_size
+from gru_cy._cpu.gemm import aligned_empty
 
 cnp.import_array()
 
@@ -445,6 +446,11 @@ cdef struct Ptrs:
     void* dau      # (chunk_steps * B, 3H)
     void* daw      # (chunk_steps * B, 3H), may alias dau
     void* ds       # (B, H)
+    # recurrent weights packed once per call for the per-step gemms (or NULL):
+    # forward: W (reset_after) | [Wz; Wr] and Wh (darknet), as op(B) = W.T;
+    # backward: W | Wh and [Wz; Wr], as op(B) = W.
+    void* wpre
+    void* wpre2
 
 
 cdef inline void _sublayer_out(floating* Y, floating* vhat, floating* sd,
@@ -501,6 +507,12 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
     cdef floating* ct
     cdef floating* sqt
     cdef Py_ssize_t step = B * H if train else 0
+    if p.wpre != NULL:
+        if d.reset_after:
+            prepack(W, H3, H, H, True, <floating*>p.wpre)
+        else:
+            prepack(W, 2 * H, H, H, True, <floating*>p.wpre)
+            prepack(W + 2 * H * H, H, H, H, True, <floating*>p.wpre2)
     for t in range(T):
         if t % cs == 0:
             # uz, ur, uh for steps [t, t + nc): xp = x @ U.T, then bias / BN.
@@ -523,14 +535,14 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
             sw = <floating*>p.sw + t * H3
         if not d.reset_after:
             # wz, wr: hp[:, 0:2H] = hprev @ [Wz; Wr].T
-            gemm_sel(d.use_blas, hp, hprev, W, B, 2 * H, H, H, H, H3, False, True,
-                     <floating>1, <floating>0, nt)
+            gemm_sel_pre(d.use_blas, hp, hprev, W, <floating*>p.wpre, B, 2 * H, H, H, H,
+                         H3, False, True, <floating>1, <floating>0, nt)
             _sublayer_out(hp, vw, sw, rmean + H3, rvar + H3, scales + H3, bias + H3,
                           1, B, 2 * H, H3, d.bn, train, nt)
             gru_darknet_gates_forward(zt, rt, sqt, xpt, hp, hprev, B, H, H3, H3, nt)
             # wh: hp[:, 2H:3H] = s @ Wh.T
-            gemm_sel(d.use_blas, hp + 2 * H, sqt, W + 2 * H * H, B, H, H, H, H, H3,
-                     False, True, <floating>1, <floating>0, nt)
+            gemm_sel_pre(d.use_blas, hp + 2 * H, sqt, W + 2 * H * H, <floating*>p.wpre2, B,
+                         H, H, H, H, H3, False, True, <floating>1, <floating>0, nt)
             _sublayer_out(hp + 2 * H, (vw + 2 * H) if vw != NULL else NULL,
                           (sw + 2 * H) if sw != NULL else NULL, rmean + 5 * H,
                           rvar + 5 * H, scales + 5 * H, bias + 5 * H, 1, B, H, H3,
@@ -539,8 +551,8 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
                                       H3, H3, d.act, nt)
         else:
             # wz, wr, wh in one product: hp (B, 3H) = hprev @ W.T
-            gemm_sel(d.use_blas, hp, hprev, W, B, H3, H, H, H, H3, False, True,
-                     <floating>1, <floating>0, nt)
+            gemm_sel_pre(d.use_blas, hp, hprev, W, <floating*>p.wpre, B, H3, H, H, H, H3,
+                         False, True, <floating>1, <floating>0, nt)
             _sublayer_out(hp, vw, sw, rmean + H3, rvar + H3, scales + H3, bias + H3,
                           1, B, H3, H3, d.bn, train, nt)
             gru_reset_after_forward(zt, rt, sqt if train else NULL, ct, ht, xpt, hp,
@@ -610,6 +622,12 @@ cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
     cdef floating* sqt
     cdef floating* vw
     cdef floating* sw
+    if p.wpre != NULL:
+        if d.reset_after:
+            prepack(W, H, H3, H, False, <floating*>p.wpre)
+        else:
+            prepack(W + 2 * H * H, H, H, H, False, <floating*>p.wpre)
+            prepack(W, H, 2 * H, H, False, <floating*>p.wpre2)
     for t in range(T - 1, -1, -1):
         t0 = (t // cs) * cs
         nc = cs if t0 + cs <= T else T - t0
@@ -631,16 +649,16 @@ cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
                 bn_backward(dawt + 2 * H, dscales + 5 * H, dbias + 5 * H, vw + 2 * H,
                             sw + 2 * H, scales + 5 * H, 1, B, H, H3, nt)
             # wh(s) = s @ Wh.T  ->  ds = dah_w @ Wh
-            gemm_sel(d.use_blas, ds, dawt + 2 * H, W + 2 * H * H, B, H, H, H3, H, H,
-                     False, False, one, <floating>0, nt)
+            gemm_sel_pre(d.use_blas, ds, dawt + 2 * H, W + 2 * H * H, <floating*>p.wpre, B,
+                         H, H, H3, H, H, False, False, one, <floating>0, nt)
             # s = r*hprev;  r = sig(ur(x) + wr(hprev))
             gru_darknet_reset_backward(daut + H, dawt + H, dh, ds, rt, hprev, B, H, H3, nt)
             if d.bn:
                 bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, B,
                             2 * H, H3, nt)
             # [wz; wr](hprev) = hprev @ [Wz; Wr].T  ->  dh += [daz|dar]_w @ [Wz; Wr]
-            gemm_sel(d.use_blas, dh, dawt, W, B, H, 2 * H, H3, H, H, False, False,
-                     one, one, nt)
+            gemm_sel_pre(d.use_blas, dh, dawt, W, <floating*>p.wpre2, B, H, 2 * H, H3, H,
+                         H, False, False, one, one, nt)
         else:
             # c = act(uh(x) + r*wh(hprev)), z, r as above
             gru_reset_after_backward(daut, dawt, dh, dyt, zt, rt, sqt, ct, hprev, B, H,
@@ -649,8 +667,8 @@ cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
                 bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, B,
                             H3, H3, nt)
             # [wz; wr; wh](hprev) = hprev @ W.T  ->  dh += daw @ W
-            gemm_sel(d.use_blas, dh, dawt, W, B, H, H3, H3, H, H, False, False, one,
-                     one, nt)
+            gemm_sel_pre(d.use_blas, dh, dawt, W, <floating*>p.wpre, B, H, H3, H3, H, H,
+                         False, False, one, one, nt)
         if t == t0:
             _backward_chunk(theta, d, p, t0, nc)
 
@@ -739,6 +757,24 @@ cdef class Engine:
         self.work = w
         return w
 
+    def _packs(self, Py_ssize_t T, Py_ssize_t B, bint fwd):
+        # Buffers for the recurrent weights packed once per call, where the
+        # per-step gemms take the blocked path (B > 3) over several steps;
+        # (None, None) otherwise.  Allocated per call: no lasting memory.
+        cdef Py_ssize_t H = self.d.H
+        cdef bint dbl = self.f64
+        if self.d.use_blas or B <= 3 or T < 2:
+            return (None, None)
+        dt = self.theta.dtype
+        if self.d.reset_after:
+            n = prepack_size(dbl, 3 * H, H) if fwd else prepack_size(dbl, H, 3 * H)
+            return (aligned_empty(n, dt), None)
+        if fwd:
+            return (aligned_empty(prepack_size(dbl, 2 * H, H), dt),
+                    aligned_empty(prepack_size(dbl, H, H), dt))
+        return (aligned_empty(prepack_size(dbl, H, H), dt),
+                aligned_empty(prepack_size(dbl, H, 2 * H), dt))
+
     def forward(self, x, h0, y, bint train, int nthreads):
         """x (T, B, I), h0 (B, H) or None (zeros), y (T, B, H) written.
 
@@ -793,6 +829,9 @@ cdef class Engine:
         p.r = _ptr(cache["r"])
         p.c = _ptr(cache["c"])
         p.sq = _ptr(cache["sq"])
+        packs = self._packs(T, B, True)
+        p.wpre = _ptr(packs[0])
+        p.wpre2 = _ptr(packs[1])
         if self.f64:
             with nogil:
                 _forward(<double*>p.theta, self.d, p, train)
@@ -847,6 +886,9 @@ cdef class Engine:
         p.dau = _ptr(dau)
         p.daw = _ptr(daw)
         p.ds = _ptr(ds)
+        packs = self._packs(T, B, False)
+        p.wpre = _ptr(packs[0])
+        p.wpre2 = _ptr(packs[1])
         if self.f64:
             with nogil:
                 _backward(<double*>p.theta, self.d, p)
