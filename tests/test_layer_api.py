@@ -1,4 +1,5 @@
 """The public API of SPEC section 2: state, caches, params, errors."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -301,3 +302,33 @@ def test_bad_inputs_never_crash_the_interpreter():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "all raised" in out.stdout
+
+
+def test_omp_num_threads_1_and_2_give_identical_bits():
+    """The default num_threads=None asks OpenMP, so OMP_NUM_THREADS applies; a
+    shape big enough to run every kernel in parallel gives the same bits."""
+    script = textwrap.dedent("""
+        import hashlib, numpy as np, gru_cy
+        from gru_cy._cpu import gru
+        rng = np.random.default_rng(0)
+        h = hashlib.sha256()
+        for variant in ("darknet", "reset_after"):
+            for bn in (False, True):
+                layer = gru_cy.GRU(40, 96, variant=variant, batch_normalize=bn, seed=1)
+                x = rng.standard_normal((30, 64, 40)).astype(np.float32)
+                y = layer.forward(x, train=True)
+                dx = layer.backward(rng.standard_normal(y.shape).astype(np.float32))
+                for a in [y, dx, layer.dh0] + [layer.grads[k] for k in sorted(layer.grads)]:
+                    h.update(np.ascontiguousarray(a).tobytes())
+        print(gru.max_threads(), h.hexdigest())
+    """)
+    out = {}
+    for n in ("1", "2"):
+        env = dict(os.environ, OMP_NUM_THREADS=n)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        threads, digest = proc.stdout.split()
+        assert threads == n
+        out[n] = digest
+    assert out["1"] == out["2"]
