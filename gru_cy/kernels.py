@@ -135,12 +135,12 @@ KERNEL_NAMES = tuple(KERNELS)
 twin as ``<name>_f32`` / ``<name>_f64``."""
 
 
-def cache_size_per_step(variant, batch_normalize):
+def cache_size_per_step(batch_normalize):
     """Training-cache elements per (step, sequence), in units of H.
 
-    h_{t-1}, z, r, c and s (darknet) or q (reset_after): 5 H; the gradient
-    buffers of the u and w sublayers: 6 H; with BN the normalised values of the
-    six sublayers: 6 H more (plus 6 H per step for the standard deviations,
-    shared by the batch).
+    h_{t-1}, z, r, c and s (darknet) or q (reset_after): 5 H; with BN the
+    normalised values of the six sublayers add 6 H (and their standard
+    deviations 6 H per step, shared by the batch).  The gradient buffers of
+    the backward hold one chunk of about 512 rows (steps x batch), not T steps.
     """
-    return 5 + 6 + (6 if batch_normalize else 0)
+    return 5 + (6 if batch_normalize else 0)

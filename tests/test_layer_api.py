@@ -332,3 +332,15 @@ def test_omp_num_threads_1_and_2_give_identical_bits():
         assert threads == n
         out[n] = digest
     assert out["1"] == out["2"]
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_training_cache_is_the_documented_size(bn):
+    from gru_cy.kernels import cache_size_per_step
+    T, B, I, H = 6, 3, 2, 5
+    layer = gru_cy.GRU(I, H, batch_normalize=bn, seed=0)
+    layer.forward(np.zeros((T, B, I), np.float32), train=True, h0=np.ones((B, H)))
+    cache = layer._engine.cache
+    per_row = sum(a.size for k, a in cache.items() if k not in ("x", "su", "sw"))
+    # h is stored for T + 1 steps (h_{-1} too): one extra (B, H) row block
+    assert per_row == cache_size_per_step(bn) * T * B * H + B * H
