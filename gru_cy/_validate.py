@@ -2,6 +2,7 @@
 
 Every message names the argument, the expected and the received value.
 """
+import argparse
 import math
 import numbers
 
@@ -102,3 +103,21 @@ def array(name, a, dtype, shape, xp=np):
 
 def _fmt(shape):
     return "(" + ", ".join("any" if s is None else str(s) for s in shape) + ")"
+
+
+def cli_number(kind, *, positive=True):
+    """An argparse ``type``: a finite ``kind`` (int or float), > 0 or (positive=False) >= 0."""
+    what = ("positive " if positive else "non-negative ") + (
+        "integer" if kind is int else "number")
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what.replace(" ", "_")
+    return parse

@@ -51,6 +51,8 @@ import time
 
 import numpy as np
 
+from gru_cy._validate import cli_number
+
 CONFIGS = {
     "A": (1, 128, 64, 128),
     "B": (32, 64, 256, 256),
@@ -631,18 +633,6 @@ def _parse_list(value, allowed):
     return list(dict.fromkeys(items))
 
 
-def _positive(kind):
-    def parse(value):
-        try:
-            v = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
-        return v
-    return parse
-
-
 def parser():
     """The argument parser of ``gru-cy bench``."""
     p = argparse.ArgumentParser(
@@ -654,10 +644,10 @@ def parser():
     p.add_argument("--configs", default="A,B,C,D,stream",
                    type=lambda v: _parse_list(v, list(CONFIGS) + ["stream"]),
                    help="comma-separated subset of A,B,C,D,stream (default: all)")
-    p.add_argument("--repeat", type=_positive(int), default=5,
+    p.add_argument("--repeat", type=cli_number(int), default=5,
                    help="samples per engine and measurement (default 5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--threads", type=_positive(int), default=None,
+    p.add_argument("--threads", type=cli_number(int), default=None,
                    help="threads for every engine (default: gru_cy's default, "
                         "OpenMP's count, given to the others too)")
     p.add_argument("--variant", choices=("reset_after", "darknet", "both"),
@@ -670,7 +660,7 @@ def parser():
     p.add_argument("--tasks", default="inference,train",
                    type=lambda v: _parse_list(v, ("inference", "train")),
                    help="for configs A-D: inference,train (default both)")
-    p.add_argument("--min-time", type=_positive(float), default=0.05,
+    p.add_argument("--min-time", type=cli_number(float), default=0.05,
                    help="shortest sample in seconds; faster calls are repeated (default 0.05)")
     p.add_argument("--peakmem", default=None,
                    help="config whose training step's peak memory is measured for "

@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from .network import Connected, Cost, Network, Softmax, _host_array
+from ._validate import cli_number
 
 __all__ = ["adding_batch", "copy_batch", "train_main", "generate_main", "Progress"]
 
@@ -269,35 +270,9 @@ class _Text:
 
 # --- commands ----------------------------------------------------------------------
 
-def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _positive_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    if not (v > 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
-
-
-def _nonneg_float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
-
+_POS_INT = cli_number(int)
+_POS_FLOAT = cli_number(float)
+_NONNEG_FLOAT = cli_number(float, positive=False)
 
 def train_parser():
     p = argparse.ArgumentParser(
@@ -308,32 +283,32 @@ def train_parser():
                    help="built-in task (default adding; exclusive with --text)")
     p.add_argument("--text", metavar="FILE",
                    help="train a character-level language model on FILE instead")
-    p.add_argument("--iterations", type=_positive_int, default=None,
+    p.add_argument("--iterations", type=_POS_INT, default=None,
                    help="maximum training iterations (default 4000; text 1000)")
-    p.add_argument("--steps", type=_positive_int, default=None,
+    p.add_argument("--steps", type=_POS_INT, default=None,
                    help="sequence length T (default adding 50, copy 20, text 32)")
-    p.add_argument("--hidden", type=_positive_int, default=None,
+    p.add_argument("--hidden", type=_POS_INT, default=None,
                    help="GRU outputs H (default 64; text 128)")
-    p.add_argument("--batch", type=_positive_int, default=None,
+    p.add_argument("--batch", type=_POS_INT, default=None,
                    help="sequences per iteration B (default 50; text 16)")
-    p.add_argument("--learning-rate", type=_positive_float, default=None,
+    p.add_argument("--learning-rate", type=_POS_FLOAT, default=None,
                    help="learning rate (default adam 0.01, sgd 0.1; text with adam 0.003)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    p.add_argument("--momentum", type=_nonneg_float, default=0.9)
-    p.add_argument("--decay", type=_nonneg_float, default=0.0,
+    p.add_argument("--momentum", type=_NONNEG_FLOAT, default=0.9)
+    p.add_argument("--decay", type=_NONNEG_FLOAT, default=0.0,
                    help="Darknet's weight decay (default 0)")
-    p.add_argument("--clip", type=_positive_float, default=None,
+    p.add_argument("--clip", type=_POS_FLOAT, default=None,
                    help="clamp each summed gradient element to [-CLIP, CLIP]")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=_POS_INT, default=None,
                    help="OpenMP threads (default: OpenMP's choice)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--eval-every", type=_positive_int, default=50,
+    p.add_argument("--eval-every", type=_POS_INT, default=50,
                    help="iterations between held-out evaluations (default 50)")
-    p.add_argument("--eval-size", type=_positive_int, default=500,
+    p.add_argument("--eval-size", type=_POS_INT, default=500,
                    help="held-out sequences (default 500)")
-    p.add_argument("--target", type=_nonneg_float, default=0.1,
+    p.add_argument("--target", type=_NONNEG_FLOAT, default=0.1,
                    help="stop once the held-out loss stays below TARGET * baseline "
                         "(default 0.1; 0 never stops early)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -475,10 +450,10 @@ def generate_parser():
                     "'gru-cy train --text FILE --save PATH' (or Darknet's rnn).")
     p.add_argument("--cfg", required=True, help="the model's .cfg")
     p.add_argument("--weights", required=True, help="the model's .weights")
-    p.add_argument("--length", type=_positive_int, default=200,
+    p.add_argument("--length", type=_POS_INT, default=200,
                    help="bytes to generate (default 200)")
     p.add_argument("--seed-text", default="\n", help="text fed first (default a newline)")
-    p.add_argument("--temperature", type=_positive_float, default=0.7,
+    p.add_argument("--temperature", type=_POS_FLOAT, default=0.7,
                    help="sampling temperature (default 0.7, as Darknet's rnn)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return p
