@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from gru_cy.kernels import KERNELS, KERNEL_NAMES
+from gru_cy.kernels import KERNEL_NAMES, KERNELS, cache_shapes, scratch_shapes
 
 SOURCE_FILES = ("gemm.cu", "gru.cu", "update.cu", "net.cu")
 """The kernel sources, compiled as one module (each includes ``common.cuh``)."""
@@ -469,12 +469,10 @@ class Engine:
             return w
         cupy = _cupy()
         H, dt = self.outputs, self.dtype
-        rows = chunk_steps(T, B) * B
-        w = {"T": T, "B": B,
-             "xp": cupy.empty((rows, 3 * H), dt), "hp": cupy.empty((B, 3 * H), dt),
-             "z": cupy.empty((B, H), dt), "r": cupy.empty((B, H), dt),
-             "c": cupy.empty((B, H), dt), "sq": cupy.empty((B, H), dt),
-             "zeros": cupy.zeros((B, H), dt)}
+        w = {k: cupy.zeros(shape, dt)
+             for k, shape in scratch_shapes(chunk_steps(T, B) * B, B, H).items()}
+        w["T"] = T
+        w["B"] = B
         self.work = w
         return w
 
@@ -490,19 +488,14 @@ class Engine:
         w = self._scratch(T, B)
         self.invalidate()
         if train:
-            hs = cupy.empty((T + 1, B, H), dt)
+            cache = {k: cupy.empty(shape, dt)
+                     for k, shape in cache_shapes(T, B, H, self.bn).items()}
+            cache["x"] = x
+            hs = cache["hs"]
             if h0 is None:
                 hs[0] = 0
             else:
                 hs[0] = h0
-            cache = {"x": x, "hs": hs,
-                     "z": cupy.empty((T, B, H), dt), "r": cupy.empty((T, B, H), dt),
-                     "c": cupy.empty((T, B, H), dt), "sq": cupy.empty((T, B, H), dt)}
-            if self.bn:
-                cache["vu"] = cupy.empty((T, B, 3 * H), dt)
-                cache["su"] = cupy.empty((T, 3 * H), dt)
-                cache["vw"] = cupy.empty((T, B, 3 * H), dt)
-                cache["sw"] = cupy.empty((T, 3 * H), dt)
             p_h0 = _ptr(hs)
             p_y = p_h0 + B * H
         else:

@@ -135,6 +135,32 @@ KERNEL_NAMES = tuple(KERNELS)
 twin as ``<name>_f32`` / ``<name>_f64``."""
 
 
+def scratch_shapes(rows, B, H):
+    """Per-shape scratch of a forward, as name -> shape (both engines).
+
+    ``xp``: one chunk of input projections (rows = chunk_steps * B, 3H);
+    ``hp``: one step's recurrent projections; ``z r c sq``: one step's gates
+    (inference; training writes them into the cache); ``zeros``: h0 = 0.
+    """
+    return {"xp": (rows, 3 * H), "hp": (B, 3 * H), "z": (B, H), "r": (B, H),
+            "c": (B, H), "sq": (B, H), "zeros": (B, H)}
+
+
+def cache_shapes(T, B, H, batch_normalize):
+    """The training cache, as name -> shape (both engines; ``x`` is kept too).
+
+    ``hs``: h_{-1} .. h_{T-1}; ``z r c``: gates and candidate; ``sq``: s
+    (darknet) or q (reset_after); with BN the normalised values ``vu``/``vw``
+    and standard deviations ``su``/``sw`` of the u and w sublayers.
+    """
+    shapes = {"hs": (T + 1, B, H), "z": (T, B, H), "r": (T, B, H), "c": (T, B, H),
+              "sq": (T, B, H)}
+    if batch_normalize:
+        shapes.update({"vu": (T, B, 3 * H), "su": (T, 3 * H), "vw": (T, B, 3 * H),
+                       "sw": (T, 3 * H)})
+    return shapes
+
+
 def cache_size_per_step(batch_normalize):
     """Training-cache elements per (step, sequence), in units of H.
 

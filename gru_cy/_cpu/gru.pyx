@@ -27,6 +27,7 @@ import numpy as np
 from gru_cy._cpu.common cimport team, gru_max_threads, gru_have_openmp
 from gru_cy._cpu.gemm cimport gemm_sel, gemm_sel_pre, prepack, prepack_size
 from gru_cy._cpu.gemm import aligned_empty
+from gru_cy.kernels import cache_shapes, scratch_shapes
 
 cnp.import_array()
 
@@ -748,12 +749,10 @@ cdef class Engine:
             return w
         H = self.d.H
         dt = self.theta.dtype
-        rows = chunk_steps(T, B) * B
-        w = {"T": T, "B": B,
-             "xp": np.empty((rows, 3 * H), dt), "hp": np.empty((B, 3 * H), dt),
-             "z": np.empty((B, H), dt), "r": np.empty((B, H), dt),
-             "c": np.empty((B, H), dt), "sq": np.empty((B, H), dt),
-             "zeros": np.zeros((B, H), dt)}
+        w = {k: np.zeros(shape, dt)
+             for k, shape in scratch_shapes(chunk_steps(T, B) * B, B, H).items()}
+        w["T"] = T
+        w["B"] = B
         self.work = w
         return w
 
@@ -802,14 +801,9 @@ cdef class Engine:
             if cache is not None and cache["hs"].shape == (T + 1, B, H):
                 cache["x"] = x
             else:
-                cache = {"x": x, "hs": np.empty((T + 1, B, H), dt),
-                         "z": np.empty((T, B, H), dt), "r": np.empty((T, B, H), dt),
-                         "c": np.empty((T, B, H), dt), "sq": np.empty((T, B, H), dt)}
-                if self.d.bn:
-                    cache["vu"] = np.empty((T, B, 3 * H), dt)
-                    cache["su"] = np.empty((T, 3 * H), dt)
-                    cache["vw"] = np.empty((T, B, 3 * H), dt)
-                    cache["sw"] = np.empty((T, 3 * H), dt)
+                cache = {k: np.empty(shape, dt)
+                         for k, shape in cache_shapes(T, B, H, self.d.bn).items()}
+                cache["x"] = x
             hs = cache["hs"]
             if h0 is None:
                 hs[0] = 0
