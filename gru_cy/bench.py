@@ -29,8 +29,9 @@ its state tensor passed back; ORT through I/O binding to buffers bound once
 
 Timing: each repeat runs every engine once, in an order rotated per repeat
 (interleaved, so that a change in machine load hits all engines alike), with
-a pause between engines so that one engine's spinning worker threads do not
-steal cores from the next; the table shows medians.  A call shorter than
+a wait before each sample until the process's threads are idle (CPU time
+below 10% of wall time over 20 ms), so that the previous engine's spinning
+worker threads have gone to sleep; the table shows medians.  A call shorter than
 ``--min-time`` is repeated within a sample and the mean taken.
 
 Work counted for GFLOP/s: a forward is ``6 T B H (I + H)`` flops (the six
@@ -78,7 +79,29 @@ TARGET_PEERS = ("torch", "ort")
 """The peers issue 6's targets name; NumPy is shown but judged against no target."""
 
 SEED = 20240601
-PAUSE_S = 0.02
+SETTLE_WINDOW_S = 0.02
+SETTLE_MAX_S = 1.0
+SETTLE_BUSY = 0.1
+"""Before each sample the process waits until its threads are idle: its CPU
+time grows by less than SETTLE_BUSY of the wall time over a SETTLE_WINDOW_S
+window (at most SETTLE_MAX_S).  Idle worker threads spin before they block:
+libgomp's (gru_cy's, torch's) for a few milliseconds, ONNX Runtime's for about
+2^20 pause instructions (~20 ms here), OpenBLAS's (NumPy) for up to ~0.1 s.  A
+spinning thread of the previous engine takes a core from the next one, and a
+team that meets at barriers (every engine here) then waits for a descheduled
+thread."""
+
+
+def settle():
+    """Wait until this process's threads stop using CPU (see SETTLE_BUSY)."""
+    deadline = time.perf_counter() + SETTLE_MAX_S
+    while True:
+        c0, w0 = time.process_time(), time.perf_counter()
+        time.sleep(SETTLE_WINDOW_S)
+        busy = (time.process_time() - c0) / max(time.perf_counter() - w0, 1e-9)
+        if busy < SETTLE_BUSY or time.perf_counter() > deadline:
+            return
+
 STREAM_CHECK_STEPS = 16
 """Steps of carried state the streaming guard compares (enough to catch a lost state)."""
 LEARNING_RATE = 1e-3
@@ -506,7 +529,7 @@ def interleaved_medians(fns, repeat, min_time):
             for k in range(len(names)):
                 name = names[(r + k) % len(names)]
                 fn, number = fns[name], numbers[name]
-                time.sleep(PAUSE_S)
+                settle()
                 t0 = time.perf_counter()
                 for _ in range(number):
                     fn()

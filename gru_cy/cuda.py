@@ -482,6 +482,7 @@ class Engine:
         Training keeps x (not copied: the caller hands a private array),
         h_{-1..T-1}, z, r, c, s|q and BN's statistics for ``backward``.
         ``nthreads`` is accepted for the CPU engine's signature and ignored.
+        Returns h_{T-1}, a fresh (B, H) array.
         """
         cupy = _cupy()
         T, B, H, dt = x.shape[0], x.shape[1], self.outputs, self.dtype
@@ -508,6 +509,7 @@ class Engine:
             self.cache = cache
             self.cache_T = T
             self.cache_B = B
+        return y[T - 1].copy()
 
     def _forward(self, T, B, train, x, h0, y, w, cache):
         # Mirrors gru_cy._cpu.gru._forward call for call.

@@ -49,7 +49,7 @@ def _backend(device):
     A backend offers what ``_CpuBackend`` offers: ``name``, ``xp`` (the array
     module), ``Engine`` (constructor ``(theta, grad, rolling, inputs, outputs,
     reset_after, act, bn, use_blas)``; methods ``forward(x, h0, y, train,
-    nthreads)``, ``backward(dy, dstate, dx, dh0, nthreads)``, ``invalidate()``,
+    nthreads)`` (returns the final state, a fresh (B, H) array), ``backward(dy, dstate, dx, dh0, nthreads)``, ``invalidate()``,
     ``set_storage(theta, grad, rolling)``; attributes ``cache`` (None when there
     is no training cache), ``cache_T``, ``cache_B``), ``sgd_update`` and
     ``adam_update`` (argument order of gru_cy.kernels, arrays of ``xp``, then
@@ -315,9 +315,8 @@ class GRU:
             x = x.copy()   # the cache must not see later edits of the caller's array
         y = xp.empty((T, B, self.outputs), self.dtype)
         n = self.num_threads
-        self._engine.forward(x, h0, y, bool(train),
-                             self._backend.max_threads() if n is None else n)
-        self._state = y[T - 1].copy()
+        # n None: 0, the engine's "OpenMP's current count".
+        self._state = self._engine.forward(x, h0, y, bool(train), 0 if n is None else n)
         return y
 
     __call__ = forward

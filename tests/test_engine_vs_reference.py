@@ -189,10 +189,12 @@ def test_backward_accumulates_and_zero_grad(variant, bn, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bn", BN)
 @pytest.mark.parametrize("variant", ref.VARIANTS)
-def test_bit_identical_across_thread_counts(variant, bn, dtype):
+@pytest.mark.parametrize("sizes", [(5, 9, 33, 67), (7, 2, 5, 96)], ids=["B9", "B2"])
+def test_bit_identical_across_thread_counts(variant, bn, dtype, sizes):
     # Sizes large enough that two threads really split gemms and elementwise
-    # work, and odd so that no split is even.
-    T, B, I, H = 5, 9, 33, 67
+    # work (without BN: the fused forward splits the units 32 + 35, resp.
+    # 32 + 64 with the small-batch gemm path), and odd so that no split is even.
+    T, B, I, H = sizes
     results = []
     for num_threads in (1, 2):
         layer, case = make_case(T, B, I, H, bn, dtype, seed=3, variant=variant,

@@ -20,6 +20,7 @@ scales (6, H) in the same order.  ``rolling``: (2, 6, H) mean then variance.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 cimport numpy as cnp
 import numpy as np
@@ -36,9 +37,11 @@ cnp.import_array()
 # (fastmath.h's logistic / tanh), _d: float64 (libm, bit for bit as before).
 cdef extern from "rows.h" nogil:
     void gru_darknet_gates_row_f(float* z, float* r, float* s, const float* xp,
-                                 const float* hp, const float* hprev, Py_ssize_t H)
+                                 const float* hp, const float* hprev, Py_ssize_t H,
+                                 Py_ssize_t gs)
     void gru_darknet_gates_row_d(double* z, double* r, double* s, const double* xp,
-                                 const double* hp, const double* hprev, Py_ssize_t H)
+                                 const double* hp, const double* hprev, Py_ssize_t H,
+                                 Py_ssize_t gs)
     void gru_darknet_state_row_f(float* c, float* h, const float* xp, const float* hp,
                                  const float* z, const float* hprev, Py_ssize_t H,
                                  int act)
@@ -47,10 +50,10 @@ cdef extern from "rows.h" nogil:
                                  Py_ssize_t H, int act)
     void gru_reset_after_row_f(float* z, float* r, float* q, float* c, float* h,
                                const float* xp, const float* hp, const float* hprev,
-                               Py_ssize_t H, int act)
+                               Py_ssize_t H, Py_ssize_t gs, int act)
     void gru_reset_after_row_d(double* z, double* r, double* q, double* c, double* h,
                                const double* xp, const double* hp, const double* hprev,
-                               Py_ssize_t H, int act)
+                               Py_ssize_t H, Py_ssize_t gs, int act)
     void gru_darknet_gates_bwd_row_f(float* dau, float* daw, float* dh, const float* dy,
                                      const float* z, const float* c, const float* hprev,
                                      Py_ssize_t H, int act)
@@ -162,12 +165,14 @@ cdef void bn_forward_infer(floating* Y, const floating* rolling_mean,
 
 cdef inline void _darknet_gates_row(floating* z, floating* r, floating* s,
                                     const floating* xp, const floating* hp,
-                                    const floating* hprev, Py_ssize_t H) noexcept nogil:
-    # z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r*hprev (rows.h).
+                                    const floating* hprev, Py_ssize_t H,
+                                    Py_ssize_t gs) noexcept nogil:
+    # z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r*hprev (rows.h); the r
+    # columns of xp and hp start gs after the z columns.
     if floating is float:
-        gru_darknet_gates_row_f(z, r, s, xp, hp, hprev, H)
+        gru_darknet_gates_row_f(z, r, s, xp, hp, hprev, H, gs)
     else:
-        gru_darknet_gates_row_d(z, r, s, xp, hp, hprev, H)
+        gru_darknet_gates_row_d(z, r, s, xp, hp, hprev, H, gs)
 
 
 cdef void gru_darknet_gates_forward(floating* z, floating* r, floating* s,
@@ -181,11 +186,11 @@ cdef void gru_darknet_gates_forward(floating* z, floating* r, floating* s,
     if nt == 1:
         for b in range(B):
             _darknet_gates_row(z + b * H, r + b * H, s + b * H, xp + b * ldx,
-                               hp + b * ldh, hprev + b * H, H)
+                               hp + b * ldh, hprev + b * H, H, H)
     else:
         for b in prange(B, nogil=True, schedule="static", num_threads=nt):
             _darknet_gates_row(z + b * H, r + b * H, s + b * H, xp + b * ldx,
-                               hp + b * ldh, hprev + b * H, H)
+                               hp + b * ldh, hprev + b * H, H, H)
 
 
 cdef inline void _darknet_state_row(floating* c, floating* h, const floating* xp,
@@ -219,13 +224,14 @@ cdef void gru_darknet_state_forward(floating* c, floating* h, const floating* xp
 
 cdef inline void _reset_after_row(floating* z, floating* r, floating* q, floating* c,
                                   floating* h, const floating* xp, const floating* hp,
-                                  const floating* hprev, Py_ssize_t H,
+                                  const floating* hprev, Py_ssize_t H, Py_ssize_t gs,
                                   int act) noexcept nogil:
-    # z, r; q = hp_h (if q); c = act(xp_h + r*hp_h); h = z*hprev + (1 - z)*c (rows.h).
+    # z, r; q = hp_h (if q); c = act(xp_h + r*hp_h); h = z*hprev + (1 - z)*c
+    # (rows.h); gate columns of xp and hp gs apart.
     if floating is float:
-        gru_reset_after_row_f(z, r, q, c, h, xp, hp, hprev, H, act)
+        gru_reset_after_row_f(z, r, q, c, h, xp, hp, hprev, H, gs, act)
     else:
-        gru_reset_after_row_d(z, r, q, c, h, xp, hp, hprev, H, act)
+        gru_reset_after_row_d(z, r, q, c, h, xp, hp, hprev, H, gs, act)
 
 
 cdef void gru_reset_after_forward(floating* z, floating* r, floating* q, floating* c,
@@ -240,12 +246,12 @@ cdef void gru_reset_after_forward(floating* z, floating* r, floating* q, floatin
         for b in range(B):
             _reset_after_row(z + b * H, r + b * H, (q + b * H) if q != NULL else NULL,
                              c + b * H, h + b * H, xp + b * ldx, hp + b * ldh,
-                             hprev + b * H, H, act)
+                             hprev + b * H, H, H, act)
     else:
         for b in prange(B, nogil=True, schedule="static", num_threads=nt):
             _reset_after_row(z + b * H, r + b * H, (q + b * H) if q != NULL else NULL,
                              c + b * H, h + b * H, xp + b * ldx, hp + b * ldh,
-                             hprev + b * H, H, act)
+                             hprev + b * H, H, H, act)
 
 
 # --------------------------------------------------------------- backward ---
@@ -560,6 +566,236 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
                                     hprev, B, H, H3, H3, d.act, nt)
 
 
+# ---------------------------------------------------------- fused forward ---
+# The forward without BN (native gemm) as one parallel region around the whole
+# step loop.  Each thread owns a fixed slice of the H units (whole granules of
+# FUSED_GRAN units): it computes its units' columns of the input projection
+# (per chunk), of the recurrent product and of the gates, from its own copy of
+# its rows of U and W ([z; r; h] of its units: one gemm per product), so the
+# only synchronisation is one barrier per step (two for darknet, whose
+# candidate needs all of s = r * h_{t-1}).  The slice's weights stay in its
+# core's cache across steps, and no OpenMP region opens per step.
+#
+# Results are bit-identical to the per-kernel driver (_forward) for any thread
+# count: every element of xp and hp is the same gemm arithmetic whatever the
+# column slice (gemm_kernels.h: determinism), bias and row kernels are the
+# same elementwise operations.
+
+cdef extern from "omp_compat.h" nogil:
+    ctypedef void (*gru_team_fn)(void* arg, int tid, int n) noexcept nogil
+    void gru_run_team(int nt, gru_team_fn fn, void* arg)
+    void gru_barrier()
+    void gru_flag_set(int* f)
+    int gru_flag_get(int* f)
+
+
+cdef enum:
+    FUSED_GRAN = 32          # units per granule of a thread's slice
+    FUSED_MIN_FLOPS = 50000  # recurrent flops per step below which one thread runs,
+    FUSED_MIN_CALL = 1000000 # and per call (a region costs microseconds to open)
+
+
+cdef struct FusedArg:
+    void* theta
+    Dims d
+    Ptrs p
+    bint train
+    int fail                 # a thread could not allocate its buffers
+
+
+cdef inline void* _alloc64(size_t n, void** raw) noexcept nogil:
+    # malloc aligned to 64 bytes (the prepacked gemm operand must be): raw is
+    # what to free.
+    raw[0] = malloc(n + 64)
+    if raw[0] == NULL:
+        return NULL
+    return <void*>((<size_t>raw[0] + 63) // 64 * 64)
+
+
+cdef inline void _gather(floating* out, const floating* M, Py_ssize_t nblk,
+                         Py_ssize_t H, Py_ssize_t K, Py_ssize_t j0,
+                         Py_ssize_t w) noexcept nogil:
+    # out (nblk*w, K) = rows g*H + j0 .. g*H + j0 + w of M (rows of K), g < nblk.
+    cdef Py_ssize_t g
+    for g in range(nblk):
+        memcpy(out + g * w * K, M + (g * H + j0) * K, w * K * sizeof(floating))
+
+
+cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
+    cdef Dims d = a.d
+    cdef Ptrs* p = &a.p
+    cdef bint train = a.train
+    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H
+    cdef Py_ssize_t cs = chunk_steps(T, B), t, t0 = 0, nc, b
+    cdef Py_ssize_t G = (H + FUSED_GRAN - 1) // FUSED_GRAN
+    cdef Py_ssize_t j0 = G * tid // n * FUSED_GRAN
+    cdef Py_ssize_t j1 = G * (tid + 1) // n * FUSED_GRAN
+    cdef Py_ssize_t w, c0
+    cdef Py_ssize_t step = B * H if train else 0
+    cdef bint dbl = floating is double
+    cdef floating* U = theta
+    cdef floating* W = U + H3 * I
+    cdef floating* bias = W + H3 * H
+    cdef floating* Us = U            # the slice's rows of U, (3w, I)
+    cdef floating* Ws = W            # of W, (3w, H); NULL once packed
+    cdef floating* Wp = NULL         # Ws packed (reset_after) or its wz, wr rows
+    cdef floating* Wp2 = NULL        # darknet: its wh rows packed
+    cdef floating* bu = bias         # the slice's biases: u (3w), w (3w)
+    cdef floating* bw = bias + H3
+    cdef floating* Wtmp
+    cdef void* raw_u = NULL
+    cdef void* raw_w = NULL
+    cdef void* raw_b = NULL
+    cdef void* raw_p = NULL
+    cdef void* raw_p2 = NULL
+    cdef void* raw_t = NULL
+    cdef bint split = n > 1
+    cdef bint pack
+    cdef bint ok = True
+    cdef floating* x = <floating*>p.x
+    cdef floating* y = <floating*>p.y
+    cdef floating* xp = <floating*>p.xp
+    cdef floating* hp = <floating*>p.hp
+    cdef floating* hprev
+    cdef floating* ht
+    cdef floating* xpt
+    cdef floating* hpt
+    cdef floating* zt
+    cdef floating* rt
+    cdef floating* ct
+    cdef floating* sqt
+    if j0 > H:
+        j0 = H
+    if j1 > H:
+        j1 = H
+    w = j1 - j0
+    c0 = 3 * j0
+    pack = B > 3 and T > 1 and w > 0
+    # The slice's operands (n == 1: the parameters themselves).
+    if split and w > 0:
+        Us = <floating*>_alloc64(3 * w * I * sizeof(floating), &raw_u)
+        bu = <floating*>_alloc64(6 * w * sizeof(floating), &raw_b)
+        Wtmp = <floating*>_alloc64(3 * w * H * sizeof(floating), &raw_w)
+        ok = Us != NULL and bu != NULL and Wtmp != NULL
+        if ok:
+            _gather(Us, U, 3, H, I, j0, w)
+            _gather(bu, bias, 6, H, 1, j0, w)
+            bw = bu + 3 * w
+            _gather(Wtmp, W, 3, H, H, j0, w)
+            Ws = Wtmp
+    if ok and pack:
+        if d.reset_after:
+            Wp = <floating*>_alloc64(prepack_size(dbl, 3 * w, H) * sizeof(floating), &raw_p)
+            ok = Wp != NULL
+            if ok:
+                prepack(Ws, 3 * w, H, H, True, Wp)
+        else:
+            Wp = <floating*>_alloc64(prepack_size(dbl, 2 * w, H) * sizeof(floating), &raw_p)
+            Wp2 = <floating*>_alloc64(prepack_size(dbl, w, H) * sizeof(floating), &raw_p2)
+            ok = Wp != NULL and Wp2 != NULL
+            if ok:
+                prepack(Ws, 2 * w, H, H, True, Wp)
+                prepack(Ws + 2 * w * H, w, H, H, True, Wp2)
+        if ok:
+            # Packed: the gemms read only Wp / Wp2 (blocked path, M = B > 3).
+            Ws = NULL
+            free(raw_w)
+            raw_w = NULL
+    if not ok:
+        gru_flag_set(&a.fail)
+    gru_barrier()
+    if not gru_flag_get(&a.fail):
+        for t in range(T):
+            if t % cs == 0:
+                # uz, ur, uh of the slice for steps [t, t + nc), then the bias.
+                t0 = t
+                nc = cs if t + cs <= T else T - t
+                if w > 0:
+                    gemm_sel(False, xp + c0, x + t * B * I, Us, nc * B, 3 * w, I, I, I, H3,
+                             False, True, <floating>1, <floating>0, 1)
+                    bias_forward(xp + c0, bu, nc * B, 3 * w, H3, 1)
+            hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
+            ht = y + t * B * H
+            xpt = xp + (t - t0) * B * H3 + c0
+            hpt = hp + c0
+            zt = <floating*>p.z + t * step + j0
+            rt = <floating*>p.r + t * step + j0
+            ct = <floating*>p.c + t * step + j0
+            sqt = <floating*>p.sq + t * step
+            if d.reset_after:
+                if w > 0:
+                    gemm_sel_pre(False, hpt, hprev, Ws, Wp, B, 3 * w, H, H, H, H3, False,
+                                 True, <floating>1, <floating>0, 1)
+                    bias_forward(hpt, bw, B, 3 * w, H3, 1)
+                    for b in range(B):
+                        _reset_after_row(zt + b * H, rt + b * H,
+                                         (sqt + j0 + b * H) if train else NULL,
+                                         ct + b * H, ht + j0 + b * H, xpt + b * H3,
+                                         hpt + b * H3, hprev + j0 + b * H, w, w, d.act)
+                gru_barrier()
+            else:
+                if w > 0:
+                    # wz, wr, then z, r and s = r * h_{t-1} of the slice
+                    gemm_sel_pre(False, hpt, hprev, Ws, Wp, B, 2 * w, H, H, H, H3, False,
+                                 True, <floating>1, <floating>0, 1)
+                    bias_forward(hpt, bw, B, 2 * w, H3, 1)
+                    for b in range(B):
+                        _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H,
+                                           xpt + b * H3, hpt + b * H3, hprev + j0 + b * H,
+                                           w, w)
+                gru_barrier()
+                if w > 0:
+                    # wh of all of s, then the candidate and h of the slice
+                    gemm_sel_pre(False, hpt + 2 * w, sqt,
+                                 (Ws + 2 * w * H) if Ws != NULL else NULL, Wp2, B, w, H, H,
+                                 H, H3, False, True, <floating>1, <floating>0, 1)
+                    bias_forward(hpt + 2 * w, bw + 2 * w, B, w, H3, 1)
+                    for b in range(B):
+                        _darknet_state_row(ct + b * H, ht + j0 + b * H,
+                                           xpt + 2 * w + b * H3, hpt + 2 * w + b * H3,
+                                           zt + b * H, hprev + j0 + b * H, w, d.act)
+                gru_barrier()
+    free(raw_u)
+    free(raw_w)
+    free(raw_b)
+    free(raw_p)
+    free(raw_p2)
+
+
+cdef void _fused_thread_f(void* arg, int tid, int n) noexcept nogil:
+    _fused_thread(<float*>(<FusedArg*>arg).theta, <FusedArg*>arg, tid, n)
+
+
+cdef void _fused_thread_d(void* arg, int tid, int n) noexcept nogil:
+    _fused_thread(<double*>(<FusedArg*>arg).theta, <FusedArg*>arg, tid, n)
+
+
+cdef int fused_team(Dims d) noexcept nogil:
+    # Threads for the fused forward: one per granule at most, one when a step's
+    # recurrent product is too small to share.
+    cdef int nt = d.nthreads if d.nthreads >= 1 else gru_max_threads()
+    cdef Py_ssize_t G = (d.H + FUSED_GRAN - 1) // FUSED_GRAN
+    cdef double per_step = 6.0 * d.B * d.H * d.H
+    if per_step < FUSED_MIN_FLOPS or per_step * d.T < FUSED_MIN_CALL:
+        return 1
+    if nt > G:
+        nt = <int>G
+    return nt if nt >= 1 else 1
+
+
+cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noexcept nogil:
+    # The fused forward (no BN, native gemm); False when a thread's buffers
+    # could not be allocated (the caller then runs _forward).
+    cdef FusedArg a
+    a.theta = theta
+    a.d = d
+    a.p = p
+    a.train = train
+    a.fail = 0
+    gru_run_team(fused_team(d), _fused_thread_d if dbl else _fused_thread_f, &a)
+    return not a.fail
+
+
 cdef void _backward_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
                           Py_ssize_t nc) noexcept nogil:
     # The per-chunk tail of the backward, steps [t0, t0 + nc): dau, daw hold
@@ -701,7 +937,9 @@ cdef class Engine:
     cdef public object theta, grad, rolling
     cdef public object cache           # dict of cache arrays (train), or None
     cdef object spare                  # the last invalidated cache: its arrays are reused
-    cdef public object work            # dict of inference scratch, keyed by shape
+    cdef public object work            # dict of inference scratch, for one shape
+    cdef Py_ssize_t work_T, work_B     # its shape
+    cdef Ptrs wp                       # its pointers (h0: the zero state)
     cdef Dims d
     cdef bint f64
     cdef public Py_ssize_t cache_T, cache_B
@@ -721,6 +959,8 @@ cdef class Engine:
         self.cache = None
         self.spare = None
         self.work = None
+        self.work_T = 0
+        self.work_B = 0
         self.cache_T = 0
         self.cache_B = 0
 
@@ -743,17 +983,25 @@ cdef class Engine:
 
     cdef dict _scratch(self, Py_ssize_t T, Py_ssize_t B):
         # Per-shape scratch: xp chunk (inference and training), step buffers
-        # (inference), zero state.
+        # (inference), zero state; their pointers are kept in self.wp.
         cdef dict w = self.work
-        if w is not None and w["T"] == T and w["B"] == B:
+        if w is not None and self.work_T == T and self.work_B == B:
             return w
         H = self.d.H
         dt = self.theta.dtype
         w = {k: np.zeros(shape, dt)
              for k, shape in scratch_shapes(chunk_steps(T, B) * B, B, H).items()}
-        w["T"] = T
-        w["B"] = B
         self.work = w
+        self.work_T = T
+        self.work_B = B
+        memset(&self.wp, 0, sizeof(Ptrs))
+        self.wp.xp = _ptr(w["xp"])
+        self.wp.hp = _ptr(w["hp"])
+        self.wp.z = _ptr(w["z"])
+        self.wp.r = _ptr(w["r"])
+        self.wp.c = _ptr(w["c"])
+        self.wp.sq = _ptr(w["sq"])
+        self.wp.h0 = _ptr(w["zeros"])
         return w
 
     def _packs(self, Py_ssize_t T, Py_ssize_t B, bint fwd):
@@ -779,21 +1027,25 @@ cdef class Engine:
 
         Training keeps x (not copied: the caller hands a private array), h_{-1..T-1},
         z, r, c, s|q and BN's statistics for ``backward``; h0 is copied.
+        ``nthreads`` < 1: OpenMP's current count.  Returns h_{T-1}, a fresh
+        (B, H) array.
         """
-        cdef Py_ssize_t T = x.shape[0], B = x.shape[1], H = self.d.H
+        cdef cnp.ndarray xa = <cnp.ndarray?>x
+        cdef Py_ssize_t T = cnp.PyArray_DIM(xa, 0), B = cnp.PyArray_DIM(xa, 1)
+        cdef Py_ssize_t H = self.d.H
         cdef Ptrs p
-        cdef dict w = self._scratch(T, B)
         cdef dict cache
-        memset(&p, 0, sizeof(Ptrs))
+        cdef bint done = False
+        if self.cache is not None:
+            self.invalidate()
+        self._scratch(T, B)
         self.d.T = T
         self.d.B = B
-        self.d.nthreads = nthreads
+        self.d.nthreads = nthreads if nthreads >= 1 else gru_max_threads()
+        p = self.wp
         p.theta = _ptr(self.theta)
         p.rolling = _ptr(self.rolling)
-        p.x = _ptr(x)
-        p.xp = _ptr(w["xp"])
-        p.hp = _ptr(w["hp"])
-        self.invalidate()
+        p.x = cnp.PyArray_DATA(xa)
         if train:
             dt = self.theta.dtype
             cache = self.spare
@@ -811,32 +1063,45 @@ cdef class Engine:
                 hs[0] = h0
             p.h0 = _ptr(hs)
             p.y = <char*>p.h0 + B * H * (<Py_ssize_t>hs.itemsize)
+            p.z = _ptr(cache["z"])
+            p.r = _ptr(cache["r"])
+            p.c = _ptr(cache["c"])
+            p.sq = _ptr(cache["sq"])
             p.vu = _ptr(cache.get("vu"))
             p.su = _ptr(cache.get("su"))
             p.vw = _ptr(cache.get("vw"))
             p.sw = _ptr(cache.get("sw"))
         else:
-            cache = w
-            p.h0 = _ptr(w["zeros"] if h0 is None else h0)
+            if h0 is not None:
+                p.h0 = _ptr(h0)
             p.y = _ptr(y)
-        p.z = _ptr(cache["z"])
-        p.r = _ptr(cache["r"])
-        p.c = _ptr(cache["c"])
-        p.sq = _ptr(cache["sq"])
-        packs = self._packs(T, B, True)
-        p.wpre = _ptr(packs[0])
-        p.wpre2 = _ptr(packs[1])
-        if self.f64:
+        if not self.d.bn and not self.d.use_blas:
             with nogil:
-                _forward(<double*>p.theta, self.d, p, train)
-        else:
-            with nogil:
-                _forward(<float*>p.theta, self.d, p, train)
+                done = _forward_fused(p.theta, self.d, p, train, self.f64)
+        if not done:
+            packs = self._packs(T, B, True)
+            p.wpre = _ptr(packs[0])
+            p.wpre2 = _ptr(packs[1])
+            if self.f64:
+                with nogil:
+                    _forward(<double*>p.theta, self.d, p, train)
+            else:
+                with nogil:
+                    _forward(<float*>p.theta, self.d, p, train)
         if train:
             y[...] = hs[1:]
             self.cache = cache
             self.cache_T = T
             self.cache_B = B
+        # The final state h_{T-1}, a fresh (B, H) array (the layer carries it).
+        cdef cnp.npy_intp dims[2]
+        dims[0] = B
+        dims[1] = H
+        cdef size_t es = 8 if self.f64 else 4
+        state = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT, 0)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>state), <char*>p.y + (T - 1) * B * H * es,
+               B * H * es)
+        return state
 
     def backward(self, dy, dstate, dx, dh0, int nthreads):
         """dy (T, B, H) or None, dstate (B, H) or None; writes dx (T, B, I), dh0 (B, H).

@@ -54,16 +54,18 @@
 
 #define GRU_DEFINE_ROWS(T, SFX, LOGISTIC, TANH)                                     \
                                                                                      \
-/* z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r*hprev. */                       \
+/* z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r*hprev.  H units; the r      \
+   gate's columns of xp and hp start gs after the z gate's (gs = H in the        \
+   engine's [z | r | h] rows, the slice width in the fused forward's). */         \
 static GRU_ROW_ATTR void                                                             \
 gru_darknet_gates_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R s,                      \
                             const T* GRU_R xp, const T* GRU_R hp,                    \
-                            const T* GRU_R hprev, ptrdiff_t H)                       \
+                            const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs)         \
 {                                                                                    \
     for (ptrdiff_t j = 0; j < H; j++) {                                              \
         T rj;                                                                        \
         z[j] = LOGISTIC(xp[j] + hp[j]);                                              \
-        rj = LOGISTIC(xp[H + j] + hp[H + j]);                                        \
+        rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                      \
         r[j] = rj;                                                                   \
         s[j] = rj * hprev[j];                                                        \
     }                                                                                \
@@ -91,17 +93,17 @@ gru_darknet_state_row_##SFX(T* GRU_R c, T* GRU_R h, const T* GRU_R xp,          
 }                                                                                    \
                                                                                      \
 /* z, r as above; q = hp_h (q may be NULL); c = act(xp_h + r*hp_h);                  \
-   h = z*hprev + (1 - z)*c. */                                                       \
+   h = z*hprev + (1 - z)*c.  Gate columns gs apart, as above. */                     \
 static GRU_ROW_ATTR void                                                             \
 gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,            \
                           T* GRU_R h, const T* GRU_R xp, const T* GRU_R hp,          \
-                          const T* GRU_R hprev, ptrdiff_t H, int act)                \
+                          const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs, int act)  \
 {                                                                                    \
     if (act == 1) {                                                                  \
         for (ptrdiff_t j = 0; j < H; j++) {                                          \
             T zj = LOGISTIC(xp[j] + hp[j]);                                          \
-            T rj = LOGISTIC(xp[H + j] + hp[H + j]);                                  \
-            T cj = TANH(xp[2 * H + j] + rj * hp[2 * H + j]);                         \
+            T rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                  \
+            T cj = TANH(xp[2 * gs + j] + rj * hp[2 * gs + j]);                         \
             z[j] = zj;                                                               \
             r[j] = rj;                                                               \
             c[j] = cj;                                                               \
@@ -110,8 +112,8 @@ gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,       
     } else {                                                                         \
         for (ptrdiff_t j = 0; j < H; j++) {                                          \
             T zj = LOGISTIC(xp[j] + hp[j]);                                          \
-            T rj = LOGISTIC(xp[H + j] + hp[H + j]);                                  \
-            T cj = LOGISTIC(xp[2 * H + j] + rj * hp[2 * H + j]);                     \
+            T rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                  \
+            T cj = LOGISTIC(xp[2 * gs + j] + rj * hp[2 * gs + j]);                     \
             z[j] = zj;                                                               \
             r[j] = rj;                                                               \
             c[j] = cj;                                                               \
@@ -120,7 +122,7 @@ gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,       
     }                                                                                \
     if (q != NULL) {                                                                 \
         for (ptrdiff_t j = 0; j < H; j++)                                            \
-            q[j] = hp[2 * H + j];                                                    \
+            q[j] = hp[2 * gs + j];                                                    \
     }                                                                                \
 }                                                                                    \
                                                                                      \
