@@ -691,6 +691,14 @@ class _CudaBackend:
         self.xp = _cupy()
         self.Engine = Engine
 
+    def lean_input(self, x, dtype, inputs):
+        """True when x is a C-contiguous CuPy array (T > 0, B > 0, inputs) of dtype."""
+        if type(x) is not self.xp.ndarray:
+            return False
+        shape = x.shape
+        return (len(shape) == 3 and x.dtype == dtype and shape[2] == inputs
+                and shape[0] > 0 and shape[1] > 0 and x.flags.c_contiguous)
+
     # The CPU backend's signatures (trailing nthreads, ignored here).
     @staticmethod
     def sgd_update(w, u, g, n, n_decay, lr, momentum, decay, batch, clip, nthreads=1):

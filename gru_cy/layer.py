@@ -30,6 +30,7 @@ class _CpuBackend:
         self.sgd_update = update.py_sgd_update
         self.adam_update = update.py_adam_update
         self.max_threads = gru.max_threads
+        self.lean_input = gru.lean_input
 
 
 _CPU = None
@@ -53,7 +54,9 @@ def _backend(device):
     ``set_storage(theta, grad, rolling)``; attributes ``cache`` (None when there
     is no training cache), ``cache_T``, ``cache_B``), ``sgd_update`` and
     ``adam_update`` (argument order of gru_cy.kernels, arrays of ``xp``, then
-    nthreads) and ``max_threads()``.  ``gru_cy.cuda.backend()`` returns the CUDA
+    nthreads), ``max_threads()`` and ``lean_input(x, dtype, inputs)`` (True when
+    x is an ``xp`` array (T > 0, B > 0, inputs) of dtype, C-contiguous: used as
+    is).  ``gru_cy.cuda.backend()`` returns the CUDA
     one; ``gru_cy.cuda.require()`` raises RuntimeError saying why CUDA cannot be
     used.
     """
@@ -291,16 +294,13 @@ class GRU:
         -------
         y : array (T, B, H) of the layer's dtype, a fresh array.
         """
-        xp = self._backend.xp
+        backend = self._backend
+        xp = backend.xp
         x_in = x
-        # Fast path (batch-1 streaming calls this per step): one shape tuple, no copies.
-        shape = x.shape if type(x) is xp.ndarray else None
-        if not (shape is not None and len(shape) == 3 and x.dtype == self.dtype
-                and shape[2] == self.inputs and shape[0] > 0 and shape[1] > 0
-                and x.flags.c_contiguous):
+        # Fast path (batch-1 streaming calls this per step): no conversion, no copy.
+        if not backend.lean_input(x, self.dtype, self.inputs):
             x = V.array("x", x, self.dtype, (None, None, self.inputs), xp)
-            shape = x.shape
-        T, B = shape[0], shape[1]
+        T, B = x.shape[:2]
         if h0 is not None:
             h0 = V.array("h0", h0, self.dtype, (B, self.outputs), xp)
         elif self._state is not None:

@@ -569,12 +569,13 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
 # ---------------------------------------------------------- fused forward ---
 # The forward without BN (native gemm) as one parallel region around the whole
 # step loop.  Each thread owns a fixed slice of the H units (whole granules of
-# FUSED_GRAN units): it computes its units' columns of the input projection
-# (per chunk), of the recurrent product and of the gates, from its own copy of
-# its rows of U and W ([z; r; h] of its units: one gemm per product), so the
-# only synchronisation is one barrier per step (two for darknet, whose
-# candidate needs all of s = r * h_{t-1}).  The slice's weights stay in its
-# core's cache across steps, and no OpenMP region opens per step.
+# FUSED_GRAN units) and computes its units' columns of the input projection
+# (per chunk), of the recurrent product (one gemm per gate block, on its rows
+# of U and W, W packed once per call where the blocked gemm path runs) and
+# its units' gates, so the only synchronisation is one barrier per step (two
+# for darknet, whose candidate needs all of s = r * h_{t-1}).  The slice's
+# weights stay in its core's cache across steps, and no OpenMP region opens
+# per step.  The buffers keep the engine's layout ([z | r | h] columns).
 #
 # Results are bit-identical to the per-kernel driver (_forward) for any thread
 # count: every element of xp and hp is the same gemm arithmetic whatever the
@@ -603,22 +604,31 @@ cdef struct FusedArg:
     int fail                 # a thread could not allocate its buffers
 
 
-cdef inline void* _alloc64(size_t n, void** raw) noexcept nogil:
-    # malloc aligned to 64 bytes (the prepacked gemm operand must be): raw is
-    # what to free.
-    raw[0] = malloc(n + 64)
-    if raw[0] == NULL:
-        return NULL
-    return <void*>((<size_t>raw[0] + 63) // 64 * 64)
-
-
-cdef inline void _gather(floating* out, const floating* M, Py_ssize_t nblk,
-                         Py_ssize_t H, Py_ssize_t K, Py_ssize_t j0,
-                         Py_ssize_t w) noexcept nogil:
-    # out (nblk*w, K) = rows g*H + j0 .. g*H + j0 + w of M (rows of K), g < nblk.
+cdef inline void _slice_gemm(floating* C, Py_ssize_t ldc, const floating* A,
+                             Py_ssize_t lda, Py_ssize_t M, Py_ssize_t K,
+                             const floating* Wg, floating** Wpk, Py_ssize_t H,
+                             Py_ssize_t w, Py_ssize_t ng,
+                             const floating* bias) noexcept nogil:
+    # For gate blocks g < ng: C[:, g*H : g*H + w] = A (M, K) @ (w rows of K at
+    # Wg + g*H*K).T + bias[g*H ..], one gemm per block; Wpk[g]: those rows
+    # packed, or NULL.  The whole layer (w == H): one gemm over the ng blocks,
+    # packed as one at Wpk[0].
     cdef Py_ssize_t g
-    for g in range(nblk):
-        memcpy(out + g * w * K, M + (g * H + j0) * K, w * K * sizeof(floating))
+    if w == H:
+        gemm_sel_pre(False, C, A, Wg, Wpk[0], M, ng * H, K, lda, K, ldc, False, True,
+                     <floating>1, <floating>0, 1)
+        bias_forward(C, bias, M, ng * H, ldc, 1)
+        return
+    for g in range(ng):
+        gemm_sel_pre(False, C + g * H, A, Wg + g * H * K, Wpk[g], M, w, K, lda, K, ldc,
+                     False, True, <floating>1, <floating>0, 1)
+        bias_forward(C + g * H, bias + g * H, M, w, ldc, 1)
+
+
+cdef inline Py_ssize_t _pack_elems(bint dbl, Py_ssize_t N, Py_ssize_t K,
+                                   Py_ssize_t es) noexcept nogil:
+    # prepack_size rounded up to whole 64-byte lines (packs stay aligned).
+    return (prepack_size(dbl, N, K) * es + 63) // 64 * 64 // es
 
 
 cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
@@ -626,32 +636,20 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef Ptrs* p = &a.p
     cdef bint train = a.train
     cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H
-    cdef Py_ssize_t cs = chunk_steps(T, B), t, t0 = 0, nc, b
+    cdef Py_ssize_t cs = chunk_steps(T, B), t, t0 = 0, nc, b, g
     cdef Py_ssize_t G = (H + FUSED_GRAN - 1) // FUSED_GRAN
     cdef Py_ssize_t j0 = G * tid // n * FUSED_GRAN
     cdef Py_ssize_t j1 = G * (tid + 1) // n * FUSED_GRAN
-    cdef Py_ssize_t w, c0
+    cdef Py_ssize_t w, n0, n1, es = sizeof(floating)
     cdef Py_ssize_t step = B * H if train else 0
     cdef bint dbl = floating is double
-    cdef floating* U = theta
-    cdef floating* W = U + H3 * I
-    cdef floating* bias = W + H3 * H
-    cdef floating* Us = U            # the slice's rows of U, (3w, I)
-    cdef floating* Ws = W            # of W, (3w, H); NULL once packed
-    cdef floating* Wp = NULL         # Ws packed (reset_after) or its wz, wr rows
-    cdef floating* Wp2 = NULL        # darknet: its wh rows packed
-    cdef floating* bu = bias         # the slice's biases: u (3w), w (3w)
-    cdef floating* bw = bias + H3
-    cdef floating* Wtmp
-    cdef void* raw_u = NULL
-    cdef void* raw_w = NULL
-    cdef void* raw_b = NULL
+    cdef floating* U
+    cdef floating* W
+    cdef floating* bu
+    cdef floating* bw
+    cdef floating* nopack[3]
+    cdef floating* Wpk[3]            # the slice's W rows packed (see _slice_gemm)
     cdef void* raw_p = NULL
-    cdef void* raw_p2 = NULL
-    cdef void* raw_t = NULL
-    cdef bint split = n > 1
-    cdef bint pack
-    cdef bint ok = True
     cdef floating* x = <floating*>p.x
     cdef floating* y = <floating*>p.y
     cdef floating* xp = <floating*>p.xp
@@ -659,7 +657,6 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* hprev
     cdef floating* ht
     cdef floating* xpt
-    cdef floating* hpt
     cdef floating* zt
     cdef floating* rt
     cdef floating* ct
@@ -669,97 +666,84 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     if j1 > H:
         j1 = H
     w = j1 - j0
-    c0 = 3 * j0
-    pack = B > 3 and T > 1 and w > 0
-    # The slice's operands (n == 1: the parameters themselves).
-    if split and w > 0:
-        Us = <floating*>_alloc64(3 * w * I * sizeof(floating), &raw_u)
-        bu = <floating*>_alloc64(6 * w * sizeof(floating), &raw_b)
-        Wtmp = <floating*>_alloc64(3 * w * H * sizeof(floating), &raw_w)
-        ok = Us != NULL and bu != NULL and Wtmp != NULL
-        if ok:
-            _gather(Us, U, 3, H, I, j0, w)
-            _gather(bu, bias, 6, H, 1, j0, w)
-            bw = bu + 3 * w
-            _gather(Wtmp, W, 3, H, H, j0, w)
-            Ws = Wtmp
-    if ok and pack:
-        if d.reset_after:
-            Wp = <floating*>_alloc64(prepack_size(dbl, 3 * w, H) * sizeof(floating), &raw_p)
-            ok = Wp != NULL
-            if ok:
-                prepack(Ws, 3 * w, H, H, True, Wp)
+    # The slice: rows j0.. of each gate block of U and W, its biases.
+    U = theta + j0 * I
+    W = theta + H3 * I + j0 * H
+    bu = theta + H3 * I + H3 * H + j0
+    bw = bu + H3
+    for g in range(3):
+        nopack[g] = NULL
+        Wpk[g] = NULL
+    if B > 3 and T > 1 and w > 0:
+        # The per-step products take the blocked path (M = B > 3): pack the
+        # slice's rows of W once, as _slice_gemm will read them: per gate
+        # block, or (whole layer) [wz; wr; wh] | [wz; wr], wh (darknet).
+        if w < H:
+            n0 = n1 = w
+        elif d.reset_after:
+            n0, n1 = 3 * H, 0
         else:
-            Wp = <floating*>_alloc64(prepack_size(dbl, 2 * w, H) * sizeof(floating), &raw_p)
-            Wp2 = <floating*>_alloc64(prepack_size(dbl, w, H) * sizeof(floating), &raw_p2)
-            ok = Wp != NULL and Wp2 != NULL
-            if ok:
-                prepack(Ws, 2 * w, H, H, True, Wp)
-                prepack(Ws + 2 * w * H, w, H, H, True, Wp2)
-        if ok:
-            # Packed: the gemms read only Wp / Wp2 (blocked path, M = B > 3).
-            Ws = NULL
-            free(raw_w)
-            raw_w = NULL
-    if not ok:
-        gru_flag_set(&a.fail)
+            n0, n1 = 2 * H, H
+        raw_p = malloc((_pack_elems(dbl, n0, H, es) * (3 if w < H else 1)
+                        + _pack_elems(dbl, n1, H, es)) * es + 64)
+        if raw_p == NULL:
+            gru_flag_set(&a.fail)
+        else:
+            Wpk[0] = <floating*>((<size_t>raw_p + 63) // 64 * 64)
+            if w < H:
+                for g in range(3):
+                    Wpk[g] = Wpk[0] + g * _pack_elems(dbl, w, H, es)
+                    prepack(W + g * H * H, w, H, H, True, Wpk[g])
+            else:
+                prepack(W, n0, H, H, True, Wpk[0])
+                if n1 > 0:
+                    Wpk[2] = Wpk[0] + _pack_elems(dbl, n0, H, es)
+                    prepack(W + 2 * H * H, n1, H, H, True, Wpk[2])
     gru_barrier()
     if not gru_flag_get(&a.fail):
         for t in range(T):
             if t % cs == 0:
-                # uz, ur, uh of the slice for steps [t, t + nc), then the bias.
+                # uz, ur, uh of the slice for steps [t, t + nc), with their biases.
                 t0 = t
                 nc = cs if t + cs <= T else T - t
                 if w > 0:
-                    gemm_sel(False, xp + c0, x + t * B * I, Us, nc * B, 3 * w, I, I, I, H3,
-                             False, True, <floating>1, <floating>0, 1)
-                    bias_forward(xp + c0, bu, nc * B, 3 * w, H3, 1)
+                    _slice_gemm(xp + j0, H3, x + t * B * I, I, nc * B, I, U, nopack, H, w,
+                                3, bu)
             hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
-            ht = y + t * B * H
-            xpt = xp + (t - t0) * B * H3 + c0
-            hpt = hp + c0
+            ht = y + t * B * H + j0
+            xpt = xp + (t - t0) * B * H3 + j0
             zt = <floating*>p.z + t * step + j0
             rt = <floating*>p.r + t * step + j0
             ct = <floating*>p.c + t * step + j0
             sqt = <floating*>p.sq + t * step
             if d.reset_after:
                 if w > 0:
-                    gemm_sel_pre(False, hpt, hprev, Ws, Wp, B, 3 * w, H, H, H, H3, False,
-                                 True, <floating>1, <floating>0, 1)
-                    bias_forward(hpt, bw, B, 3 * w, H3, 1)
+                    _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 3, bw)
                     for b in range(B):
                         _reset_after_row(zt + b * H, rt + b * H,
                                          (sqt + j0 + b * H) if train else NULL,
-                                         ct + b * H, ht + j0 + b * H, xpt + b * H3,
-                                         hpt + b * H3, hprev + j0 + b * H, w, w, d.act)
+                                         ct + b * H, ht + b * H, xpt + b * H3,
+                                         hp + j0 + b * H3, hprev + j0 + b * H, w, H, d.act)
                 gru_barrier()
             else:
                 if w > 0:
                     # wz, wr, then z, r and s = r * h_{t-1} of the slice
-                    gemm_sel_pre(False, hpt, hprev, Ws, Wp, B, 2 * w, H, H, H, H3, False,
-                                 True, <floating>1, <floating>0, 1)
-                    bias_forward(hpt, bw, B, 2 * w, H3, 1)
+                    _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 2, bw)
                     for b in range(B):
                         _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H,
-                                           xpt + b * H3, hpt + b * H3, hprev + j0 + b * H,
-                                           w, w)
+                                           xpt + b * H3, hp + j0 + b * H3,
+                                           hprev + j0 + b * H, w, H)
                 gru_barrier()
                 if w > 0:
                     # wh of all of s, then the candidate and h of the slice
-                    gemm_sel_pre(False, hpt + 2 * w, sqt,
-                                 (Ws + 2 * w * H) if Ws != NULL else NULL, Wp2, B, w, H, H,
-                                 H, H3, False, True, <floating>1, <floating>0, 1)
-                    bias_forward(hpt + 2 * w, bw + 2 * w, B, w, H3, 1)
+                    _slice_gemm(hp + 2 * H + j0, H3, sqt, H, B, H, W + 2 * H * H, Wpk + 2,
+                                H, w, 1, bw + 2 * H)
                     for b in range(B):
-                        _darknet_state_row(ct + b * H, ht + j0 + b * H,
-                                           xpt + 2 * w + b * H3, hpt + 2 * w + b * H3,
-                                           zt + b * H, hprev + j0 + b * H, w, d.act)
+                        _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * H + b * H3,
+                                           hp + 2 * H + j0 + b * H3, zt + b * H,
+                                           hprev + j0 + b * H, w, d.act)
                 gru_barrier()
-    free(raw_u)
-    free(raw_w)
-    free(raw_b)
     free(raw_p)
-    free(raw_p2)
 
 
 cdef void _fused_thread_f(void* arg, int tid, int n) noexcept nogil:
@@ -916,6 +900,21 @@ cdef inline void* _ptr(object a):
 
 ROWS_PER_CHUNK = CHUNK_ROWS
 """Rows per chunk of the input projection and gradient buffers (the CUDA engine uses it too)."""
+
+
+def lean_input(x, cnp.dtype dtype, Py_ssize_t inputs):
+    """True when ``x`` needs no conversion: a NumPy array (T, B, inputs) with
+    T, B > 0, of ``dtype`` in native byte order, C-contiguous and aligned.
+
+    The layer's per-call check (batch-1 streaming calls it per step), in C.
+    """
+    if not cnp.PyArray_CheckExact(x):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    return (cnp.PyArray_NDIM(a) == 3 and cnp.PyArray_DIM(a, 0) > 0
+            and cnp.PyArray_DIM(a, 1) > 0 and cnp.PyArray_DIM(a, 2) == inputs
+            and cnp.PyArray_TYPE(a) == dtype.type_num and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
 
 
 def have_openmp():
