@@ -20,6 +20,15 @@ DEVICES = ("cpu", "cuda")
 GEMMS = ("native", "blas")
 
 
+def _aligned_zeros(n, dtype):
+    """Zeros, n elements, data 64-byte aligned: parameter storage (whole-line
+    vector loads of the weights in the CPU engine's per-step products)."""
+    from gru_cy._cpu.gemm import aligned_empty
+    a = aligned_empty(n, dtype)
+    a[...] = 0
+    return a
+
+
 class _CpuBackend:
     name = "cpu"
     xp = np
@@ -174,7 +183,7 @@ class GRU:
         I, H = self.inputs, self.outputs
         self._n_weights = 3 * H * I + 3 * H * H
         n = self._n_weights + 6 * H + (6 * H if self.batch_normalize else 0)
-        theta = np.zeros(n, self.dtype)
+        theta = _aligned_zeros(n, self.dtype)
         rolling = np.zeros((2, 6 * H), self.dtype)
         rolling[1] = 1
         rng = np.random.default_rng(seed)
@@ -187,7 +196,7 @@ class GRU:
                 views[f"{sub}.scales"][...] = 1
         self._backend = cpu_backend()
         self._theta = theta
-        self._grad = np.zeros_like(theta)
+        self._grad = _aligned_zeros(n, self.dtype)
         self._rolling = rolling
         self._opt = {}
         self._t = 0
@@ -412,8 +421,15 @@ class GRU:
                 return None
             return be.xp.asarray(a) if device != "cpu" else a.get()
 
-        self._theta = move(self._theta)
-        self._grad = move(self._grad)
+        def move_storage(a):
+            if device != "cpu":
+                return move(a)
+            out = _aligned_zeros(a.size, self.dtype)
+            out[...] = a.get()
+            return out
+
+        self._theta = move_storage(self._theta)
+        self._grad = move_storage(self._grad)
         self._rolling = move(self._rolling)
         self._opt = {k: move(v) for k, v in self._opt.items()}
         self._state = move(self._state)
