@@ -490,22 +490,16 @@ static void GK_FN(gk_direct_t)(gk_ctx *x, ptrdiff_t t)
             const GK_T *b = B + j * ldb;
             GK_V s[GK_VW];
             int l, q_;
-            /* four rows of B at a time (few streams for the prefetchers) */
-            for (q_ = 0; q_ < GK_VW; q_ += GK_G) {
-                GK_V t4[GK_G];
-                int g;
-#pragma GCC unroll 4
-                for (g = 0; g < GK_G; g++)
-                    t4[g] = (GK_V){0};
-                for (k = 0; k < kv; k += GK_VW) {
-                    GK_V av = *(const GK_U *)(a + k);
-#pragma GCC unroll 4
-                    for (g = 0; g < GK_G; g++)
-                        t4[g] += av * *(const GK_U *)(b + (q_ + g) * ldb + k);
-                }
-#pragma GCC unroll 4
-                for (g = 0; g < GK_G; g++)
-                    s[q_ + g] = t4[g];
+            /* all GK_VW rows at once: GK_VW independent accumulators (the
+               fused multiply-adds' latency hidden), kept in registers */
+#pragma GCC unroll 16
+            for (q_ = 0; q_ < GK_VW; q_++)
+                s[q_] = (GK_V){0};
+            for (k = 0; k < kv; k += GK_VW) {
+                GK_V av = *(const GK_U *)(a + k);
+#pragma GCC unroll 16
+                for (q_ = 0; q_ < GK_VW; q_++)
+                    s[q_] += av * *(const GK_U *)(b + q_ * ldb + k);
             }
 #if GK_VW >= 16
             GK_RED_STAGE(8)
