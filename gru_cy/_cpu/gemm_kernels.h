@@ -103,19 +103,26 @@ static inline ptrdiff_t gk_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b;
 static inline ptrdiff_t gk_cdiv(ptrdiff_t a, ptrdiff_t b) { return (a + b - 1) / b; }
 static inline ptrdiff_t gk_rup(ptrdiff_t a, ptrdiff_t b) { return gk_cdiv(a, b) * b; }
 
-/* Pack buffers.  One grow-only block (at most GK_CACHE_MAX bytes) is kept
- * for the process and lent to one call at a time: large mallocs are fresh
- * mmaps in glibc, and faulting their pages in on every call costs as much
- * as a mid-sized product.  A concurrent call or a larger need mallocs. */
+/* Pack buffers.  Each thread keeps one grow-only block (at most
+ * GK_CACHE_MAX bytes) and lends it to one call at a time: large mallocs are
+ * fresh mmaps in glibc, and faulting their pages in on every call costs as
+ * much as a mid-sized product.  Per thread, because the fused forward's
+ * threads each run serial products at every step.  A larger need mallocs. */
 #define GK_CACHE_MAX ((size_t)64 << 20)
-static void *gk_cache_mem = NULL;
-static size_t gk_cache_size = 0;
-static int gk_cache_busy = 0;
+#if defined(_MSC_VER)
+#define GK_TLS __declspec(thread)
+#else
+#define GK_TLS _Thread_local
+#endif
+static GK_TLS void *gk_cache_mem = NULL;
+static GK_TLS size_t gk_cache_size = 0;
+static GK_TLS int gk_cache_busy = 0;
 
 static void *gk_alloc(size_t n, int *cached)
 {
     *cached = 0;
-    if (n <= GK_CACHE_MAX && !__atomic_exchange_n(&gk_cache_busy, 1, __ATOMIC_ACQUIRE)) {
+    if (n <= GK_CACHE_MAX && !gk_cache_busy) {
+        gk_cache_busy = 1;
         if (gk_cache_size < n) {
             free(gk_cache_mem);
             gk_cache_mem = malloc(n);
@@ -125,7 +132,7 @@ static void *gk_alloc(size_t n, int *cached)
             *cached = 1;
             return gk_cache_mem;
         }
-        __atomic_store_n(&gk_cache_busy, 0, __ATOMIC_RELEASE);
+        gk_cache_busy = 0;
     }
     return malloc(n);
 }
@@ -133,7 +140,7 @@ static void *gk_alloc(size_t n, int *cached)
 static inline void gk_free(gk_ctx *x)
 {
     if (x->cached)
-        __atomic_store_n(&gk_cache_busy, 0, __ATOMIC_RELEASE);
+        gk_cache_busy = 0;   /* this thread's block (gk_alloc ran on it) */
     else
         free(x->mem);
     x->mem = NULL;
