@@ -214,3 +214,21 @@ def test_bit_identical_across_thread_counts(variant, bn, dtype, sizes):
         assert_array_equal(results[1][name], results[0][name],
                            err_msg=f"{label_of(variant=variant, bn=bn, dtype=dtype)}: "
                                    f"{name}, 2 threads vs 1")
+
+
+@pytest.mark.parametrize("variant", ref.VARIANTS)
+def test_fused_forward_team_repeats_identical(variant):
+    # The fused forward's threads meet at a spinning barrier once or twice
+    # per step: repeated two-thread runs (a race would show as an occasional
+    # difference) must all equal the one-thread result, bit for bit.
+    T, B, I, H = 16, 4, 8, 64      # two 32-unit slices, 98k flops a step
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    one = GRU(I, H, variant=variant, seed=4, num_threads=1)
+    two = GRU(I, H, variant=variant, seed=4, num_threads=2)
+    want = one.forward(x, h0=np.zeros((B, H), np.float32))
+    want_train = one.forward(x, train=True, h0=np.zeros((B, H), np.float32))
+    for _ in range(100):
+        assert_array_equal(two.forward(x, h0=np.zeros((B, H), np.float32)), want)
+        assert_array_equal(two.forward(x, train=True, h0=np.zeros((B, H), np.float32)),
+                           want_train)

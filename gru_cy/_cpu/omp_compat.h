@@ -44,4 +44,58 @@ static inline int gru_flag_get(int *f) { return __atomic_load_n(f, __ATOMIC_RELA
 static inline void gru_flag_set(int *f) { *(volatile int *)f = 1; }
 static inline int gru_flag_get(int *f) { return *(volatile int *)f; }
 #endif
+
+/* A barrier for the fused forward's team, met once or twice per step.
+ * libgomp's barrier costs ~0.5 us here; this one is a counter and a
+ * generation number in one shared struct: the last thread to arrive resets
+ * the counter and bumps the generation, the others spin on it (pause), and
+ * after GRU_BAR_SPINS rounds yield the core at each round (a descheduled
+ * teammate, or more threads than cores).  Release/acquire atomics order every
+ * write made before the barrier before every read made after it.  Compilers
+ * without GNU atomics use OpenMP's barrier. */
+typedef struct {
+    int count;     /* threads arrived at the current barrier */
+    int gen;       /* barriers completed */
+    int n;         /* team size */
+} gru_bar;
+
+#define GRU_BAR_SPINS 20000
+
+#if defined(__GNUC__) || defined(__clang__)
+#include <sched.h>
+static inline void gru_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static inline void gru_bar_init(gru_bar *b, int n) { b->count = 0; b->gen = 0; b->n = n; }
+
+static inline void gru_bar_wait(gru_bar *b)
+{
+    int gen, spins = 0;
+    if (b->n <= 1)
+        return;
+    gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) {
+        if (spins < GRU_BAR_SPINS) {
+            spins++;
+            gru_cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
+}
+#else
+static inline void gru_bar_init(gru_bar *b, int n) { b->count = 0; b->gen = 0; b->n = n; }
+static inline void gru_bar_wait(gru_bar *b) { (void)b; gru_barrier(); }
+#endif
 #endif
