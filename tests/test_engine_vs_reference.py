@@ -189,11 +189,13 @@ def test_backward_accumulates_and_zero_grad(variant, bn, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("bn", BN)
 @pytest.mark.parametrize("variant", ref.VARIANTS)
-@pytest.mark.parametrize("sizes", [(5, 9, 33, 67), (7, 2, 5, 96)], ids=["B9", "B2"])
+@pytest.mark.parametrize("sizes", [(5, 9, 33, 67), (7, 2, 5, 96), (5, 40, 7, 33)],
+                         ids=["B9", "B2", "B40"])
 def test_bit_identical_across_thread_counts(variant, bn, dtype, sizes):
     # Sizes large enough that two threads really split gemms and elementwise
     # work (without BN: the fused forward splits the units 32 + 35, resp.
-    # 32 + 64 with the small-batch gemm path), and odd so that no split is even.
+    # 32 + 64 with the small-batch gemm path; B40 runs its batch mode, two
+    # chunks of 20 rows), and odd so that no split is even.
     T, B, I, H = sizes
     results = []
     for num_threads in (1, 2):
@@ -217,11 +219,14 @@ def test_bit_identical_across_thread_counts(variant, bn, dtype, sizes):
 
 
 @pytest.mark.parametrize("variant", ref.VARIANTS)
-def test_fused_forward_team_repeats_identical(variant):
+@pytest.mark.parametrize("sizes", [(16, 4, 8, 64), (16, 48, 8, 32)], ids=["units", "batch"])
+def test_fused_forward_team_repeats_identical(variant, sizes):
     # The fused forward's threads meet at a spinning barrier once or twice
-    # per step: repeated two-thread runs (a race would show as an occasional
-    # difference) must all equal the one-thread result, bit for bit.
-    T, B, I, H = 16, 4, 8, 64      # two 32-unit slices, 98k flops a step
+    # per step (units: two 32-unit slices, 98k flops a step), or claim chunks
+    # of rows (batch: three chunks of 16): repeated two-thread runs (a race
+    # would show as an occasional difference) must all equal the one-thread
+    # result, bit for bit.
+    T, B, I, H = sizes
     rng = np.random.default_rng(11)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     one = GRU(I, H, variant=variant, seed=4, num_threads=1)

@@ -589,6 +589,7 @@ cdef extern from "omp_compat.h" nogil:
     void gru_barrier()
     void gru_flag_set(int* f)
     int gru_flag_get(int* f)
+    int gru_claim(int* c)
     ctypedef struct gru_bar:
         pass
     void gru_bar_init(gru_bar* b, int n)
@@ -599,6 +600,8 @@ cdef enum:
     FUSED_GRAN = 32          # units per granule of a thread's slice
     FUSED_MIN_FLOPS = 50000  # recurrent flops per step below which one thread runs,
     FUSED_MIN_CALL = 1000000 # and per call (a region costs microseconds to open)
+    BATCH_ROWS = 16          # batch mode: rows per chunk (B // 16 chunks of 16..31 rows)
+    BATCH_MAX_WEIGHTS = 262144  # batch mode: U and W at most this many bytes (cached)
 
 
 cdef struct FusedArg:
@@ -608,6 +611,10 @@ cdef struct FusedArg:
     bint train
     int fail                 # a thread could not allocate its buffers
     gru_bar bar              # the per-step barrier (thread 0 initialises it)
+    # batch mode: chunks of rows claimed one at a time, W packed once (shared)
+    int nchunks
+    int next
+    void* wpk[3]
 
 
 cdef inline void _slice_gemm(floating* C, Py_ssize_t ldc, const floating* A,
@@ -754,6 +761,90 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     free(raw_p)
 
 
+cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
+    # Batch mode: the B sequences are independent, so a chunk of rows runs all
+    # T steps on its own.  Threads claim chunks one at a time (a slow or
+    # descheduled core simply does fewer): no barrier at all.  Every chunk has
+    # at least BATCH_ROWS > 3 rows, so its products take the blocked gemm path,
+    # as the full batch does: the same arithmetic per element (bit-identical).
+    cdef Dims d = a.d
+    cdef Ptrs* p = &a.p
+    cdef bint train = a.train
+    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H
+    cdef Py_ssize_t step = B * H if train else 0
+    cdef Py_ssize_t nch = a.nchunks, r0, m, t, b
+    cdef int c
+    cdef floating* U = theta
+    cdef floating* W = U + H3 * I
+    cdef floating* bias = W + H3 * H
+    cdef floating* Wp0 = <floating*>a.wpk[0]
+    cdef floating* Wp2 = <floating*>a.wpk[2]
+    cdef floating* x = <floating*>p.x
+    cdef floating* y = <floating*>p.y
+    cdef floating* xpc
+    cdef floating* hpc
+    cdef floating* hprev
+    cdef floating* ht
+    cdef floating* zt
+    cdef floating* rt
+    cdef floating* ct
+    cdef floating* sqt
+    # this thread's step buffers: xp and hp of at most 2 * BATCH_ROWS rows
+    xpc = <floating*>malloc(2 * (2 * BATCH_ROWS) * H3 * sizeof(floating))
+    if xpc == NULL:
+        return                        # claims nothing: the others do the chunks
+    hpc = xpc + (2 * BATCH_ROWS) * H3
+    while True:
+        c = gru_claim(&a.next)
+        if c >= nch:
+            break
+        r0 = B * c // nch
+        m = B * (c + 1) // nch - r0
+        for t in range(T):
+            hprev = (<floating*>p.h0 if t == 0 else y + (t - 1) * B * H) + r0 * H
+            ht = y + t * B * H + r0 * H
+            zt = <floating*>p.z + t * step + r0 * H
+            rt = <floating*>p.r + t * step + r0 * H
+            ct = <floating*>p.c + t * step + r0 * H
+            sqt = <floating*>p.sq + t * step + r0 * H
+            # uz, ur, uh of the chunk's rows at step t
+            gemm_sel(False, xpc, x + (t * B + r0) * I, U, m, H3, I, I, I, H3, False, True,
+                     <floating>1, <floating>0, 1)
+            bias_forward(xpc, bias, m, H3, H3, 1)
+            if d.reset_after:
+                gemm_sel_pre(False, hpc, hprev, W, Wp0, m, H3, H, H, H, H3, False, True,
+                             <floating>1, <floating>0, 1)
+                bias_forward(hpc, bias + H3, m, H3, H3, 1)
+                for b in range(m):
+                    _reset_after_row(zt + b * H, rt + b * H,
+                                     (sqt + b * H) if train else NULL, ct + b * H,
+                                     ht + b * H, xpc + b * H3, hpc + b * H3,
+                                     hprev + b * H, H, H, d.act)
+            else:
+                gemm_sel_pre(False, hpc, hprev, W, Wp0, m, 2 * H, H, H, H, H3, False,
+                             True, <floating>1, <floating>0, 1)
+                bias_forward(hpc, bias + H3, m, 2 * H, H3, 1)
+                for b in range(m):
+                    _darknet_gates_row(zt + b * H, rt + b * H, sqt + b * H, xpc + b * H3,
+                                       hpc + b * H3, hprev + b * H, H, H)
+                gemm_sel_pre(False, hpc + 2 * H, sqt, W + 2 * H * H, Wp2, m, H, H, H, H,
+                             H3, False, True, <floating>1, <floating>0, 1)
+                bias_forward(hpc + 2 * H, bias + 5 * H, m, H, H3, 1)
+                for b in range(m):
+                    _darknet_state_row(ct + b * H, ht + b * H, xpc + 2 * H + b * H3,
+                                       hpc + 2 * H + b * H3, zt + b * H, hprev + b * H,
+                                       H, d.act)
+    free(xpc)
+
+
+cdef void _batch_thread_f(void* arg, int tid, int n) noexcept nogil:
+    _batch_thread(<float*>(<FusedArg*>arg).theta, <FusedArg*>arg, tid, n)
+
+
+cdef void _batch_thread_d(void* arg, int tid, int n) noexcept nogil:
+    _batch_thread(<double*>(<FusedArg*>arg).theta, <FusedArg*>arg, tid, n)
+
+
 cdef void _fused_thread_f(void* arg, int tid, int n) noexcept nogil:
     _fused_thread(<float*>(<FusedArg*>arg).theta, <FusedArg*>arg, tid, n)
 
@@ -776,15 +867,46 @@ cdef int fused_team(Dims d) noexcept nogil:
 
 
 cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noexcept nogil:
-    # The fused forward (no BN, native gemm); False when a thread's buffers
-    # could not be allocated (the caller then runs _forward).
+    # The fused forward (no BN, native gemm); False when buffers could not be
+    # allocated (the caller then runs _forward).  Batch mode where the batch
+    # makes at least two chunks and the weights are small enough to stay in
+    # each core's cache; else the unit slices.
     cdef FusedArg a
+    cdef int nt = fused_team(d)
+    cdef Py_ssize_t H = d.H, es = 8 if dbl else 4, n0, n1
+    cdef void* raw = NULL
     a.theta = theta
     a.d = d
     a.p = p
     a.train = train
     a.fail = 0
-    gru_run_team(fused_team(d), _fused_thread_d if dbl else _fused_thread_f, &a)
+    a.nchunks = <int>(d.B // BATCH_ROWS)
+    if nt > 1 and a.nchunks >= 2 and 3 * H * (d.In + H) * es <= BATCH_MAX_WEIGHTS:
+        a.next = 0
+        a.wpk[0] = a.wpk[1] = a.wpk[2] = NULL
+        # W packed once for every chunk's products (or, without memory, per call)
+        n0 = 3 * H if d.reset_after else 2 * H
+        n1 = 0 if d.reset_after else H
+        raw = malloc((_pack_elems(dbl, n0, H, es) + _pack_elems(dbl, n1, H, es)) * es + 64)
+        if raw != NULL:
+            a.wpk[0] = <void*>((<size_t>raw + 63) // 64 * 64)
+            if dbl:
+                prepack(<double*>theta + 3 * H * d.In, n0, H, H, True, <double*>a.wpk[0])
+            else:
+                prepack(<float*>theta + 3 * H * d.In, n0, H, H, True, <float*>a.wpk[0])
+            if n1 > 0:
+                a.wpk[2] = <char*>a.wpk[0] + _pack_elems(dbl, n0, H, es) * es
+                if dbl:
+                    prepack(<double*>theta + 3 * H * d.In + 2 * H * H, n1, H, H, True,
+                            <double*>a.wpk[2])
+                else:
+                    prepack(<float*>theta + 3 * H * d.In + 2 * H * H, n1, H, H, True,
+                            <float*>a.wpk[2])
+        gru_run_team(nt if nt < a.nchunks else a.nchunks,
+                     _batch_thread_d if dbl else _batch_thread_f, &a)
+        free(raw)
+        return a.next >= a.nchunks      # every chunk claimed (and so done)
+    gru_run_team(nt, _fused_thread_d if dbl else _fused_thread_f, &a)
     return not a.fail
 
 

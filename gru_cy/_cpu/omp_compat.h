@@ -40,9 +40,22 @@ static inline void gru_barrier(void)
 #if defined(__GNUC__) || defined(__clang__)
 static inline void gru_flag_set(int *f) { __atomic_store_n(f, 1, __ATOMIC_RELAXED); }
 static inline int gru_flag_get(int *f) { return __atomic_load_n(f, __ATOMIC_RELAXED); }
+/* Claim the next work item: returns *c, then increments it (atomically). */
+static inline int gru_claim(int *c) { return __atomic_fetch_add(c, 1, __ATOMIC_RELAXED); }
 #else
 static inline void gru_flag_set(int *f) { *(volatile int *)f = 1; }
 static inline int gru_flag_get(int *f) { return *(volatile int *)f; }
+static inline int gru_claim(int *c)
+{
+    int v;
+#ifdef _OPENMP
+#pragma omp atomic capture
+    { v = *c; (*c)++; }
+#else
+    v = (*c)++;
+#endif
+    return v;
+}
 #endif
 
 /* A barrier for the fused forward's team, met once or twice per step.
