@@ -601,7 +601,8 @@ cdef enum:
     FUSED_MIN_FLOPS = 50000  # recurrent flops per step below which one thread runs,
     FUSED_MIN_CALL = 1000000 # and per call (a region costs microseconds to open)
     BATCH_ROWS = 16          # batch mode: rows per chunk (B // 16 chunks of 16..31 rows)
-    BATCH_MAX_WEIGHTS = 262144  # batch mode: U and W at most this many bytes (cached)
+    BATCH_MAX_WEIGHTS = 2097152 # batch mode: U and W at most this many bytes (each chunk
+                                # reads them at every step: they must stay in cache)
 
 
 cdef struct FusedArg:
