@@ -118,6 +118,22 @@ static GK_TLS void *gk_cache_mem = NULL;
 static GK_TLS size_t gk_cache_size = 0;
 static GK_TLS int gk_cache_busy = 0;
 
+/* A thread's block is freed when the thread exits (POSIX: a key destructor),
+ * so short-lived threads calling the engine do not leave their blocks behind. */
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+static pthread_key_t gk_cache_key;
+static pthread_once_t gk_cache_once = PTHREAD_ONCE_INIT;
+static void gk_cache_key_make(void) { (void)pthread_key_create(&gk_cache_key, free); }
+static void gk_cache_track(void *mem)
+{
+    (void)pthread_once(&gk_cache_once, gk_cache_key_make);
+    (void)pthread_setspecific(gk_cache_key, mem);
+}
+#else
+static void gk_cache_track(void *mem) { (void)mem; }
+#endif
+
 static void *gk_alloc(size_t n, int *cached)
 {
     *cached = 0;
@@ -127,6 +143,7 @@ static void *gk_alloc(size_t n, int *cached)
             free(gk_cache_mem);
             gk_cache_mem = malloc(n);
             gk_cache_size = gk_cache_mem != NULL ? n : 0;
+            gk_cache_track(gk_cache_mem);
         }
         if (gk_cache_mem != NULL) {
             *cached = 1;

@@ -21,7 +21,6 @@
 #define GK_V GK_FN(gk_vec)
 #define GK_U GK_FN(gk_uvec)
 #define GK_I GK_FN(gk_ivec)
-#define GK_G (GK_VW < 4 ? GK_VW : 4)   /* direct B^T path: rows per pass */
 
 enum { GK_FN(gk_MR) = GK_MR, GK_FN(gk_NR) = GK_NR };
 
@@ -557,7 +556,6 @@ static void GK_FN(gk_direct)(gk_ctx *x, ptrdiff_t t)
 #undef GK_MHI_8
 #undef GK_I
 #undef GK_SHUF
-#undef GK_G
 #undef GK_IT
 #undef GK_U
 #undef GK_V

@@ -587,8 +587,6 @@ cdef extern from "omp_compat.h" nogil:
     ctypedef void (*gru_team_fn)(void* arg, int tid, int n) noexcept nogil
     void gru_run_team(int nt, gru_team_fn fn, void* arg)
     void gru_barrier()
-    void gru_flag_set(int* f)
-    int gru_flag_get(int* f)
     int gru_claim(int* c)
     ctypedef struct gru_bar:
         pass
@@ -610,7 +608,6 @@ cdef struct FusedArg:
     Dims d
     Ptrs p
     bint train
-    int fail                 # a thread could not allocate its buffers
     gru_bar bar              # the per-step barrier (thread 0 initialises it)
     # batch mode: chunks of rows claimed one at a time, W packed once (shared)
     int nchunks
@@ -693,16 +690,14 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         # slice's rows of W once, as _slice_gemm will read them: per gate
         # block, or (whole layer) [wz; wr; wh] | [wz; wr], wh (darknet).
         if w < H:
-            n0 = n1 = w
+            n0, n1 = w, 0
         elif d.reset_after:
             n0, n1 = 3 * H, 0
         else:
             n0, n1 = 2 * H, H
         raw_p = malloc((_pack_elems(dbl, n0, H, es) * (3 if w < H else 1)
                         + _pack_elems(dbl, n1, H, es)) * es + 64)
-        if raw_p == NULL:
-            gru_flag_set(&a.fail)
-        else:
+        if raw_p != NULL:       # else the products pack per call (same results)
             Wpk[0] = <floating*>((<size_t>raw_p + 63) // 64 * 64)
             if w < H:
                 for g in range(3):
@@ -715,50 +710,50 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
                     prepack(W + 2 * H * H, n1, H, H, True, Wpk[2])
     if tid == 0:
         gru_bar_init(&a.bar, n)
-    gru_barrier()    # OpenMP's: the packs, the fail flag and the step barrier are ready
-    if not gru_flag_get(&a.fail):
-        for t in range(T):
-            if t % cs == 0:
-                # uz, ur, uh of the slice for steps [t, t + nc), with their biases.
-                t0 = t
-                nc = cs if t + cs <= T else T - t
-                if w > 0:
-                    _slice_gemm(xp + j0, H3, x + t * B * I, I, nc * B, I, U, nopack, H, w,
-                                3, bu)
-            hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
-            ht = y + t * B * H + j0
-            xpt = xp + (t - t0) * B * H3 + j0
-            zt = <floating*>p.z + t * step + j0
-            rt = <floating*>p.r + t * step + j0
-            ct = <floating*>p.c + t * step + j0
-            sqt = <floating*>p.sq + t * step
-            if d.reset_after:
-                if w > 0:
-                    _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 3, bw)
-                    for b in range(B):
-                        _reset_after_row(zt + b * H, rt + b * H,
-                                         (sqt + j0 + b * H) if train else NULL,
-                                         ct + b * H, ht + b * H, xpt + b * H3,
-                                         hp + j0 + b * H3, hprev + j0 + b * H, w, H, d.act)
-                gru_bar_wait(&a.bar)
-            else:
-                if w > 0:
-                    # wz, wr, then z, r and s = r * h_{t-1} of the slice
-                    _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 2, bw)
-                    for b in range(B):
-                        _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H,
-                                           xpt + b * H3, hp + j0 + b * H3,
-                                           hprev + j0 + b * H, w, H)
-                gru_bar_wait(&a.bar)
-                if w > 0:
-                    # wh of all of s, then the candidate and h of the slice
-                    _slice_gemm(hp + 2 * H + j0, H3, sqt, H, B, H, W + 2 * H * H, Wpk + 2,
-                                H, w, 1, bw + 2 * H)
-                    for b in range(B):
-                        _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * H + b * H3,
-                                           hp + 2 * H + j0 + b * H3, zt + b * H,
-                                           hprev + j0 + b * H, w, d.act)
-                gru_bar_wait(&a.bar)
+    if n > 1:
+        gru_barrier()    # OpenMP's: the packs and the step barrier are ready
+    for t in range(T):
+        if t % cs == 0:
+            # uz, ur, uh of the slice for steps [t, t + nc), with their biases.
+            t0 = t
+            nc = cs if t + cs <= T else T - t
+            if w > 0:
+                _slice_gemm(xp + j0, H3, x + t * B * I, I, nc * B, I, U, nopack, H, w,
+                            3, bu)
+        hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
+        ht = y + t * B * H + j0
+        xpt = xp + (t - t0) * B * H3 + j0
+        zt = <floating*>p.z + t * step + j0
+        rt = <floating*>p.r + t * step + j0
+        ct = <floating*>p.c + t * step + j0
+        sqt = <floating*>p.sq + t * step
+        if d.reset_after:
+            if w > 0:
+                _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 3, bw)
+                for b in range(B):
+                    _reset_after_row(zt + b * H, rt + b * H,
+                                     (sqt + j0 + b * H) if train else NULL,
+                                     ct + b * H, ht + b * H, xpt + b * H3,
+                                     hp + j0 + b * H3, hprev + j0 + b * H, w, H, d.act)
+            gru_bar_wait(&a.bar)
+        else:
+            if w > 0:
+                # wz, wr, then z, r and s = r * h_{t-1} of the slice
+                _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 2, bw)
+                for b in range(B):
+                    _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H,
+                                       xpt + b * H3, hp + j0 + b * H3,
+                                       hprev + j0 + b * H, w, H)
+            gru_bar_wait(&a.bar)
+            if w > 0:
+                # wh of all of s, then the candidate and h of the slice
+                _slice_gemm(hp + 2 * H + j0, H3, sqt, H, B, H, W + 2 * H * H, Wpk + 2,
+                            H, w, 1, bw + 2 * H)
+                for b in range(B):
+                    _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * H + b * H3,
+                                       hp + 2 * H + j0 + b * H3, zt + b * H,
+                                       hprev + j0 + b * H, w, d.act)
+            gru_bar_wait(&a.bar)
     free(raw_p)
 
 
@@ -854,35 +849,34 @@ cdef void _fused_thread_d(void* arg, int tid, int n) noexcept nogil:
     _fused_thread(<double*>(<FusedArg*>arg).theta, <FusedArg*>arg, tid, n)
 
 
-cdef int fused_team(Dims d) noexcept nogil:
-    # Threads for the fused forward: one per granule at most, one when a step's
-    # recurrent product is too small to share.
+cdef int fused_team(Dims d, Py_ssize_t units) noexcept nogil:
+    # Threads for the fused forward: at most one per unit of work (granule or
+    # chunk of rows), one when a step's recurrent product is too small to share.
     cdef int nt = d.nthreads if d.nthreads >= 1 else gru_max_threads()
-    cdef Py_ssize_t G = (d.H + FUSED_GRAN - 1) // FUSED_GRAN
     cdef double per_step = 6.0 * d.B * d.H * d.H
     if per_step < FUSED_MIN_FLOPS or per_step * d.T < FUSED_MIN_CALL:
         return 1
-    if nt > G:
-        nt = <int>G
+    if nt > units:
+        nt = <int>units
     return nt if nt >= 1 else 1
 
 
 cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noexcept nogil:
-    # The fused forward (no BN, native gemm); False when buffers could not be
-    # allocated (the caller then runs _forward).  Batch mode where the batch
+    # The fused forward (no BN, native gemm); False when the caller should run
+    # _forward instead (batch mode without memory for its buffers; one unit
+    # slice where the per-kernel driver threads the input projection).  Batch mode where the batch
     # makes at least two chunks and the weights are small enough to stay in
     # each core's cache; else the unit slices.
     cdef FusedArg a
-    cdef int nt = fused_team(d)
     cdef Py_ssize_t H = d.H, es = 8 if dbl else 4, n0, n1
+    cdef int nt = fused_team(d, d.B // BATCH_ROWS)
     cdef void* raw = NULL
     a.theta = theta
     a.d = d
     a.p = p
     a.train = train
-    a.fail = 0
     a.nchunks = <int>(d.B // BATCH_ROWS)
-    if nt > 1 and a.nchunks >= 2 and 3 * H * (d.In + H) * es <= BATCH_MAX_WEIGHTS:
+    if nt > 1 and 3 * H * (d.In + H) * es <= BATCH_MAX_WEIGHTS:
         a.next = 0
         a.wpk[0] = a.wpk[1] = a.wpk[2] = NULL
         # W packed once for every chunk's products (or, without memory, per call)
@@ -907,8 +901,13 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noex
                      _batch_thread_d if dbl else _batch_thread_f, &a)
         free(raw)
         return a.next >= a.nchunks      # every chunk claimed (and so done)
+    nt = fused_team(d, (H + FUSED_GRAN - 1) // FUSED_GRAN)
+    if nt == 1 and d.nthreads != 1 and 6.0 * d.T * d.B * d.In * H >= 4e5:
+        # One slice, but the input projection is worth threads: the
+        # per-kernel driver threads it (and the row kernels).
+        return False
     gru_run_team(nt, _fused_thread_d if dbl else _fused_thread_f, &a)
-    return not a.fail
+    return True
 
 
 cdef void _backward_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
@@ -1067,7 +1066,7 @@ cdef class Engine:
     cdef public object theta, grad, rolling
     cdef public object cache           # dict of cache arrays (train), or None
     cdef object spare                  # the last invalidated cache: its arrays are reused
-    cdef public object work            # dict of inference scratch, for one shape
+    cdef object work                   # dict of inference scratch, for one shape (wp)
     cdef Py_ssize_t work_T, work_B     # its shape
     cdef Ptrs wp                       # its pointers (h0: the zero state)
     cdef Dims d

@@ -68,6 +68,7 @@ static inline int gru_claim(int *c)
  * without GNU atomics use OpenMP's barrier. */
 typedef struct {
     int count;     /* threads arrived at the current barrier */
+    char pad[60];  /* gen on another cache line: arrivals do not disturb the waiters */
     int gen;       /* barriers completed */
     int n;         /* team size */
 } gru_bar;
