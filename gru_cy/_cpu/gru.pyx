@@ -642,12 +642,45 @@ cdef inline Py_ssize_t _pack_elems(bint dbl, Py_ssize_t N, Py_ssize_t K,
     return (prepack_size(dbl, N, K) * es + 63) // 64 * 64 // es
 
 
+cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
+                            Py_ssize_t M, Py_ssize_t j0, Py_ssize_t w, floating** Wpk,
+                            floating* xpt, floating* hpt, const floating* hprev,
+                            floating* ht, floating* zt, floating* rt, floating* ct,
+                            floating* sqt) noexcept nogil:
+    # Units j0 .. j0 + w of M rows of one step (both fused modes): phase 0 the
+    # reset_after step, or darknet's gates (z, r, s = r * h_{t-1}); phase 1
+    # darknet's candidate and h.  xpt, hpt: the rows' xp and hp at column j0
+    # (row stride 3H); ht, zt, rt, ct: at unit j0; hprev and sqt (s | q) at
+    # unit 0 (the products read whole rows); row stride H.
+    cdef Py_ssize_t I = d.In, H = d.H, H3 = 3 * H, b
+    cdef floating* W = theta + H3 * I + j0 * H
+    cdef floating* bw = theta + H3 * I + H3 * H + H3 + j0
+    if d.reset_after:
+        _slice_gemm(hpt, H3, hprev, H, M, H, W, Wpk, H, w, 3, bw)
+        for b in range(M):
+            _reset_after_row(zt + b * H, rt + b * H, (sqt + j0 + b * H) if train else NULL,
+                             ct + b * H, ht + b * H, xpt + b * H3, hpt + b * H3,
+                             hprev + j0 + b * H, w, H, d.act)
+    elif phase == 0:
+        _slice_gemm(hpt, H3, hprev, H, M, H, W, Wpk, H, w, 2, bw)
+        for b in range(M):
+            _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H, xpt + b * H3,
+                               hpt + b * H3, hprev + j0 + b * H, w, H)
+    else:
+        _slice_gemm(hpt + 2 * H, H3, sqt, H, M, H, W + 2 * H * H, Wpk + 2, H, w, 1,
+                    bw + 2 * H)
+        for b in range(M):
+            _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * H + b * H3,
+                               hpt + 2 * H + b * H3, zt + b * H, hprev + j0 + b * H, w,
+                               d.act)
+
+
 cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
     cdef Dims d = a.d
     cdef Ptrs* p = &a.p
     cdef bint train = a.train
     cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H
-    cdef Py_ssize_t cs = chunk_steps(T, B), t, t0 = 0, nc, b, g
+    cdef Py_ssize_t cs = chunk_steps(T, B), t, t0 = 0, nc, g
     cdef Py_ssize_t G = (H + FUSED_GRAN - 1) // FUSED_GRAN
     cdef Py_ssize_t j0 = G * tid // n * FUSED_GRAN
     cdef Py_ssize_t j1 = G * (tid + 1) // n * FUSED_GRAN
@@ -657,7 +690,6 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* U
     cdef floating* W
     cdef floating* bu
-    cdef floating* bw
     cdef floating* nopack[3]
     cdef floating* Wpk[3]            # the slice's W rows packed (see _slice_gemm)
     cdef void* raw_p = NULL
@@ -677,11 +709,10 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     if j1 > H:
         j1 = H
     w = j1 - j0
-    # The slice: rows j0.. of each gate block of U and W, its biases.
+    # The slice: rows j0.. of each gate block of U and W, the biases of U's.
     U = theta + j0 * I
     W = theta + H3 * I + j0 * H
     bu = theta + H3 * I + H3 * H + j0
-    bw = bu + H3
     for g in range(3):
         nopack[g] = NULL
         Wpk[g] = NULL
@@ -727,32 +758,15 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         rt = <floating*>p.r + t * step + j0
         ct = <floating*>p.c + t * step + j0
         sqt = <floating*>p.sq + t * step
-        if d.reset_after:
+        if w > 0:
+            _step_part(theta, &d, train, 0, B, j0, w, Wpk, xpt, hp + j0, hprev, ht, zt, rt,
+                       ct, sqt)
+        gru_bar_wait(&a.bar)
+        if not d.reset_after:
+            # darknet's candidate needs all of s = r * h_{t-1}
             if w > 0:
-                _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 3, bw)
-                for b in range(B):
-                    _reset_after_row(zt + b * H, rt + b * H,
-                                     (sqt + j0 + b * H) if train else NULL,
-                                     ct + b * H, ht + b * H, xpt + b * H3,
-                                     hp + j0 + b * H3, hprev + j0 + b * H, w, H, d.act)
-            gru_bar_wait(&a.bar)
-        else:
-            if w > 0:
-                # wz, wr, then z, r and s = r * h_{t-1} of the slice
-                _slice_gemm(hp + j0, H3, hprev, H, B, H, W, Wpk, H, w, 2, bw)
-                for b in range(B):
-                    _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H,
-                                       xpt + b * H3, hp + j0 + b * H3,
-                                       hprev + j0 + b * H, w, H)
-            gru_bar_wait(&a.bar)
-            if w > 0:
-                # wh of all of s, then the candidate and h of the slice
-                _slice_gemm(hp + 2 * H + j0, H3, sqt, H, B, H, W + 2 * H * H, Wpk + 2,
-                            H, w, 1, bw + 2 * H)
-                for b in range(B):
-                    _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * H + b * H3,
-                                       hp + 2 * H + j0 + b * H3, zt + b * H,
-                                       hprev + j0 + b * H, w, d.act)
+                _step_part(theta, &d, train, 1, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
+                           zt, rt, ct, sqt)
             gru_bar_wait(&a.bar)
     free(raw_p)
 
@@ -771,10 +785,9 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef Py_ssize_t nch = a.nchunks, r0, m, t, b
     cdef int c
     cdef floating* U = theta
-    cdef floating* W = U + H3 * I
-    cdef floating* bias = W + H3 * H
-    cdef floating* Wp0 = <floating*>a.wpk[0]
-    cdef floating* Wp2 = <floating*>a.wpk[2]
+    cdef floating* bias = U + H3 * I + H3 * H
+    cdef floating* nopack[3]
+    cdef floating* Wpk[3]            # W packed (shared): [wz; wr; wh] | [wz; wr], wh
     cdef floating* x = <floating*>p.x
     cdef floating* y = <floating*>p.y
     cdef floating* xpc
@@ -785,6 +798,9 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* rt
     cdef floating* ct
     cdef floating* sqt
+    for b in range(3):
+        nopack[b] = NULL
+        Wpk[b] = <floating*>a.wpk[b]
     # this thread's step buffers: xp and hp of at most 2 * BATCH_ROWS rows
     xpc = <floating*>malloc(2 * (2 * BATCH_ROWS) * H3 * sizeof(floating))
     if xpc == NULL:
@@ -803,33 +819,13 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             rt = <floating*>p.r + t * step + r0 * H
             ct = <floating*>p.c + t * step + r0 * H
             sqt = <floating*>p.sq + t * step + r0 * H
-            # uz, ur, uh of the chunk's rows at step t
-            gemm_sel(False, xpc, x + (t * B + r0) * I, U, m, H3, I, I, I, H3, False, True,
-                     <floating>1, <floating>0, 1)
-            bias_forward(xpc, bias, m, H3, H3, 1)
-            if d.reset_after:
-                gemm_sel_pre(False, hpc, hprev, W, Wp0, m, H3, H, H, H, H3, False, True,
-                             <floating>1, <floating>0, 1)
-                bias_forward(hpc, bias + H3, m, H3, H3, 1)
-                for b in range(m):
-                    _reset_after_row(zt + b * H, rt + b * H,
-                                     (sqt + b * H) if train else NULL, ct + b * H,
-                                     ht + b * H, xpc + b * H3, hpc + b * H3,
-                                     hprev + b * H, H, H, d.act)
-            else:
-                gemm_sel_pre(False, hpc, hprev, W, Wp0, m, 2 * H, H, H, H, H3, False,
-                             True, <floating>1, <floating>0, 1)
-                bias_forward(hpc, bias + H3, m, 2 * H, H3, 1)
-                for b in range(m):
-                    _darknet_gates_row(zt + b * H, rt + b * H, sqt + b * H, xpc + b * H3,
-                                       hpc + b * H3, hprev + b * H, H, H)
-                gemm_sel_pre(False, hpc + 2 * H, sqt, W + 2 * H * H, Wp2, m, H, H, H, H,
-                             H3, False, True, <floating>1, <floating>0, 1)
-                bias_forward(hpc + 2 * H, bias + 5 * H, m, H, H3, 1)
-                for b in range(m):
-                    _darknet_state_row(ct + b * H, ht + b * H, xpc + 2 * H + b * H3,
-                                       hpc + 2 * H + b * H3, zt + b * H, hprev + b * H,
-                                       H, d.act)
+            # uz, ur, uh of the chunk's rows at step t, then the step
+            _slice_gemm(xpc, H3, x + (t * B + r0) * I, I, m, I, U, nopack, H, H, 3, bias)
+            _step_part(theta, &d, train, 0, m, 0, H, Wpk, xpc, hpc, hprev, ht, zt, rt, ct,
+                       sqt)
+            if not d.reset_after:
+                _step_part(theta, &d, train, 1, m, 0, H, Wpk, xpc, hpc, hprev, ht, zt, rt,
+                           ct, sqt)
     free(xpc)
 
 
