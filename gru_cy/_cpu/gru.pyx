@@ -613,6 +613,7 @@ cdef struct FusedArg:
     int nchunks
     int next
     void* wpk[3]
+    void* upk[3]             # U packed once too (upk[0]), shared
 
 
 cdef inline void _slice_gemm(floating* C, Py_ssize_t ldc, const floating* A,
@@ -786,7 +787,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef int c
     cdef floating* U = theta
     cdef floating* bias = U + H3 * I + H3 * H
-    cdef floating* nopack[3]
+    cdef floating* Upk[3]            # U packed (shared), or NULL
     cdef floating* Wpk[3]            # W packed (shared): [wz; wr; wh] | [wz; wr], wh
     cdef floating* x = <floating*>p.x
     cdef floating* y = <floating*>p.y
@@ -799,7 +800,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* ct
     cdef floating* sqt
     for b in range(3):
-        nopack[b] = NULL
+        Upk[b] = <floating*>a.upk[b]
         Wpk[b] = <floating*>a.wpk[b]
     # this thread's step buffers: xp and hp of at most 2 * BATCH_ROWS rows
     xpc = <floating*>malloc(2 * (2 * BATCH_ROWS) * H3 * sizeof(floating))
@@ -820,7 +821,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             ct = <floating*>p.c + t * step + r0 * H
             sqt = <floating*>p.sq + t * step + r0 * H
             # uz, ur, uh of the chunk's rows at step t, then the step
-            _slice_gemm(xpc, H3, x + (t * B + r0) * I, I, m, I, U, nopack, H, H, 3, bias)
+            _slice_gemm(xpc, H3, x + (t * B + r0) * I, I, m, I, U, Upk, H, H, 3, bias)
             _step_part(theta, &d, train, 0, m, 0, H, Wpk, xpc, hpc, hprev, ht, zt, rt, ct,
                        sqt)
             if not d.reset_after:
@@ -875,12 +876,20 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noex
     if nt > 1 and 3 * H * (d.In + H) * es <= BATCH_MAX_WEIGHTS:
         a.next = 0
         a.wpk[0] = a.wpk[1] = a.wpk[2] = NULL
-        # W packed once for every chunk's products (or, without memory, per call)
+        a.upk[0] = a.upk[1] = a.upk[2] = NULL
+        # U and W packed once for every chunk's products (or, without memory,
+        # per call: each step's products would pack them again)
         n0 = 3 * H if d.reset_after else 2 * H
         n1 = 0 if d.reset_after else H
-        raw = malloc((_pack_elems(dbl, n0, H, es) + _pack_elems(dbl, n1, H, es)) * es + 64)
+        raw = malloc((_pack_elems(dbl, 3 * H, d.In, es) + _pack_elems(dbl, n0, H, es)
+                      + _pack_elems(dbl, n1, H, es)) * es + 64)
         if raw != NULL:
-            a.wpk[0] = <void*>((<size_t>raw + 63) // 64 * 64)
+            a.upk[0] = <void*>((<size_t>raw + 63) // 64 * 64)
+            if dbl:
+                prepack(<double*>theta, 3 * H, d.In, d.In, True, <double*>a.upk[0])
+            else:
+                prepack(<float*>theta, 3 * H, d.In, d.In, True, <float*>a.upk[0])
+            a.wpk[0] = <char*>a.upk[0] + _pack_elems(dbl, 3 * H, d.In, es) * es
             if dbl:
                 prepack(<double*>theta + 3 * H * d.In, n0, H, H, True, <double*>a.wpk[0])
             else:
