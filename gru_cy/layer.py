@@ -59,8 +59,8 @@ def _backend(device):
     A backend offers what ``_CpuBackend`` offers: ``name``, ``xp`` (the array
     module), ``Engine`` (constructor ``(theta, grad, rolling, inputs, outputs,
     reset_after, act, bn, use_blas)``; methods ``forward(x, h0, y, train,
-    nthreads)`` (returns the final state, a fresh (B, H) array), ``backward(dy, dstate, dx, dh0, nthreads)``, ``invalidate()``,
-    ``set_storage(theta, grad, rolling)``; attributes ``cache`` (None when there
+    nthreads)`` (returns the final state, a fresh (B, H) array), ``backward(dy,
+    dstate, dx, dh0, nthreads)``, ``invalidate()``, ``set_storage(theta, grad, rolling)``; attributes ``cache`` (None when there
     is no training cache), ``cache_T``, ``cache_B``), ``sgd_update`` and
     ``adam_update`` (argument order of gru_cy.kernels, arrays of ``xp``, then
     nthreads), ``max_threads()`` and ``lean_input(x, dtype, inputs)`` (True when

@@ -643,6 +643,39 @@ cdef inline Py_ssize_t _pack_elems(bint dbl, Py_ssize_t N, Py_ssize_t K,
     return (prepack_size(dbl, N, K) * es + 63) // 64 * 64 // es
 
 
+cdef inline Py_ssize_t _w_pack_size(bint dbl, Py_ssize_t H, Py_ssize_t w,
+                                    bint reset_after) noexcept nogil:
+    # Elements of the packs _pack_w writes for a slice of w units.
+    cdef Py_ssize_t es = 8 if dbl else 4
+    if w < H:
+        return 3 * _pack_elems(dbl, w, H, es)
+    if reset_after:
+        return _pack_elems(dbl, 3 * H, H, es)
+    return _pack_elems(dbl, 2 * H, H, es) + _pack_elems(dbl, H, H, es)
+
+
+cdef void _pack_w(const floating* W, Py_ssize_t H, Py_ssize_t w, bint reset_after,
+                  floating* out, floating** Wpk) noexcept nogil:
+    # A slice's rows of W (W: its first row of wz) packed as _slice_gemm reads
+    # them: per gate block (w < H), or the whole layer's [wz; wr; wh] |
+    # [wz; wr], wh (darknet).  out: 64-byte aligned, _w_pack_size elements;
+    # Wpk[g]: the packs (NULL where none starts).
+    cdef bint dbl = floating is double
+    cdef Py_ssize_t es = sizeof(floating), g
+    Wpk[0] = out
+    Wpk[1] = Wpk[2] = NULL
+    if w < H:
+        for g in range(3):
+            Wpk[g] = out + g * _pack_elems(dbl, w, H, es)
+            prepack(W + g * H * H, w, H, H, True, Wpk[g])
+    elif reset_after:
+        prepack(W, 3 * H, H, H, True, out)
+    else:
+        prepack(W, 2 * H, H, H, True, out)
+        Wpk[2] = out + _pack_elems(dbl, 2 * H, H, es)
+        prepack(W + 2 * H * H, H, H, H, True, Wpk[2])
+
+
 cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
                             Py_ssize_t M, Py_ssize_t j0, Py_ssize_t w, floating** Wpk,
                             floating* xpt, floating* hpt, const floating* hprev,
@@ -685,7 +718,7 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef Py_ssize_t G = (H + FUSED_GRAN - 1) // FUSED_GRAN
     cdef Py_ssize_t j0 = G * tid // n * FUSED_GRAN
     cdef Py_ssize_t j1 = G * (tid + 1) // n * FUSED_GRAN
-    cdef Py_ssize_t w, n0, n1, es = sizeof(floating)
+    cdef Py_ssize_t w, es = sizeof(floating)
     cdef Py_ssize_t step = B * H if train else 0
     cdef bint dbl = floating is double
     cdef floating* U
@@ -719,27 +752,11 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         Wpk[g] = NULL
     if B > 3 and T > 1 and w > 0:
         # The per-step products take the blocked path (M = B > 3): pack the
-        # slice's rows of W once, as _slice_gemm will read them: per gate
-        # block, or (whole layer) [wz; wr; wh] | [wz; wr], wh (darknet).
-        if w < H:
-            n0, n1 = w, 0
-        elif d.reset_after:
-            n0, n1 = 3 * H, 0
-        else:
-            n0, n1 = 2 * H, H
-        raw_p = malloc((_pack_elems(dbl, n0, H, es) * (3 if w < H else 1)
-                        + _pack_elems(dbl, n1, H, es)) * es + 64)
-        if raw_p != NULL:       # else the products pack per call (same results)
-            Wpk[0] = <floating*>((<size_t>raw_p + 63) // 64 * 64)
-            if w < H:
-                for g in range(3):
-                    Wpk[g] = Wpk[0] + g * _pack_elems(dbl, w, H, es)
-                    prepack(W + g * H * H, w, H, H, True, Wpk[g])
-            else:
-                prepack(W, n0, H, H, True, Wpk[0])
-                if n1 > 0:
-                    Wpk[2] = Wpk[0] + _pack_elems(dbl, n0, H, es)
-                    prepack(W + 2 * H * H, n1, H, H, True, Wpk[2])
+        # slice's rows of W once (without memory the products pack per call).
+        raw_p = malloc(_w_pack_size(dbl, H, w, d.reset_after) * es + 64)
+        if raw_p != NULL:
+            _pack_w(W, H, w, d.reset_after, <floating*>((<size_t>raw_p + 63) // 64 * 64),
+                    Wpk)
     if tid == 0:
         gru_bar_init(&a.bar, n)
     if n > 1:
@@ -858,14 +875,27 @@ cdef int fused_team(Dims d, Py_ssize_t units) noexcept nogil:
     return nt if nt >= 1 else 1
 
 
+cdef void _batch_packs(floating* theta, FusedArg* a, floating* out) noexcept nogil:
+    # Batch mode: U, then W as _pack_w packs the whole layer, into out
+    # (64-byte aligned); a.upk[0] and a.wpk point at them.
+    cdef Py_ssize_t H = a.d.H, I = a.d.In, g
+    cdef floating* Wpk[3]
+    prepack(theta, 3 * H, I, I, True, out)
+    a.upk[0] = out
+    _pack_w(theta + 3 * H * I, H, H, a.d.reset_after,
+            out + _pack_elems(floating is double, 3 * H, I, sizeof(floating)), Wpk)
+    for g in range(3):
+        a.wpk[g] = Wpk[g]
+
+
 cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noexcept nogil:
-    # The fused forward (no BN, native gemm); False when the caller should run
+    # The fused forward (no BN, native gemm): batch mode where the batch makes
+    # at least two chunks and the weights are small enough to stay in each
+    # core's cache, else the unit slices.  False when the caller should run
     # _forward instead (batch mode without memory for its buffers; one unit
-    # slice where the per-kernel driver threads the input projection).  Batch mode where the batch
-    # makes at least two chunks and the weights are small enough to stay in
-    # each core's cache; else the unit slices.
+    # slice where the per-kernel driver threads the input projection).
     cdef FusedArg a
-    cdef Py_ssize_t H = d.H, es = 8 if dbl else 4, n0, n1
+    cdef Py_ssize_t H = d.H, es = 8 if dbl else 4
     cdef int nt = fused_team(d, d.B // BATCH_ROWS)
     cdef void* raw = NULL
     a.theta = theta
@@ -879,29 +909,13 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noex
         a.upk[0] = a.upk[1] = a.upk[2] = NULL
         # U and W packed once for every chunk's products (or, without memory,
         # per call: each step's products would pack them again)
-        n0 = 3 * H if d.reset_after else 2 * H
-        n1 = 0 if d.reset_after else H
-        raw = malloc((_pack_elems(dbl, 3 * H, d.In, es) + _pack_elems(dbl, n0, H, es)
-                      + _pack_elems(dbl, n1, H, es)) * es + 64)
+        raw = malloc((_pack_elems(dbl, 3 * H, d.In, es) + _w_pack_size(dbl, H, H, d.reset_after))
+                     * es + 64)
         if raw != NULL:
-            a.upk[0] = <void*>((<size_t>raw + 63) // 64 * 64)
             if dbl:
-                prepack(<double*>theta, 3 * H, d.In, d.In, True, <double*>a.upk[0])
+                _batch_packs(<double*>theta, &a, <double*>((<size_t>raw + 63) // 64 * 64))
             else:
-                prepack(<float*>theta, 3 * H, d.In, d.In, True, <float*>a.upk[0])
-            a.wpk[0] = <char*>a.upk[0] + _pack_elems(dbl, 3 * H, d.In, es) * es
-            if dbl:
-                prepack(<double*>theta + 3 * H * d.In, n0, H, H, True, <double*>a.wpk[0])
-            else:
-                prepack(<float*>theta + 3 * H * d.In, n0, H, H, True, <float*>a.wpk[0])
-            if n1 > 0:
-                a.wpk[2] = <char*>a.wpk[0] + _pack_elems(dbl, n0, H, es) * es
-                if dbl:
-                    prepack(<double*>theta + 3 * H * d.In + 2 * H * H, n1, H, H, True,
-                            <double*>a.wpk[2])
-                else:
-                    prepack(<float*>theta + 3 * H * d.In + 2 * H * H, n1, H, H, True,
-                            <float*>a.wpk[2])
+                _batch_packs(<float*>theta, &a, <float*>((<size_t>raw + 63) // 64 * 64))
         gru_run_team(nt if nt < a.nchunks else a.nchunks,
                      _batch_thread_d if dbl else _batch_thread_f, &a)
         free(raw)

@@ -36,15 +36,11 @@ static inline void gru_barrier(void)
 #endif
 }
 
-/* A flag the team's threads share (relaxed atomics: a barrier orders them). */
+/* Claim the next work item (batch mode's chunks): returns *c, then
+ * increments it, atomically. */
 #if defined(__GNUC__) || defined(__clang__)
-static inline void gru_flag_set(int *f) { __atomic_store_n(f, 1, __ATOMIC_RELAXED); }
-static inline int gru_flag_get(int *f) { return __atomic_load_n(f, __ATOMIC_RELAXED); }
-/* Claim the next work item: returns *c, then increments it (atomically). */
 static inline int gru_claim(int *c) { return __atomic_fetch_add(c, 1, __ATOMIC_RELAXED); }
 #else
-static inline void gru_flag_set(int *f) { *(volatile int *)f = 1; }
-static inline int gru_flag_get(int *f) { return *(volatile int *)f; }
 static inline int gru_claim(int *c)
 {
     int v;
@@ -75,6 +71,8 @@ typedef struct {
 
 #define GRU_BAR_SPINS 20000
 
+static inline void gru_bar_init(gru_bar *b, int n) { b->count = 0; b->gen = 0; b->n = n; }
+
 #if defined(__GNUC__) || defined(__clang__)
 #include <sched.h>
 static inline void gru_cpu_relax(void)
@@ -85,8 +83,6 @@ static inline void gru_cpu_relax(void)
     __asm__ __volatile__("yield");
 #endif
 }
-
-static inline void gru_bar_init(gru_bar *b, int n) { b->count = 0; b->gen = 0; b->n = n; }
 
 static inline void gru_bar_wait(gru_bar *b)
 {
@@ -109,7 +105,6 @@ static inline void gru_bar_wait(gru_bar *b)
     }
 }
 #else
-static inline void gru_bar_init(gru_bar *b, int n) { b->count = 0; b->gen = 0; b->n = n; }
 static inline void gru_bar_wait(gru_bar *b) { (void)b; gru_barrier(); }
 #endif
 #endif
