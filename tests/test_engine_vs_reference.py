@@ -202,6 +202,7 @@ def test_bit_identical_across_thread_counts(variant, bn, dtype, sizes):
     for num_threads in (1, 2):
         layer, case = make_case(T, B, I, H, bn, dtype, seed=3, variant=variant,
                                 num_threads=num_threads)
+        layer._engine.adaptive = False     # the team runs every call (no timed pick)
         x, h0 = as_dtype(case["x"], dtype), as_dtype(case["h0"], dtype)
         out = {"y_infer": np.array(layer.forward(x, train=False, h0=h0))}
         out["y_train"] = np.array(layer.forward(x, train=True, h0=h0))
@@ -232,6 +233,7 @@ def test_fused_forward_team_repeats_identical(variant, sizes):
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     one = GRU(I, H, variant=variant, seed=4, num_threads=1)
     two = GRU(I, H, variant=variant, seed=4, num_threads=2)
+    two._engine.adaptive = False           # every call on the team
     want = one.forward(x, h0=np.zeros((B, H), np.float32))
     want_train = one.forward(x, train=True, h0=np.zeros((B, H), np.float32))
     for _ in range(100):

@@ -592,6 +592,7 @@ cdef extern from "omp_compat.h" nogil:
         pass
     void gru_bar_init(gru_bar* b, int n)
     void gru_bar_wait(gru_bar* b)
+    double gru_now()
 
 
 cdef enum:
@@ -888,12 +889,14 @@ cdef void _batch_packs(floating* theta, FusedArg* a, floating* out) noexcept nog
         a.wpk[g] = Wpk[g]
 
 
-cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noexcept nogil:
+cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl,
+                         int* used) noexcept nogil:
     # The fused forward (no BN, native gemm): batch mode where the batch makes
     # at least two chunks and the weights are small enough to stay in each
     # core's cache, else the unit slices.  False when the caller should run
     # _forward instead (batch mode without memory for its buffers; one unit
     # slice where the per-kernel driver threads the input projection).
+    # *used: the threads asked for (0 when False).
     cdef FusedArg a
     cdef Py_ssize_t H = d.H, es = 8 if dbl else 4
     cdef int nt = fused_team(d, d.B // BATCH_ROWS)
@@ -903,6 +906,7 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noex
     a.p = p
     a.train = train
     a.nchunks = <int>(d.B // BATCH_ROWS)
+    used[0] = 0
     if nt > 1 and 3 * H * (d.In + H) * es <= BATCH_MAX_WEIGHTS:
         a.next = 0
         a.wpk[0] = a.wpk[1] = a.wpk[2] = NULL
@@ -916,16 +920,20 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl) noex
                 _batch_packs(<double*>theta, &a, <double*>((<size_t>raw + 63) // 64 * 64))
             else:
                 _batch_packs(<float*>theta, &a, <float*>((<size_t>raw + 63) // 64 * 64))
-        gru_run_team(nt if nt < a.nchunks else a.nchunks,
-                     _batch_thread_d if dbl else _batch_thread_f, &a)
+        nt = nt if nt < a.nchunks else a.nchunks
+        gru_run_team(nt, _batch_thread_d if dbl else _batch_thread_f, &a)
         free(raw)
-        return a.next >= a.nchunks      # every chunk claimed (and so done)
+        if a.next < a.nchunks:          # a chunk unclaimed (no memory): not done
+            return False
+        used[0] = nt
+        return True
     nt = fused_team(d, (H + FUSED_GRAN - 1) // FUSED_GRAN)
     if nt == 1 and d.nthreads != 1 and 6.0 * d.T * d.B * d.In * H >= 4e5:
         # One slice, but the input projection is worth threads: the
         # per-kernel driver threads it (and the row kernels).
         return False
     gru_run_team(nt, _fused_thread_d if dbl else _fused_thread_f, &a)
+    used[0] = nt
     return True
 
 
@@ -1076,6 +1084,118 @@ def max_threads():
     return gru_max_threads()
 
 
+# ---------------------------------------------------------- adaptive team --
+# The fused forward's team works in lockstep (unit slices meet at a barrier
+# every step) or splits the batch into a few chunks; on a machine whose cores
+# are shared, one descheduled thread stalls the whole call.  Config A with a
+# CPU hog on the second core: 14 ms a call on two threads, 0.44 ms on one.
+# Results are bit-identical for any thread count, so the engine may run either:
+# it times its fused calls per shape and runs the faster of the team and one
+# thread.  One thread is timed once (the third call), then again only while
+# the team runs slower than its best; the team is timed again after a wait
+# that doubles each time it loses.  Timing costs two clock reads a call.
+
+cdef enum:
+    TUNE_NEW = 0             # the next call warms up and says whether a team runs
+    TUNE_OFF = 1             # the fused call runs one thread anyway: nothing to pick
+    TUNE_ON = 2
+    TUNE_WAIT = 8            # calls before the loser is timed again (first wait)
+    TUNE_WAIT_MAX = 1024     # the longest wait
+
+cdef double TUNE_SLOW = 1.5  # the team is slow above this times its best call
+cdef double TUNE_AVG = 0.25  # weight of the newest call in a mode's average
+
+
+def _env_adaptive():
+    # GRU_CY_ADAPTIVE=0 turns the adaptive team off for new layers.
+    import os
+    return os.environ.get("GRU_CY_ADAPTIVE", "1").strip() not in ("0", "false", "no", "off")
+
+
+cdef struct Tune:
+    int state
+    Py_ssize_t T, B          # the shape tuned for (another shape starts anew)
+    int nt                   # and the team size
+    int mode                 # 1: the team, 0: one thread
+    int wait                 # calls until the other mode is timed again
+    int backoff              # that wait after the other mode last lost
+    double est[2]            # seconds per call by mode, moving average (< 0: not timed)
+    double best              # the team's fastest call
+
+
+cdef void tune_reset(Tune* s, Py_ssize_t T, Py_ssize_t B, int nt) noexcept nogil:
+    s.state = TUNE_NEW
+    s.T = T
+    s.B = B
+    s.nt = nt
+    s.mode = 1
+    s.wait = 0
+    s.backoff = TUNE_WAIT
+    s.est[0] = s.est[1] = -1.0
+    s.best = -1.0
+
+
+cdef int tune_mode(Tune* s) noexcept nogil:
+    # The mode to run the next call in (1: the team, 0: one thread).
+    if s.state != TUNE_ON:
+        return 1
+    if s.mode == 1:
+        if s.est[1] < 0:
+            return 1
+        if s.est[0] < 0:
+            return 0                  # one thread, timed once
+        if s.wait <= 0 and s.est[1] > TUNE_SLOW * s.best:
+            return 0                  # the team is slow: time one thread again
+        return 1
+    return 1 if s.wait <= 0 else 0
+
+
+cdef void tune_record(Tune* s, int mode, double t, int used) noexcept nogil:
+    # A call of mode took t seconds; used: the threads the fused call asked for.
+    cdef int other = 1 - mode
+    if s.state == TUNE_NEW:
+        # the warm-up call (first touch of buffers): not timed
+        s.state = TUNE_ON if used > 1 else TUNE_OFF
+        return
+    if s.state != TUNE_ON:
+        return
+    if mode == 1 and (s.best < 0 or t < s.best):
+        s.best = t
+    if mode == s.mode:
+        s.est[mode] = t if s.est[mode] < 0 else s.est[mode] + TUNE_AVG * (t - s.est[mode])
+        s.wait -= 1
+        if 0 <= s.est[other] < s.est[mode]:
+            s.mode = other            # the other mode's last time is better
+            s.wait = s.backoff
+        return
+    # a timing of the other mode: it replaces that mode's average
+    s.est[mode] = t
+    if t < s.est[s.mode] or s.est[s.mode] < 0:
+        s.mode = mode
+        s.backoff = TUNE_WAIT
+    elif s.backoff < TUNE_WAIT_MAX:
+        s.backoff *= 2
+    s.wait = s.backoff
+
+
+def tune_trace(team_times, one_times, int used=2):
+    """The modes the adaptive team picks for synthetic call times (tests).
+
+    ``team_times[i]`` / ``one_times[i]``: seconds call ``i`` takes on the team
+    / on one thread; ``used``: the threads the fused call asks for (1: none to
+    pick).  Returns the list of modes run (1 team, 0 one thread).
+    """
+    cdef Tune s
+    cdef int m
+    tune_reset(&s, 1, 1, 2)
+    modes = []
+    for i in range(len(team_times)):
+        m = tune_mode(&s)
+        tune_record(&s, m, team_times[i] if m else one_times[i], used)
+        modes.append(m)
+    return modes
+
+
 cdef class Engine:
     """One layer's CPU storage and caches; the lean per-call path.
 
@@ -1091,6 +1211,8 @@ cdef class Engine:
     cdef Dims d
     cdef bint f64
     cdef public Py_ssize_t cache_T, cache_B
+    cdef public bint adaptive           # pick team or one thread by timing (see Tune)
+    cdef Tune tune[2]                  # inference, training forward
 
     def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
                  bint reset_after, int act, bint bn, bint use_blas):
@@ -1111,6 +1233,23 @@ cdef class Engine:
         self.work_B = 0
         self.cache_T = 0
         self.cache_B = 0
+        self.adaptive = _env_adaptive()
+        tune_reset(&self.tune[0], 0, 0, 0)
+        tune_reset(&self.tune[1], 0, 0, 0)
+
+    def tuning(self, bint train=False):
+        """The adaptive team's state for inference or training forwards.
+
+        ``state``: "new", "off" (the fused call runs one thread anyway) or
+        "on"; ``mode``: "team" or "one thread"; ``seconds``: the moving
+        averages per call (None: not timed); ``best``: the team's fastest call.
+        """
+        cdef Tune* s = &self.tune[1 if train else 0]
+        return {"state": ("new", "off", "on")[s.state], "threads": s.nt,
+                "mode": "team" if s.mode else "one thread",
+                "seconds": {m: (s.est[i] if s.est[i] >= 0 else None)
+                            for i, m in ((1, "team"), (0, "one thread"))},
+                "best": s.best if s.best >= 0 else None}
 
     def set_storage(self, theta, grad, rolling):
         self.theta = theta
@@ -1170,6 +1309,28 @@ cdef class Engine:
         return (aligned_empty(prepack_size(dbl, H, H), dt),
                 aligned_empty(prepack_size(dbl, H, 2 * H), dt))
 
+    cdef bint _fused(self, Ptrs p, bint train) noexcept nogil:
+        # The fused forward, on the team or one thread (see Tune).
+        cdef Tune* s = &self.tune[1 if train else 0]
+        cdef Dims d = self.d
+        cdef int mode, used = 0
+        cdef double t0
+        cdef bint done
+        if not self.adaptive or d.nthreads <= 1:
+            return _forward_fused(p.theta, d, p, train, self.f64, &used)
+        if s.T != d.T or s.B != d.B or s.nt != d.nthreads:
+            tune_reset(s, d.T, d.B, d.nthreads)
+        mode = tune_mode(s)
+        if mode == 0:
+            d.nthreads = 1
+        t0 = gru_now()
+        done = _forward_fused(p.theta, d, p, train, self.f64, &used)
+        if done:
+            tune_record(s, mode, gru_now() - t0, used)
+        else:
+            s.state = TUNE_OFF        # the per-kernel driver runs this shape
+        return done
+
     def forward(self, x, h0, y, bint train, int nthreads):
         """x (T, B, I), h0 (B, H) or None (zeros), y (T, B, H) written.
 
@@ -1225,7 +1386,7 @@ cdef class Engine:
             p.y = _ptr(y)
         if not self.d.bn and not self.d.use_blas:
             with nogil:
-                done = _forward_fused(p.theta, self.d, p, train, self.f64)
+                done = self._fused(p, train)
         if not done:
             packs = self._packs(T, B, True)
             p.wpre = _ptr(packs[0])

@@ -5,9 +5,11 @@
 #include <omp.h>
 static inline int gru_max_threads(void) { return omp_get_max_threads(); }
 static inline int gru_have_openmp(void) { return 1; }
+static inline double gru_now(void) { return omp_get_wtime(); }
 #else
 static inline int gru_max_threads(void) { return 1; }
 static inline int gru_have_openmp(void) { return 0; }
+static inline double gru_now(void) { return 0.0; }  /* one thread: nothing to time */
 #endif
 
 /* One parallel region around a whole driver (the fused forward's step loop):

@@ -1,0 +1,122 @@
+"""The adaptive team: the fused forward picks the team or one thread by timing.
+
+The decision logic is tested on synthetic call times (``tune_trace``), so that
+no test depends on how busy the machine is; the engine-level tests check that
+the timing is wired to the right calls and never changes a result.
+"""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from gru_cy import GRU
+from gru_cy._cpu.gru import have_openmp, tune_trace
+
+TEAM, ONE = 1, 0
+two_threads = pytest.mark.skipif(not have_openmp(),
+                                 reason="built without OpenMP: one thread only")
+
+
+def test_quiet_machine_keeps_the_team():
+    # warm-up and first timing on the team, one thread timed once (call 2),
+    # then the team for good: it stays at its best, so one thread is not
+    # timed again.
+    modes = tune_trace([3e-4] * 200, [4.5e-4] * 200)
+    assert modes[:3] == [TEAM, TEAM, ONE]
+    assert modes[3:] == [TEAM] * 197
+
+
+def test_one_thread_kept_where_it_is_faster():
+    # After the single timing, one thread runs; the team is timed again after
+    # waits of 8, 16, 32, ... calls (each time it loses the wait doubles).
+    modes = tune_trace([5e-4] * 300, [3e-4] * 300)
+    assert modes[:3] == [TEAM, TEAM, ONE]
+    team_calls = [i for i, m in enumerate(modes) if m == TEAM and i > 2]
+    gaps = np.diff([2] + team_calls)
+    assert list(gaps[:4]) == [9, 17, 33, 65], team_calls
+    assert modes.count(TEAM) < 10
+
+
+def test_slow_phase_switches_to_one_thread_and_back():
+    # The team's calls slow 30x from call 50 to 149 (a descheduled core):
+    # the next call already runs on one thread; after the phase the team is
+    # back within one wait (at most TUNE_WAIT_MAX calls).
+    n = 2000
+    team = [3e-4] * 50 + [1e-2] * 100 + [3e-4] * (n - 150)
+    modes = tune_trace(team, [4.5e-4] * n)
+    assert modes[51] == ONE
+    slow = modes[51:150]
+    assert slow.count(TEAM) <= 4, slow        # only the team's timings
+    back = modes.index(TEAM, 150)
+    assert back - 150 <= 1024 + 1
+    assert modes[back:] == [TEAM] * (n - back)
+
+
+def test_single_slow_call_costs_little():
+    # One 10 ms outlier on the team: a few calls on one thread, then back.
+    n = 200
+    team = [3e-4] * n
+    team[20] = 1e-2
+    modes = tune_trace(team, [4.5e-4] * n)
+    assert modes[21] == ONE
+    assert modes[40:] == [TEAM] * (n - 40)
+
+
+def test_nothing_to_pick_when_the_fused_call_runs_one_thread():
+    assert tune_trace([3e-4] * 50, [1e-4] * 50, used=1) == [TEAM] * 50
+
+
+def _sizes_units():
+    return 24, 2, 16, 128      # two 64-unit slices, 196k flops a step: a team
+
+
+@two_threads
+@pytest.mark.parametrize("variant", ["reset_after", "darknet"])
+def test_engine_times_its_fused_calls_and_results_do_not_change(variant):
+    T, B, I, H = _sizes_units()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    one = GRU(I, H, variant=variant, seed=2, num_threads=1)
+    two = GRU(I, H, variant=variant, seed=2, num_threads=2)
+    assert two._engine.adaptive
+    h0 = rng.standard_normal((B, H)).astype(np.float32)
+    want = one.forward(x, h0=h0)
+    want_train = one.forward(x, train=True, h0=h0)
+    for _ in range(12):
+        assert_array_equal(two.forward(x, h0=h0), want)
+        assert_array_equal(two.forward(x, train=True, h0=h0), want_train)
+    for train in (False, True):
+        info = two._engine.tuning(train)
+        assert info["state"] == "on" and info["threads"] == 2, info
+        assert info["seconds"]["team"] > 0 and info["seconds"]["one thread"] > 0, info
+        assert info["best"] > 0
+    # another shape starts anew: its first call warms up, untimed
+    two.forward(x[:12], h0=h0)
+    info = two._engine.tuning()
+    assert info["state"] == "on" and info["seconds"] == {"team": None, "one thread": None}
+
+
+@two_threads
+def test_engine_leaves_small_and_one_thread_layers_alone():
+    x = np.ones((4, 1, 3), np.float32)
+    small = GRU(3, 8, num_threads=2)          # below the fused forward's thresholds
+    for _ in range(4):
+        small.forward(x)
+    assert small._engine.tuning()["state"] == "off"
+    T, B, I, H = _sizes_units()
+    fixed = GRU(I, H, num_threads=1)
+    for _ in range(4):
+        fixed.forward(np.ones((T, B, I), np.float32))
+    assert fixed._engine.tuning()["state"] == "new"     # never consulted
+
+
+def test_environment_turns_it_off():
+    code = ("import gru_cy; g = gru_cy.GRU(4, 8); "
+            "print(g._engine.adaptive)")
+    for value, want in (("0", "False"), ("1", "True"), ("off", "False")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**__import__("os").environ, "GRU_CY_ADAPTIVE": value},
+                             check=True)
+        assert out.stdout.strip() == want, (value, out)
