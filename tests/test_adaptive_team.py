@@ -1,4 +1,4 @@
-"""The adaptive team: the fused forward picks the team or one thread by timing.
+"""The adaptive team: the fused forward and the backward pick the team or one thread by timing.
 
 The decision logic is tested on synthetic call times (``tune_trace``), so that
 no test depends on how busy the machine is; the engine-level tests check that
@@ -74,7 +74,7 @@ def _sizes_units():
 
 @two_threads
 @pytest.mark.parametrize("variant", ["reset_after", "darknet"])
-def test_engine_times_its_fused_calls_and_results_do_not_change(variant):
+def test_engine_times_its_calls_and_results_do_not_change(variant):
     T, B, I, H = _sizes_units()
     rng = np.random.default_rng(5)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
@@ -82,13 +82,20 @@ def test_engine_times_its_fused_calls_and_results_do_not_change(variant):
     two = GRU(I, H, variant=variant, seed=2, num_threads=2)
     assert two._engine.adaptive
     h0 = rng.standard_normal((B, H)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
     want = one.forward(x, h0=h0)
     want_train = one.forward(x, train=True, h0=h0)
+    want_dx = one.backward(dy)
+    want_grads = {k: np.array(v) for k, v in one.grads.items()}
     for _ in range(12):
         assert_array_equal(two.forward(x, h0=h0), want)
+        two.zero_grad()
         assert_array_equal(two.forward(x, train=True, h0=h0), want_train)
-    for train in (False, True):
-        info = two._engine.tuning(train)
+        assert_array_equal(two.backward(dy), want_dx)
+        for k, v in want_grads.items():
+            assert_array_equal(two.grads[k], v, err_msg=k)
+    for which in ("inference", "training", "backward"):
+        info = two._engine.tuning(which)
         assert info["state"] == "on" and info["threads"] == 2, info
         assert info["seconds"]["team"] > 0 and info["seconds"]["one thread"] > 0, info
         assert info["best"] > 0

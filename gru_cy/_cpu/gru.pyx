@@ -1089,9 +1089,10 @@ def max_threads():
 # every step) or splits the batch into a few chunks; on a machine whose cores
 # are shared, one descheduled thread stalls the whole call.  Config A with a
 # CPU hog on the second core: 14 ms a call on two threads, 0.44 ms on one.
-# Results are bit-identical for any thread count, so the engine may run either:
-# it times its fused calls per shape and runs the faster of the team and one
-# thread.  One thread is timed once (the third call), then again only while
+# The backward's parallel regions meet at barriers too.  Results are
+# bit-identical for any thread count, so the engine may run either: it times
+# its fused forward calls and its backward calls per shape and runs the faster
+# of the team and one thread.  One thread is timed once (the third call), then again only while
 # the team runs slower than its best; the team is timed again after a wait
 # that doubles each time it loses.  Timing costs two clock reads a call.
 
@@ -1212,7 +1213,7 @@ cdef class Engine:
     cdef bint f64
     cdef public Py_ssize_t cache_T, cache_B
     cdef public bint adaptive           # pick team or one thread by timing (see Tune)
-    cdef Tune tune[2]                  # inference, training forward
+    cdef Tune tune[3]                  # inference, training forward, backward
 
     def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
                  bint reset_after, int act, bint bn, bint use_blas):
@@ -1234,17 +1235,17 @@ cdef class Engine:
         self.cache_T = 0
         self.cache_B = 0
         self.adaptive = _env_adaptive()
-        tune_reset(&self.tune[0], 0, 0, 0)
-        tune_reset(&self.tune[1], 0, 0, 0)
+        for i in range(3):
+            tune_reset(&self.tune[i], 0, 0, 0)
 
-    def tuning(self, bint train=False):
-        """The adaptive team's state for inference or training forwards.
+    def tuning(self, which="inference"):
+        """The adaptive team's state for "inference" or "training" forwards or "backward".
 
         ``state``: "new", "off" (the fused call runs one thread anyway) or
         "on"; ``mode``: "team" or "one thread"; ``seconds``: the moving
         averages per call (None: not timed); ``best``: the team's fastest call.
         """
-        cdef Tune* s = &self.tune[1 if train else 0]
+        cdef Tune* s = &self.tune[("inference", "training", "backward").index(which)]
         return {"state": ("new", "off", "on")[s.state], "threads": s.nt,
                 "mode": "team" if s.mode else "one thread",
                 "seconds": {m: (s.est[i] if s.est[i] >= 0 else None)
@@ -1426,7 +1427,7 @@ cdef class Engine:
         dt = self.theta.dtype
         self.d.T = T
         self.d.B = B
-        self.d.nthreads = nthreads
+        self.d.nthreads = nthreads if nthreads >= 1 else gru_max_threads()
         if dstate is None:
             dh0[...] = 0
         else:
@@ -1457,12 +1458,29 @@ cdef class Engine:
         packs = self._packs(T, B, False)
         p.wpre = _ptr(packs[0])
         p.wpre2 = _ptr(packs[1])
+        with nogil:
+            self._backward_tuned(p)
+
+    cdef void _backward_tuned(self, Ptrs p) noexcept nogil:
+        # The backward, on the team or one thread (see Tune; its parallel
+        # regions meet at barriers as the fused forward's threads do).
+        cdef Tune* s = &self.tune[2]
+        cdef Dims d = self.d
+        cdef int mode = 1
+        cdef double t0
+        if self.adaptive and d.nthreads > 1:
+            if s.T != d.T or s.B != d.B or s.nt != d.nthreads:
+                tune_reset(s, d.T, d.B, d.nthreads)
+            mode = tune_mode(s)
+            if mode == 0:
+                d.nthreads = 1
+        t0 = gru_now()
         if self.f64:
-            with nogil:
-                _backward(<double*>p.theta, self.d, p)
+            _backward(<double*>p.theta, d, p)
         else:
-            with nogil:
-                _backward(<float*>p.theta, self.d, p)
+            _backward(<float*>p.theta, d, p)
+        if self.adaptive and self.d.nthreads > 1:
+            tune_record(s, mode, gru_now() - t0, self.d.nthreads)
 
 
 # ------------------------------------------------------ test-tier wrappers ---
