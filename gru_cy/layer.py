@@ -154,6 +154,10 @@ class GRU:
         Seed of the Darknet initialisation ``uniform(-1, 1) * sqrt(2 / fan_in)``.
     num_threads : int or None
         None asks OpenMP on every call (``OMP_NUM_THREADS``, threadpoolctl).
+        The most threads a call uses: small problems run on one, and on the
+        CPU the forward and backward time their calls and run on one thread
+        where that is faster (a busy machine; ``GRU_CY_ADAPTIVE=0`` turns this
+        off).  Results are bit-identical for any thread count.
     gemm : {"native", "blas"}
         The engine's own gemm, or SciPy's BLAS.
 

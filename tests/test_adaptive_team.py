@@ -127,3 +127,13 @@ def test_environment_turns_it_off():
                              env={**__import__("os").environ, "GRU_CY_ADAPTIVE": value},
                              check=True)
         assert out.stdout.strip() == want, (value, out)
+
+
+def test_long_calls_time_one_thread_only_when_the_team_is_slow():
+    # Calls of 50 ms: no timing of one thread up front (it would cost a whole
+    # slow call); once the team slows down, one thread is timed and kept.
+    n = 100
+    team = [0.05] * 40 + [0.5] * (n - 40)
+    modes = tune_trace(team, [0.09] * n)
+    assert modes[:41] == [TEAM] * 41
+    assert modes[41] == ONE and modes[42:].count(ONE) > 50

@@ -1092,8 +1092,9 @@ def max_threads():
 # The backward's parallel regions meet at barriers too.  Results are
 # bit-identical for any thread count, so the engine may run either: it times
 # its fused forward calls and its backward calls per shape and runs the faster
-# of the team and one thread.  One thread is timed once (the third call), then again only while
-# the team runs slower than its best; the team is timed again after a wait
+# of the team and one thread.  One thread is timed once up front (the third
+# call) where a call takes under 10 ms, else and later only while the team
+# runs slower than 1.5 times its best; the team is timed again after a wait
 # that doubles each time it loses.  Timing costs two clock reads a call.
 
 cdef enum:
@@ -1105,6 +1106,7 @@ cdef enum:
 
 cdef double TUNE_SLOW = 1.5  # the team is slow above this times its best call
 cdef double TUNE_AVG = 0.25  # weight of the newest call in a mode's average
+cdef double TUNE_QUICK = 0.01  # seconds: shorter calls time one thread up front
 
 
 def _env_adaptive():
@@ -1140,12 +1142,15 @@ cdef int tune_mode(Tune* s) noexcept nogil:
     # The mode to run the next call in (1: the team, 0: one thread).
     if s.state != TUNE_ON:
         return 1
+    cdef bint slow
     if s.mode == 1:
         if s.est[1] < 0:
             return 1
+        slow = s.est[1] > TUNE_SLOW * s.best
         if s.est[0] < 0:
-            return 0                  # one thread, timed once
-        if s.wait <= 0 and s.est[1] > TUNE_SLOW * s.best:
+            # one thread timed once up front where a call is short
+            return 0 if slow or s.est[1] < TUNE_QUICK else 1
+        if s.wait <= 0 and slow:
             return 0                  # the team is slow: time one thread again
         return 1
     return 1 if s.wait <= 0 else 0
