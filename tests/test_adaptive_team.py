@@ -96,27 +96,83 @@ def test_engine_times_its_calls_and_results_do_not_change(variant):
             assert_array_equal(two.grads[k], v, err_msg=k)
     for which in ("inference", "training", "backward"):
         info = two._engine.tuning(which)
+        # the team's timing (the second call) is always there; whether one
+        # thread was timed depends on how fast the machine is now
         assert info["state"] == "on" and info["threads"] == 2, info
-        assert info["seconds"]["team"] > 0 and info["seconds"]["one thread"] > 0, info
-        assert info["best"] > 0
-    # another shape starts anew: its first call warms up, untimed
-    two.forward(x[:12], h0=h0)
+        assert info["seconds_per_step"]["team"] > 0 and info["best"] > 0, info
+        assert info["last_threads"] in (1, 2)
+    # another batch size starts anew: its first call warms up, untimed
+    two.forward(x[:, :1], h0=h0[:1])
     info = two._engine.tuning()
-    assert info["state"] == "on" and info["seconds"] == {"team": None, "one thread": None}
+    assert info["state"] == "on"
+    assert info["seconds_per_step"] == {"team": None, "one thread": None}
+
+
+@two_threads
+@pytest.mark.parametrize("variant", ["reset_after", "darknet"])
+def test_each_mode_runs_its_thread_count_with_the_same_results(variant):
+    # Forcing the record's mode: calls run on one thread or on the team as
+    # told (last_threads), and give the same bits either way.
+    T, B, I, H = _sizes_units()
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    h0 = rng.standard_normal((B, H)).astype(np.float32)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    layer = GRU(I, H, variant=variant, seed=2, num_threads=2)
+    eng = layer._engine
+    out = {}
+    for mode, threads in ((1, 2), (0, 1), (1, 2)):
+        layer.forward(x, h0=h0)                       # warm-up (first call of the shape)
+        layer.forward(x, train=True, h0=h0)
+        layer.backward(dy)
+        for which in ("inference", "training", "backward"):
+            eng._tune_force(which, mode)
+        layer.zero_grad()
+        got = [layer.forward(x, h0=h0), layer.forward(x, train=True, h0=h0),
+               layer.backward(dy)] + [np.array(g) for g in layer.grads.values()]
+        for which in ("inference", "training", "backward"):
+            assert eng.tuning(which)["last_threads"] == threads, (which, mode)
+        out.setdefault(mode, []).append(got)
+    for a, b in zip(out[1][0], out[0][0]):
+        assert_array_equal(a, b)
+    for a, b in zip(out[1][0], out[1][1]):
+        assert_array_equal(a, b)
 
 
 @two_threads
 def test_engine_leaves_small_and_one_thread_layers_alone():
     x = np.ones((4, 1, 3), np.float32)
     small = GRU(3, 8, num_threads=2)          # below the fused forward's thresholds
-    for _ in range(4):
+    for _ in range(6):
         small.forward(x)
-    assert small._engine.tuning()["state"] == "off"
+    info = small._engine.tuning()
+    # its calls run one thread anyway: nothing timed, nothing picked
+    assert info["seconds_per_step"] == {"team": None, "one thread": None}, info
+    assert info["mode"] == "team"
     T, B, I, H = _sizes_units()
     fixed = GRU(I, H, num_threads=1)
     for _ in range(4):
         fixed.forward(np.ones((T, B, I), np.float32))
     assert fixed._engine.tuning()["state"] == "new"     # never consulted
+    blas = GRU(I, H, num_threads=2, gemm="blas")
+    for _ in range(4):
+        blas.forward(np.ones((T, B, I), np.float32), train=True)
+        blas.backward(np.ones((T, B, H), np.float32))
+    for which in ("inference", "training", "backward"):
+        assert blas._engine.tuning(which)["state"] == "new", which     # BLAS's threads
+
+
+def test_varying_lengths_share_one_record():
+    # Times are per step: calls of 10 and 1000 steps at the same speed per
+    # step count as equal (the long calls do not look slow to the team).
+    n = 200
+    steps = [10 if i % 2 else 1000 for i in range(n)]
+    modes = tune_trace([1e-4 * T for T in steps], [3e-4 * T for T in steps], steps=steps)
+    assert modes.count(ONE) == 1          # timed once up front (a 1 ms call), slower
+    # and a slow phase is seen whatever the length of the calls in it
+    team = [1e-4 * T for T in steps[:100]] + [1e-2 * T for T in steps[100:]]
+    modes = tune_trace(team, [3e-4 * T for T in steps], steps=steps)
+    assert modes[101] == ONE and modes[102:].count(TEAM) <= 6
 
 
 def test_environment_turns_it_off():

@@ -1091,21 +1091,26 @@ def max_threads():
 # CPU hog on the second core: 14 ms a call on two threads, 0.44 ms on one.
 # The backward's parallel regions meet at barriers too.  Results are
 # bit-identical for any thread count, so the engine may run either: it times
-# its fused forward calls and its backward calls per shape and runs the faster
-# of the team and one thread.  One thread is timed once up front (the third
-# call) where a call takes under 10 ms, else and later only while the team
-# runs slower than 1.5 times its best; the team is timed again after a wait
-# that doubles each time it loses.  Timing costs two clock reads a call.
+# its fused forward calls (no BN, native gemm) and its backward calls (native
+# gemm) per batch size and runs the faster of the team and one thread.  Times
+# are kept per step, so sequences of varying length share one record.
+#
+# One thread is timed once up front (the third call) where a call takes under
+# TUNE_QUICK, else and later only while the team runs slower than TUNE_SLOW
+# times its best.  A timing of the other mode that loses doubles the wait
+# before the next one (TUNE_WAIT .. TUNE_WAIT_MAX calls); one that wins, or a
+# switch made because the current mode's average rose above the other's last
+# timing, starts the waits again from TUNE_WAIT.  Timing costs two clock
+# reads a call.
 
 cdef enum:
-    TUNE_NEW = 0             # the next call warms up and says whether a team runs
-    TUNE_OFF = 1             # the fused call runs one thread anyway: nothing to pick
-    TUNE_ON = 2
-    TUNE_WAIT = 8            # calls before the loser is timed again (first wait)
+    TUNE_NEW = 0             # the next call warms up (first touch of buffers): untimed
+    TUNE_ON = 1
+    TUNE_WAIT = 8            # calls before the other mode is timed again (first wait)
     TUNE_WAIT_MAX = 1024     # the longest wait
 
-cdef double TUNE_SLOW = 1.5  # the team is slow above this times its best call
-cdef double TUNE_AVG = 0.25  # weight of the newest call in a mode's average
+cdef double TUNE_SLOW = 1.5    # the team is slow above this times its best step
+cdef double TUNE_AVG = 0.25    # weight of the newest call in a mode's average
 cdef double TUNE_QUICK = 0.01  # seconds: shorter calls time one thread up front
 
 
@@ -1117,62 +1122,63 @@ def _env_adaptive():
 
 cdef struct Tune:
     int state
-    Py_ssize_t T, B          # the shape tuned for (another shape starts anew)
+    Py_ssize_t B             # the batch size tuned for (another starts anew)
     int nt                   # and the team size
     int mode                 # 1: the team, 0: one thread
     int wait                 # calls until the other mode is timed again
     int backoff              # that wait after the other mode last lost
-    double est[2]            # seconds per call by mode, moving average (< 0: not timed)
-    double best              # the team's fastest call
+    int last                 # threads the last call was given
+    double est[2]            # seconds per step by mode, moving average (< 0: not timed)
+    double best              # the team's fastest step
 
 
-cdef void tune_reset(Tune* s, Py_ssize_t T, Py_ssize_t B, int nt) noexcept nogil:
+cdef void tune_reset(Tune* s, Py_ssize_t B, int nt) noexcept nogil:
     s.state = TUNE_NEW
-    s.T = T
     s.B = B
     s.nt = nt
     s.mode = 1
     s.wait = 0
     s.backoff = TUNE_WAIT
+    s.last = 0
     s.est[0] = s.est[1] = -1.0
     s.best = -1.0
 
 
-cdef int tune_mode(Tune* s) noexcept nogil:
-    # The mode to run the next call in (1: the team, 0: one thread).
-    if s.state != TUNE_ON:
-        return 1
+cdef int tune_mode(Tune* s, Py_ssize_t T) noexcept nogil:
+    # The mode to run the next call (T steps) in: 1 the team, 0 one thread.
     cdef bint slow
+    if s.state != TUNE_ON or s.est[1] < 0:
+        return 1
     if s.mode == 1:
-        if s.est[1] < 0:
-            return 1
         slow = s.est[1] > TUNE_SLOW * s.best
         if s.est[0] < 0:
-            # one thread timed once up front where a call is short
-            return 0 if slow or s.est[1] < TUNE_QUICK else 1
-        if s.wait <= 0 and slow:
-            return 0                  # the team is slow: time one thread again
-        return 1
+            return 0 if slow or s.est[1] * T < TUNE_QUICK else 1
+        return 0 if s.wait <= 0 and slow else 1
     return 1 if s.wait <= 0 else 0
 
 
-cdef void tune_record(Tune* s, int mode, double t, int used) noexcept nogil:
-    # A call of mode took t seconds; used: the threads the fused call asked for.
+cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexcept nogil:
+    # A call of mode, T steps, took t seconds; used: the threads the call
+    # asked for (a team call that ran one thread anyway tells nothing).
     cdef int other = 1 - mode
     if s.state == TUNE_NEW:
-        # the warm-up call (first touch of buffers): not timed
-        s.state = TUNE_ON if used > 1 else TUNE_OFF
+        s.state = TUNE_ON
         return
-    if s.state != TUNE_ON:
+    if mode == 1 and used <= 1:
         return
+    t = t / T
     if mode == 1 and (s.best < 0 or t < s.best):
         s.best = t
     if mode == s.mode:
         s.est[mode] = t if s.est[mode] < 0 else s.est[mode] + TUNE_AVG * (t - s.est[mode])
-        s.wait -= 1
+        if s.wait > 0:
+            s.wait -= 1
         if 0 <= s.est[other] < s.est[mode]:
-            s.mode = other            # the other mode's last time is better
-            s.wait = s.backoff
+            # the other mode's last timing is better (maybe old): switch,
+            # and time this mode again soon
+            s.mode = other
+            s.backoff = TUNE_WAIT
+            s.wait = TUNE_WAIT
         return
     # a timing of the other mode: it replaces that mode's average
     s.est[mode] = t
@@ -1184,20 +1190,23 @@ cdef void tune_record(Tune* s, int mode, double t, int used) noexcept nogil:
     s.wait = s.backoff
 
 
-def tune_trace(team_times, one_times, int used=2):
+def tune_trace(team_times, one_times, int used=2, steps=None):
     """The modes the adaptive team picks for synthetic call times (tests).
 
     ``team_times[i]`` / ``one_times[i]``: seconds call ``i`` takes on the team
-    / on one thread; ``used``: the threads the fused call asks for (1: none to
-    pick).  Returns the list of modes run (1 team, 0 one thread).
+    / on one thread; ``steps[i]``: its steps (default 1); ``used``: the
+    threads the team call asks for (1: none to pick).  Returns the list of
+    modes run (1 team, 0 one thread).
     """
     cdef Tune s
     cdef int m
-    tune_reset(&s, 1, 1, 2)
+    cdef Py_ssize_t T
+    tune_reset(&s, 1, 2)
     modes = []
     for i in range(len(team_times)):
-        m = tune_mode(&s)
-        tune_record(&s, m, team_times[i] if m else one_times[i], used)
+        T = 1 if steps is None else steps[i]
+        m = tune_mode(&s, T)
+        tune_record(&s, m, team_times[i] if m else one_times[i], T, used)
         modes.append(m)
     return modes
 
@@ -1241,21 +1250,32 @@ cdef class Engine:
         self.cache_B = 0
         self.adaptive = _env_adaptive()
         for i in range(3):
-            tune_reset(&self.tune[i], 0, 0, 0)
+            tune_reset(&self.tune[i], 0, 0)
 
     def tuning(self, which="inference"):
-        """The adaptive team's state for "inference" or "training" forwards or "backward".
+        """The adaptive team's record for "inference" or "training" forwards or "backward".
 
-        ``state``: "new", "off" (the fused call runs one thread anyway) or
-        "on"; ``mode``: "team" or "one thread"; ``seconds``: the moving
-        averages per call (None: not timed); ``best``: the team's fastest call.
+        ``state``: "new" (the next call warms up) or "on"; ``threads``: the
+        team size; ``mode``: "team" or "one thread"; ``seconds_per_step``: the
+        moving averages by mode (None: not timed); ``best``: the team's
+        fastest step; ``last_threads``: threads the last call was given (0:
+        none tuned yet).
         """
         cdef Tune* s = &self.tune[("inference", "training", "backward").index(which)]
-        return {"state": ("new", "off", "on")[s.state], "threads": s.nt,
+        return {"state": ("new", "on")[s.state], "threads": s.nt,
                 "mode": "team" if s.mode else "one thread",
-                "seconds": {m: (s.est[i] if s.est[i] >= 0 else None)
-                            for i, m in ((1, "team"), (0, "one thread"))},
-                "best": s.best if s.best >= 0 else None}
+                "seconds_per_step": {m: (s.est[i] if s.est[i] >= 0 else None)
+                                     for i, m in ((1, "team"), (0, "one thread"))},
+                "best": s.best if s.best >= 0 else None, "last_threads": s.last}
+
+    def _tune_force(self, which, int mode):
+        # Tests: the next calls run in mode (1 team, 0 one thread), both modes
+        # timed as equal so that no call times the other.
+        cdef Tune* s = &self.tune[("inference", "training", "backward").index(which)]
+        s.state = TUNE_ON
+        s.mode = mode
+        s.est[0] = s.est[1] = s.best = 1.0
+        s.wait = s.backoff = TUNE_WAIT_MAX
 
     def set_storage(self, theta, grad, rolling):
         self.theta = theta
@@ -1324,17 +1344,16 @@ cdef class Engine:
         cdef bint done
         if not self.adaptive or d.nthreads <= 1:
             return _forward_fused(p.theta, d, p, train, self.f64, &used)
-        if s.T != d.T or s.B != d.B or s.nt != d.nthreads:
-            tune_reset(s, d.T, d.B, d.nthreads)
-        mode = tune_mode(s)
+        if s.B != d.B or s.nt != d.nthreads:
+            tune_reset(s, d.B, d.nthreads)
+        mode = tune_mode(s, d.T)
         if mode == 0:
             d.nthreads = 1
+        s.last = d.nthreads
         t0 = gru_now()
         done = _forward_fused(p.theta, d, p, train, self.f64, &used)
-        if done:
-            tune_record(s, mode, gru_now() - t0, used)
-        else:
-            s.state = TUNE_OFF        # the per-kernel driver runs this shape
+        if done:                      # (else the per-kernel driver runs this call)
+            tune_record(s, mode, gru_now() - t0, d.T, used)
         return done
 
     def forward(self, x, h0, y, bint train, int nthreads):
@@ -1468,24 +1487,27 @@ cdef class Engine:
 
     cdef void _backward_tuned(self, Ptrs p) noexcept nogil:
         # The backward, on the team or one thread (see Tune; its parallel
-        # regions meet at barriers as the fused forward's threads do).
+        # regions meet at barriers as the fused forward's threads do).  Not
+        # with SciPy's BLAS: its threads are not the engine's to choose.
         cdef Tune* s = &self.tune[2]
         cdef Dims d = self.d
         cdef int mode = 1
         cdef double t0
-        if self.adaptive and d.nthreads > 1:
-            if s.T != d.T or s.B != d.B or s.nt != d.nthreads:
-                tune_reset(s, d.T, d.B, d.nthreads)
-            mode = tune_mode(s)
+        cdef bint tuned = self.adaptive and d.nthreads > 1 and not d.use_blas
+        if tuned:
+            if s.B != d.B or s.nt != d.nthreads:
+                tune_reset(s, d.B, d.nthreads)
+            mode = tune_mode(s, d.T)
             if mode == 0:
                 d.nthreads = 1
+            s.last = d.nthreads
         t0 = gru_now()
         if self.f64:
             _backward(<double*>p.theta, d, p)
         else:
             _backward(<float*>p.theta, d, p)
-        if self.adaptive and self.d.nthreads > 1:
-            tune_record(s, mode, gru_now() - t0, self.d.nthreads)
+        if tuned:
+            tune_record(s, mode, gru_now() - t0, d.T, self.d.nthreads)
 
 
 # ------------------------------------------------------ test-tier wrappers ---
