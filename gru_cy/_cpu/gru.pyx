@@ -599,7 +599,8 @@ cdef enum:
     FUSED_GRAN = 32          # units per granule of a thread's slice
     FUSED_MIN_FLOPS = 50000  # recurrent flops per step below which one thread runs,
     FUSED_MIN_CALL = 1000000 # and per call (a region costs microseconds to open)
-    BATCH_ROWS = 16          # batch mode: rows per chunk (B // 16 chunks of 16..31 rows)
+    BATCH_ROWS = 16          # batch mode: B >= 2 * 16, chunks of 16..31 rows, or of 8..15
+                             # where that makes fewer than two chunks per thread
     BATCH_MAX_WEIGHTS = 2097152 # batch mode: U and W at most this many bytes (each chunk
                                 # reads them at every step: they must stay in cache)
 
@@ -794,7 +795,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     # Batch mode: the B sequences are independent, so a chunk of rows runs all
     # T steps on its own.  Threads claim chunks one at a time (a slow or
     # descheduled core simply does fewer): no barrier at all.  Every chunk has
-    # at least BATCH_ROWS > 3 rows, so its products take the blocked gemm path,
+    # at least BATCH_ROWS / 2 > 3 rows, so its products take the blocked gemm path,
     # as the full batch does: the same arithmetic per element (bit-identical).
     cdef Dims d = a.d
     cdef Ptrs* p = &a.p
@@ -908,6 +909,14 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl,
     a.nchunks = <int>(d.B // BATCH_ROWS)
     used[0] = 0
     if nt > 1 and 3 * H * (d.In + H) * es <= BATCH_MAX_WEIGHTS:
+        if a.nchunks < 2 * nt:
+            # Half-size chunks: a thread that is descheduled mid-call then
+            # holds back a smaller share (config B with a CPU hog on the
+            # machine: median 17.2 ms against 21.1 with two chunks of 16;
+            # the same 9.0 ms on a quiet machine).  Config D keeps 16 rows
+            # (8 rows cost it 12%).
+            a.nchunks = <int>(d.B // (BATCH_ROWS // 2))
+            nt = fused_team(d, a.nchunks)
         a.next = 0
         a.wpk[0] = a.wpk[1] = a.wpk[2] = NULL
         a.upk[0] = a.upk[1] = a.upk[2] = NULL
