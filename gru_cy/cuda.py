@@ -476,6 +476,12 @@ class Engine:
         self.work = w
         return w
 
+    def infer_lean(self, x, state, nthreads):
+        """The CPU engine's per-call shortcut; here always None: the layer
+        takes its general path (its checks and conversions are negligible
+        next to the kernel launches)."""
+        return None
+
     def forward(self, x, h0, y, train, nthreads=1):
         """x (T, B, I), h0 (B, H) or None (zeros), y (T, B, H) written.
 

@@ -344,3 +344,47 @@ def test_training_cache_is_the_documented_size(bn):
     per_row = sum(a.size for k, a in cache.items() if k not in ("x", "su", "sw"))
     # h is stored for T + 1 steps (h_{-1} too): one extra (B, H) row block
     assert per_row == cache_size_per_step(bn) * T * B * H + B * H
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lean_inference_path_matches_the_general_path(dtype):
+    # forward(x) from the carried state takes Engine.infer_lean where x needs
+    # no conversion; every other input takes the general path.  Both must
+    # give the same bits, fresh arrays, and the same carried state.
+    layer = gru_cy.GRU(5, 7, variant="reset_after", dtype=dtype, seed=1, num_threads=1)
+    x = rand(6, 2, 5).astype(dtype)
+    steps = []
+    for t in range(6):
+        steps.append(layer.forward(x[t:t + 1]))           # lean (contiguous, right dtype)
+    lean_state = layer.state
+    layer.reset_state()
+    general = []
+    h = None
+    for t in range(6):
+        xt = x[t:t + 1].tolist()                           # a list: converted, general path
+        general.append(layer.forward(xt) if h is None else layer.forward(xt, h0=h))
+        h = layer.state
+    for a, b in zip(steps, general):
+        assert a.dtype == dtype and a.shape == (1, 2, 7)
+        assert_array_equal(a, b)
+    assert_array_equal(lean_state, layer.state)
+    # the returned output and the carried state do not share memory
+    y = layer.forward(x[:1])
+    assert not np.shares_memory(y, layer._state)
+    # a strided view and the other float type are converted, not misread
+    layer.reset_state()
+    want = layer.forward(np.ascontiguousarray(x[:, ::-1]))
+    layer.reset_state()
+    assert_array_equal(layer.forward(x[:, ::-1]), want)
+    other = np.float64 if dtype == np.float32 else np.float32
+    layer.reset_state()
+    want = layer.forward(x.astype(other).astype(dtype))
+    layer.reset_state()
+    assert_array_equal(layer.forward(x.astype(other)), want)
+    # the engine declines what it cannot take as it is
+    eng = layer._engine
+    assert eng.infer_lean(x.tolist(), None, 1) is None
+    assert eng.infer_lean(x[:, ::-1], None, 1) is None
+    assert eng.infer_lean(x.astype(other), None, 1) is None
+    assert eng.infer_lean(x[..., :4].copy(), None, 1) is None
+    assert eng.infer_lean(x, np.zeros((3, 7), dtype), 1) is None    # batch mismatch

@@ -1074,12 +1074,16 @@ def lean_input(x, cnp.dtype dtype, Py_ssize_t inputs):
 
     The layer's per-call check (batch-1 streaming calls it per step), in C.
     """
+    return _lean(x, dtype.type_num, inputs)
+
+
+cdef inline bint _lean(object x, int type_num, Py_ssize_t inputs):
     if not cnp.PyArray_CheckExact(x):
         return False
     cdef cnp.ndarray a = <cnp.ndarray>x
     return (cnp.PyArray_NDIM(a) == 3 and cnp.PyArray_DIM(a, 0) > 0
             and cnp.PyArray_DIM(a, 1) > 0 and cnp.PyArray_DIM(a, 2) == inputs
-            and cnp.PyArray_TYPE(a) == dtype.type_num and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_TYPE(a) == type_num and cnp.PyArray_ISNOTSWAPPED(a)
             and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
 
 
@@ -1351,7 +1355,8 @@ cdef class Engine:
         cdef int mode, used = 0
         cdef double t0
         cdef bint done
-        if not self.adaptive or d.nthreads <= 1:
+        if not self.adaptive or d.nthreads <= 1 or fused_team(d, 1 << 30) <= 1:
+            # (too small for a team: nothing to pick, no clock to read)
             return _forward_fused(p.theta, d, p, train, self.f64, &used)
         if s.B != d.B or s.nt != d.nthreads:
             tune_reset(s, d.B, d.nthreads)
@@ -1373,7 +1378,30 @@ cdef class Engine:
         ``nthreads`` < 1: OpenMP's current count.  Returns h_{T-1}, a fresh
         (B, H) array.
         """
-        cdef cnp.ndarray xa = <cnp.ndarray?>x
+        return self._run(<cnp.ndarray?>x, h0, y, train, nthreads)
+
+    def infer_lean(self, x, state, int nthreads):
+        """The layer's per-call path for inference from the carried state.
+
+        Where ``x`` needs no conversion (see ``lean_input``) and ``state`` is
+        None or (B, H): runs the forward from ``state`` (None: zeros) and
+        returns ``(y, h_{T-1})``, two fresh arrays.  Else None: the caller
+        takes its general path (which converts ``x`` or raises).
+        """
+        cdef cnp.ndarray xa
+        cdef cnp.npy_intp dims[3]
+        if not _lean(x, cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT, self.d.In):
+            return None
+        xa = <cnp.ndarray>x
+        dims[0] = cnp.PyArray_DIM(xa, 0)
+        dims[1] = cnp.PyArray_DIM(xa, 1)
+        dims[2] = self.d.H
+        if state is not None and cnp.PyArray_DIM(<cnp.ndarray?>state, 0) != dims[1]:
+            return None
+        y = cnp.PyArray_EMPTY(3, dims, cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT, 0)
+        return y, self._run(xa, state, y, False, nthreads)
+
+    cdef object _run(self, cnp.ndarray xa, h0, y, bint train, int nthreads):
         cdef Py_ssize_t T = cnp.PyArray_DIM(xa, 0), B = cnp.PyArray_DIM(xa, 1)
         cdef Py_ssize_t H = self.d.H
         cdef Ptrs p
@@ -1394,11 +1422,11 @@ cdef class Engine:
             cache = self.spare
             self.spare = None
             if cache is not None and cache["hs"].shape == (T + 1, B, H):
-                cache["x"] = x
+                cache["x"] = xa
             else:
                 cache = {k: np.empty(shape, dt)
                          for k, shape in cache_shapes(T, B, H, self.d.bn).items()}
-                cache["x"] = x
+                cache["x"] = xa
             hs = cache["hs"]
             if h0 is None:
                 hs[0] = 0
