@@ -1122,7 +1122,8 @@ cdef enum:
     TUNE_WAIT = 8            # calls before the other mode is timed again (first wait)
     TUNE_WAIT_MAX = 1024     # the longest wait
 
-cdef double TUNE_SLOW = 1.5    # the team is slow above this times its best step
+cdef double TUNE_SLOW = 2.0    # the team is slow above this times its best step (config A:
+                               # one thread takes 1.6 times the team's best; B, C, D: 1.8-2.5)
 cdef double TUNE_AVG = 0.25    # weight of the newest call in a mode's average
 cdef double TUNE_QUICK = 0.01  # seconds: shorter calls time one thread up front
 
