@@ -72,17 +72,23 @@ def _sizes_units():
     return 24, 2, 16, 128      # two 64-unit slices, 196k flops a step: a team
 
 
+def _case(seed):
+    # x, h0, dy of _sizes_units, float32
+    T, B, I, H = _sizes_units()
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((T, B, I)).astype(np.float32),
+            rng.standard_normal((B, H)).astype(np.float32),
+            rng.standard_normal((T, B, H)).astype(np.float32))
+
+
 @two_threads
 @pytest.mark.parametrize("variant", ["reset_after", "darknet"])
 def test_engine_times_its_calls_and_results_do_not_change(variant):
     T, B, I, H = _sizes_units()
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    x, h0, dy = _case(5)
     one = GRU(I, H, variant=variant, seed=2, num_threads=1)
     two = GRU(I, H, variant=variant, seed=2, num_threads=2)
     assert two._engine.adaptive
-    h0 = rng.standard_normal((B, H)).astype(np.float32)
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
     want = one.forward(x, h0=h0)
     want_train = one.forward(x, train=True, h0=h0)
     want_dx = one.backward(dy)
@@ -114,10 +120,7 @@ def test_each_mode_runs_its_thread_count_with_the_same_results(variant):
     # Forcing the record's mode: calls run on one thread or on the team as
     # told (last_threads), and give the same bits either way.
     T, B, I, H = _sizes_units()
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    h0 = rng.standard_normal((B, H)).astype(np.float32)
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    x, h0, dy = _case(6)
     layer = GRU(I, H, variant=variant, seed=2, num_threads=2)
     eng = layer._engine
     out = {}

@@ -1204,6 +1204,19 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
     s.wait = s.backoff
 
 
+cdef int tune_begin(Tune* s, Dims* d) noexcept nogil:
+    # A tuned call of d's shape starts: its record (anew for another batch
+    # size or team), its mode; one thread: d.nthreads = 1.
+    cdef int mode
+    if s.B != d.B or s.nt != d.nthreads:
+        tune_reset(s, d.B, d.nthreads)
+    mode = tune_mode(s, d.T)
+    if mode == 0:
+        d.nthreads = 1
+    s.last = d.nthreads
+    return mode
+
+
 def tune_trace(team_times, one_times, int used=2, steps=None):
     """The modes the adaptive team picks for synthetic call times (tests).
 
@@ -1359,12 +1372,7 @@ cdef class Engine:
         if not self.adaptive or d.nthreads <= 1 or fused_team(d, 1 << 30) <= 1:
             # (too small for a team: nothing to pick, no clock to read)
             return _forward_fused(p.theta, d, p, train, self.f64, &used)
-        if s.B != d.B or s.nt != d.nthreads:
-            tune_reset(s, d.B, d.nthreads)
-        mode = tune_mode(s, d.T)
-        if mode == 0:
-            d.nthreads = 1
-        s.last = d.nthreads
+        mode = tune_begin(s, &d)
         t0 = gru_now()
         done = _forward_fused(p.theta, d, p, train, self.f64, &used)
         if done:                      # (else the per-kernel driver runs this call)
@@ -1533,12 +1541,7 @@ cdef class Engine:
         cdef double t0
         cdef bint tuned = self.adaptive and d.nthreads > 1 and not d.use_blas
         if tuned:
-            if s.B != d.B or s.nt != d.nthreads:
-                tune_reset(s, d.B, d.nthreads)
-            mode = tune_mode(s, d.T)
-            if mode == 0:
-                d.nthreads = 1
-            s.last = d.nthreads
+            mode = tune_begin(s, &d)
         t0 = gru_now()
         if self.f64:
             _backward(<double*>p.theta, d, p)
