@@ -38,6 +38,7 @@ def info():
         "scipy": scipy.__version__,
         "openmp": gru.have_openmp(),
         "threads": gru.max_threads(),
+        "adaptive_team": gru._env_adaptive(),     # GRU_CY_ADAPTIVE (README: num_threads)
         "build_flags": BUILD_INFO.get("cflags"),
         "cuda": ok,
         "cuda_reason": why,

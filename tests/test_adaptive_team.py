@@ -196,3 +196,13 @@ def test_long_calls_time_one_thread_only_when_the_team_is_slow():
     modes = tune_trace(team, [0.09] * n)
     assert modes[:41] == [TEAM] * 41
     assert modes[41] == ONE and modes[42:].count(ONE) > 50
+
+
+def test_info_reports_it():
+    import json
+    for value, want in (("0", False), ("1", True)):
+        out = subprocess.run([sys.executable, "-m", "gru_cy", "info", "--json"],
+                             capture_output=True, text=True, check=True,
+                             env={**__import__("os").environ, "GRU_CY_ADAPTIVE": value})
+        facts = json.loads(out.stdout)
+        assert facts["adaptive_team"] is want and facts["threads"] >= 1, facts
