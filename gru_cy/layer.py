@@ -155,8 +155,9 @@ class GRU:
     num_threads : int or None
         None asks OpenMP on every call (``OMP_NUM_THREADS``, threadpoolctl).
         The most threads a call uses: small problems run on one, and on the
-        CPU the forward and backward time their calls and run on one thread
-        where that is faster (a busy machine; ``GRU_CY_ADAPTIVE=0`` turns this
+        CPU the forward (without BN, native gemm) and the backward (native
+        gemm) time their calls per batch size and run on one thread where
+        that is faster (a busy machine; ``GRU_CY_ADAPTIVE=0`` turns this
         off).  Results are bit-identical for any thread count.
     gemm : {"native", "blas"}
         The engine's own gemm, or SciPy's BLAS.
