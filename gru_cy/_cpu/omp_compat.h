@@ -56,6 +56,35 @@ static inline int gru_claim(int *c)
 }
 #endif
 
+/* Step order within a chain of steps (batch mode: a chunk of sequences runs
+ * its steps in order, any thread running any step): gru_step_wait waits until
+ * *done >= v (the chain's step v - 1 finished), acquiring that step's
+ * writes; gru_step_done(done, v) releases this step's writes and says so.
+ * The wait spins, then yields the core (GRU_BAR_SPINS below). */
+#if defined(__GNUC__) || defined(__clang__)
+static inline void gru_step_done(int *done, int v) { __atomic_store_n(done, v, __ATOMIC_RELEASE); }
+static inline int gru_step_read(int *done) { return __atomic_load_n(done, __ATOMIC_ACQUIRE); }
+#else
+static inline void gru_step_done(int *done, int v)
+{
+#ifdef _OPENMP
+#pragma omp flush
+#endif
+    *(volatile int *)done = v;
+#ifdef _OPENMP
+#pragma omp flush
+#endif
+}
+static inline int gru_step_read(int *done)
+{
+    int v = *(volatile int *)done;
+#ifdef _OPENMP
+#pragma omp flush
+#endif
+    return v;
+}
+#endif
+
 /* A barrier for the fused forward's team, met once or twice per step.
  * libgomp's barrier costs ~0.5 us here; this one is a counter and a
  * generation number in one shared struct: the last thread to arrive resets
@@ -106,7 +135,24 @@ static inline void gru_bar_wait(gru_bar *b)
         }
     }
 }
+static inline void gru_step_wait(int *done, int v)
+{
+    int spins = 0;
+    while (gru_step_read(done) < v) {
+        if (spins < GRU_BAR_SPINS) {
+            spins++;
+            gru_cpu_relax();
+        } else {
+            sched_yield();
+        }
+    }
+}
 #else
 static inline void gru_bar_wait(gru_bar *b) { (void)b; gru_barrier(); }
+static inline void gru_step_wait(int *done, int v)
+{
+    while (gru_step_read(done) < v)
+        ;
+}
 #endif
 #endif
