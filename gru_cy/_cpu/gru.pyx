@@ -1129,13 +1129,18 @@ def max_threads():
 # gemm) per batch size and runs the faster of the team and one thread.  Times
 # are kept per step, so sequences of varying length share one record.
 #
-# One thread is timed once up front (the third call) where a call takes under
-# TUNE_QUICK, else and later only while the team runs slower than TUNE_SLOW
-# times its best.  A timing of the other mode that loses doubles the wait
-# before the next one (TUNE_WAIT .. TUNE_WAIT_MAX calls); one that wins, or a
-# switch made because the current mode's average rose above the other's last
-# timing, starts the waits again from TUNE_WAIT.  Timing costs two clock
-# reads a call.
+# One thread is timed only while the team runs slower than TUNE_SLOW times
+# its best (not up front: in a benchmark of config B the team's calls after
+# a one-thread call ran descheduled a third of their time).  A timing of the
+# other mode that wins switches to it; one that loses sets the wait before the next by what timing costs against what
+# it may find: (its excess over the current mode) / (the current mode's time
+# less the other's best), times TUNE_WAIT calls, within TUNE_WAIT ..
+# TUNE_WAIT_MAX.  So a team that a slow phase made 30 times slower is timed
+# again after hundreds of calls, and a team that was once slower than one
+# thread by a little (config B: 22 ms against 17, best 8.5) after 8.  The
+# current mode's average rising above the other's last timing switches too,
+# and times the mode left again after TUNE_WAIT calls.  Timing costs two
+# clock reads a call.
 
 cdef enum:
     TUNE_NEW = 0             # the next call warms up (first touch of buffers): untimed
@@ -1146,7 +1151,6 @@ cdef enum:
 cdef double TUNE_SLOW = 2.0    # the team is slow above this times its best step (config A:
                                # one thread takes 1.6 times the team's best; B, C, D: 1.8-2.5)
 cdef double TUNE_AVG = 0.25    # weight of the newest call in a mode's average
-cdef double TUNE_QUICK = 0.01  # seconds: shorter calls time one thread up front
 
 
 def _env_adaptive():
@@ -1161,10 +1165,9 @@ cdef struct Tune:
     int nt                   # and the team size
     int mode                 # 1: the team, 0: one thread
     int wait                 # calls until the other mode is timed again
-    int backoff              # that wait after the other mode last lost
     int last                 # threads the last call was given
     double est[2]            # seconds per step by mode, moving average (< 0: not timed)
-    double best              # the team's fastest step
+    double best[2]           # fastest step by mode (< 0: not timed)
 
 
 cdef void tune_reset(Tune* s, Py_ssize_t B, int nt) noexcept nogil:
@@ -1173,22 +1176,19 @@ cdef void tune_reset(Tune* s, Py_ssize_t B, int nt) noexcept nogil:
     s.nt = nt
     s.mode = 1
     s.wait = 0
-    s.backoff = TUNE_WAIT
     s.last = 0
     s.est[0] = s.est[1] = -1.0
-    s.best = -1.0
+    s.best[0] = s.best[1] = -1.0
 
 
-cdef int tune_mode(Tune* s, Py_ssize_t T) noexcept nogil:
-    # The mode to run the next call (T steps) in: 1 the team, 0 one thread.
+cdef int tune_mode(Tune* s) noexcept nogil:
+    # The mode to run the next call in: 1 the team, 0 one thread.
     cdef bint slow
     if s.state != TUNE_ON or s.est[1] < 0:
         return 1
     if s.mode == 1:
-        slow = s.est[1] > TUNE_SLOW * s.best
-        if s.est[0] < 0:
-            return 0 if slow or s.est[1] * T < TUNE_QUICK else 1
-        return 0 if s.wait <= 0 and slow else 1
+        slow = s.est[1] > TUNE_SLOW * s.best[1]
+        return 0 if slow and (s.wait <= 0 or s.est[0] < 0) else 1
     return 1 if s.wait <= 0 else 0
 
 
@@ -1196,33 +1196,40 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
     # A call of mode, T steps, took t seconds; used: the threads the call
     # asked for (a team call that ran one thread anyway tells nothing).
     cdef int other = 1 - mode
+    cdef double gain, w
     if s.state == TUNE_NEW:
         s.state = TUNE_ON
         return
     if mode == 1 and used <= 1:
         return
     t = t / T
-    if mode == 1 and (s.best < 0 or t < s.best):
-        s.best = t
     if mode == s.mode:
-        s.est[mode] = t if s.est[mode] < 0 else s.est[mode] + TUNE_AVG * (t - s.est[mode])
+        if s.best[mode] < 0 or t < s.best[mode]:
+            # a fastest call restarts the average: the first calls of a shape
+            # run cold (config B in a benchmark: 45, 34, then 9 ms), and their
+            # average would make the team look slow
+            s.best[mode] = s.est[mode] = t
+        else:
+            s.est[mode] = s.est[mode] + TUNE_AVG * (t - s.est[mode])
         if s.wait > 0:
             s.wait -= 1
         if 0 <= s.est[other] < s.est[mode]:
             # the other mode's last timing is better (maybe old): switch,
             # and time this mode again soon
             s.mode = other
-            s.backoff = TUNE_WAIT
             s.wait = TUNE_WAIT
         return
     # a timing of the other mode: it replaces that mode's average
     s.est[mode] = t
+    if s.best[mode] < 0 or t < s.best[mode]:
+        s.best[mode] = t
     if t < s.est[s.mode] or s.est[s.mode] < 0:
         s.mode = mode
-        s.backoff = TUNE_WAIT
-    elif s.backoff < TUNE_WAIT_MAX:
-        s.backoff *= 2
-    s.wait = s.backoff
+        s.wait = TUNE_WAIT
+        return
+    gain = s.est[s.mode] - s.best[mode]
+    w = TUNE_WAIT_MAX if gain <= 0 else TUNE_WAIT * (t - s.est[s.mode]) / gain
+    s.wait = <int>(TUNE_WAIT if w < TUNE_WAIT else (TUNE_WAIT_MAX if w > TUNE_WAIT_MAX else w))
 
 
 cdef int tune_begin(Tune* s, Dims* d) noexcept nogil:
@@ -1231,7 +1238,7 @@ cdef int tune_begin(Tune* s, Dims* d) noexcept nogil:
     cdef int mode
     if s.B != d.B or s.nt != d.nthreads:
         tune_reset(s, d.B, d.nthreads)
-    mode = tune_mode(s, d.T)
+    mode = tune_mode(s)
     if mode == 0:
         d.nthreads = 1
     s.last = d.nthreads
@@ -1253,7 +1260,7 @@ def tune_trace(team_times, one_times, int used=2, steps=None):
     modes = []
     for i in range(len(team_times)):
         T = 1 if steps is None else steps[i]
-        m = tune_mode(&s, T)
+        m = tune_mode(&s)
         tune_record(&s, m, team_times[i] if m else one_times[i], T, used)
         modes.append(m)
     return modes
@@ -1314,7 +1321,7 @@ cdef class Engine:
                 "mode": "team" if s.mode else "one thread",
                 "seconds_per_step": {m: (s.est[i] if s.est[i] >= 0 else None)
                                      for i, m in ((1, "team"), (0, "one thread"))},
-                "best": s.best if s.best >= 0 else None, "last_threads": s.last}
+                "best": s.best[1] if s.best[1] >= 0 else None, "last_threads": s.last}
 
     def _tune_force(self, which, int mode):
         # Tests: the next calls run in mode (1 team, 0 one thread), both modes
@@ -1322,8 +1329,8 @@ cdef class Engine:
         cdef Tune* s = &self.tune[("inference", "training", "backward").index(which)]
         s.state = TUNE_ON
         s.mode = mode
-        s.est[0] = s.est[1] = s.best = 1.0
-        s.wait = s.backoff = TUNE_WAIT_MAX
+        s.est[0] = s.est[1] = s.best[0] = s.best[1] = 1.0
+        s.wait = TUNE_WAIT_MAX
 
     def set_storage(self, theta, grad, rolling):
         self.theta = theta
