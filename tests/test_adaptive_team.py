@@ -20,9 +20,19 @@ two_threads = pytest.mark.skipif(not have_openmp(),
 
 
 def test_quiet_machine_keeps_the_team():
-    # The team stays at its best: one thread is never timed (a one-thread
-    # call would cost a call's worth and send the team's threads to sleep).
-    assert tune_trace([3e-4] * 200, [4.5e-4] * 200) == [TEAM] * 200
+    # Warm-up and first timing on the team, one thread timed once up front
+    # (call 2: calls under 10 ms), then the team for good: it stays at its
+    # best, so one thread is not timed again.
+    modes = tune_trace([3e-4] * 200, [4.5e-4] * 200)
+    assert modes[:3] == [TEAM, TEAM, ONE]
+    assert modes[3:] == [TEAM] * 197
+
+
+def test_team_slow_from_the_start_loses_to_one_thread():
+    # A team that is slow from its first call has no best to fall behind:
+    # the up-front timing finds one thread faster and keeps it.
+    modes = tune_trace([6e-4] * 100, [4.5e-4] * 100)
+    assert modes[:3] == [TEAM, TEAM, ONE] and modes[3:11] == [ONE] * 8
 
 
 def test_one_thread_kept_while_the_team_stays_slow():
@@ -32,7 +42,7 @@ def test_one_thread_kept_while_the_team_stays_slow():
     # thread's, so 8 * 3 = 24 calls; it is never kept.
     n = 300
     modes = tune_trace([1e-4] * 10 + [3e-4] * (n - 10), [1.5e-4] * n)
-    first_one = modes.index(ONE)
+    first_one = modes.index(ONE, 3)           # (after the up-front timing)
     assert first_one <= 14, modes[:20]
     probes = [i for i, m in enumerate(modes) if m == TEAM and i > first_one]
     assert len(probes) > 5 and set(np.diff(probes)) == {25}, probes[:12]
@@ -81,11 +91,12 @@ def test_single_slow_call_costs_little():
 def test_cold_first_calls_do_not_make_the_team_look_slow():
     # Config B's first calls in a benchmark: 60 (warm-up), 45, 34, then 9 ms
     # on the team, 17 on one thread.  The fastest call restarts the team's
-    # average, so the team does not look slow: one thread is never timed.
+    # average, so the team does not look slow: one thread is timed once
+    # (up front) and never kept.
     n = 100
     team = [6e-2, 4.5e-2, 3.4e-2, 9.3e-3] + [8.5e-3] * (n - 4)
     modes = tune_trace(team, [1.7e-2] * n)
-    assert modes.count(ONE) == 0, modes[:12]
+    assert modes.count(ONE) == 1 and modes[4] == ONE, modes[:12]
 
 
 def test_nothing_to_pick_when_the_fused_call_runs_one_thread():
@@ -195,7 +206,7 @@ def test_varying_lengths_share_one_record():
     n = 200
     steps = [10 if i % 2 else 1000 for i in range(n)]
     modes = tune_trace([1e-4 * T for T in steps], [3e-4 * T for T in steps], steps=steps)
-    assert modes.count(ONE) == 0          # the team never looks slow
+    assert modes.count(ONE) == 1          # timed once up front (a 1 ms call), slower
     # and a slow phase is seen whatever the length of the calls in it
     team = [1e-4 * T for T in steps[:100]] + [1e-2 * T for T in steps[100:]]
     modes = tune_trace(team, [3e-4 * T for T in steps], steps=steps)

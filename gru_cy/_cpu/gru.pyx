@@ -1129,10 +1129,11 @@ def max_threads():
 # gemm) per batch size and runs the faster of the team and one thread.  Times
 # are kept per step, so sequences of varying length share one record.
 #
-# One thread is timed only while the team runs slower than TUNE_SLOW times
-# its best (not up front: in a benchmark of config B the team's calls after
-# a one-thread call ran descheduled a third of their time).  A timing of the
-# other mode that wins switches to it; one that loses sets the wait before the next by what timing costs against what
+# One thread is timed once up front (the third call) where a call takes under
+# TUNE_QUICK (a team slow from its first call has no best to fall behind),
+# else and later only while the team runs slower than TUNE_SLOW times its
+# best.  A timing of the other mode that wins switches to it; one that loses
+# sets the wait before the next by what timing costs against what
 # it may find: (its excess over the current mode) / (the current mode's time
 # less the other's best), times TUNE_WAIT calls, within TUNE_WAIT ..
 # TUNE_WAIT_MAX.  So a team that a slow phase made 30 times slower is timed
@@ -1151,6 +1152,7 @@ cdef enum:
 cdef double TUNE_SLOW = 2.0    # the team is slow above this times its best step (config A:
                                # one thread takes 1.6 times the team's best; B, C, D: 1.8-2.5)
 cdef double TUNE_AVG = 0.25    # weight of the newest call in a mode's average
+cdef double TUNE_QUICK = 0.01  # seconds: shorter calls time one thread up front
 
 
 def _env_adaptive():
@@ -1181,14 +1183,16 @@ cdef void tune_reset(Tune* s, Py_ssize_t B, int nt) noexcept nogil:
     s.best[0] = s.best[1] = -1.0
 
 
-cdef int tune_mode(Tune* s) noexcept nogil:
-    # The mode to run the next call in: 1 the team, 0 one thread.
+cdef int tune_mode(Tune* s, Py_ssize_t T) noexcept nogil:
+    # The mode to run the next call (T steps) in: 1 the team, 0 one thread.
     cdef bint slow
     if s.state != TUNE_ON or s.est[1] < 0:
         return 1
     if s.mode == 1:
         slow = s.est[1] > TUNE_SLOW * s.best[1]
-        return 0 if slow and (s.wait <= 0 or s.est[0] < 0) else 1
+        if s.est[0] < 0:
+            return 0 if slow or s.est[1] * T < TUNE_QUICK else 1
+        return 0 if slow and s.wait <= 0 else 1
     return 1 if s.wait <= 0 else 0
 
 
@@ -1238,7 +1242,7 @@ cdef int tune_begin(Tune* s, Dims* d) noexcept nogil:
     cdef int mode
     if s.B != d.B or s.nt != d.nthreads:
         tune_reset(s, d.B, d.nthreads)
-    mode = tune_mode(s)
+    mode = tune_mode(s, d.T)
     if mode == 0:
         d.nthreads = 1
     s.last = d.nthreads
@@ -1260,7 +1264,7 @@ def tune_trace(team_times, one_times, int used=2, steps=None):
     modes = []
     for i in range(len(team_times)):
         T = 1 if steps is None else steps[i]
-        m = tune_mode(&s)
+        m = tune_mode(&s, T)
         tune_record(&s, m, team_times[i] if m else one_times[i], T, used)
         modes.append(m)
     return modes
