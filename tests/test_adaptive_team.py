@@ -35,6 +35,21 @@ def test_team_slow_from_the_start_loses_to_one_thread():
     assert modes[:3] == [TEAM, TEAM, ONE] and modes[3:11] == [ONE] * 8
 
 
+def test_team_that_never_beat_one_thread_is_retried_at_doubling_waits():
+    # The team's timed calls run slow (cold, or a slow phase) until call 60,
+    # then at their usual speed: one thread, faster than anything the team
+    # has shown, runs meanwhile; the team is retried after 8, 8, 16, 32
+    # calls and taken back at the first retry after it recovered (call 70).
+    n = 200
+    team = [6e-4] * 60 + [3e-4] * (n - 60)
+    modes = tune_trace(team, [4.5e-4] * n)
+    assert modes[:3] == [TEAM, TEAM, ONE]
+    probes = [i for i, m in enumerate(modes) if m == TEAM and 2 < i < 60]
+    assert probes == [11, 20, 37], probes
+    back = modes.index(TEAM, 60)
+    assert back == 70 and modes[back:] == [TEAM] * (n - back), back
+
+
 def test_one_thread_kept_while_the_team_stays_slow():
     # The team slows to 3x its best from call 10 on and one thread beats it:
     # one thread runs; the team is timed again after waits set by what a

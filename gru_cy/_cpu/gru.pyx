@@ -1136,7 +1136,9 @@ def max_threads():
 # sets the wait before the next by what timing costs against what
 # it may find: (its excess over the current mode) / (the current mode's time
 # less the other's best), times TUNE_WAIT calls, within TUNE_WAIT ..
-# TUNE_WAIT_MAX.  So a team that a slow phase made 30 times slower is timed
+# TUNE_WAIT_MAX; where the other mode's best never beat the current mode,
+# 8, 16, 32, ... calls (darknet A in one benchmark run: the team's first
+# calls ran slow, and one thread was then kept for the whole run).  So a team that a slow phase made 30 times slower is timed
 # again after hundreds of calls, and a team that was once slower than one
 # thread by a little (config B: 22 ms against 17, best 8.5) after 8.  The
 # current mode's average rising above the other's last timing switches too,
@@ -1167,6 +1169,7 @@ cdef struct Tune:
     int nt                   # and the team size
     int mode                 # 1: the team, 0: one thread
     int wait                 # calls until the other mode is timed again
+    int backoff              # that wait after a timing that showed no gain (doubles)
     int last                 # threads the last call was given
     double est[2]            # seconds per step by mode, moving average (< 0: not timed)
     double best[2]           # fastest step by mode (< 0: not timed)
@@ -1178,6 +1181,7 @@ cdef void tune_reset(Tune* s, Py_ssize_t B, int nt) noexcept nogil:
     s.nt = nt
     s.mode = 1
     s.wait = 0
+    s.backoff = TUNE_WAIT
     s.last = 0
     s.est[0] = s.est[1] = -1.0
     s.best[0] = s.best[1] = -1.0
@@ -1221,7 +1225,7 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
             # the other mode's last timing is better (maybe old): switch,
             # and time this mode again soon
             s.mode = other
-            s.wait = TUNE_WAIT
+            s.wait = s.backoff = TUNE_WAIT
         return
     # a timing of the other mode: it replaces that mode's average
     s.est[mode] = t
@@ -1229,10 +1233,17 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
         s.best[mode] = t
     if t < s.est[s.mode] or s.est[s.mode] < 0:
         s.mode = mode
-        s.wait = TUNE_WAIT
+        s.wait = s.backoff = TUNE_WAIT
         return
     gain = s.est[s.mode] - s.best[mode]
-    w = TUNE_WAIT_MAX if gain <= 0 else TUNE_WAIT * (t - s.est[s.mode]) / gain
+    if gain <= 0:
+        # the other mode never beat this one: the wait doubles (its first
+        # calls may have run cold or in a slow phase)
+        s.wait = s.backoff
+        if s.backoff < TUNE_WAIT_MAX:
+            s.backoff *= 2
+        return
+    w = TUNE_WAIT * (t - s.est[s.mode]) / gain
     s.wait = <int>(TUNE_WAIT if w < TUNE_WAIT else (TUNE_WAIT_MAX if w > TUNE_WAIT_MAX else w))
 
 
