@@ -6,10 +6,12 @@
 static inline int gru_max_threads(void) { return omp_get_max_threads(); }
 static inline int gru_have_openmp(void) { return 1; }
 static inline double gru_now(void) { return omp_get_wtime(); }
+static inline int gru_num_procs(void) { return omp_get_num_procs(); }
 #else
 static inline int gru_max_threads(void) { return 1; }
 static inline int gru_have_openmp(void) { return 0; }
 static inline double gru_now(void) { return 0.0; }  /* one thread: nothing to time */
+static inline int gru_num_procs(void) { return 1; }
 #endif
 
 /* One parallel region around a whole driver (the fused forward's step loop):
