@@ -876,19 +876,28 @@ cdef void _fused_thread_d(void* arg, int tid, int n) noexcept nogil:
     _fused_thread(<double*>(<FusedArg*>arg).theta, <FusedArg*>arg, tid, n)
 
 
+cdef inline int resolve_threads(int nthreads) noexcept nogil:
+    # The threads a call may use: nthreads (< 1: OpenMP's current count), at
+    # most one per processor.  The engine's threads wait for each other (a
+    # barrier per step, a chunk's previous step, a region's end); with more
+    # threads than cores a waiting thread spins while the one it waits for is
+    # not running: num_threads=4 on this 2-core machine took config A 64 ms a
+    # call (0.25 with 2), B 22.6 ms (8.4) and a B training step 42.7 ms (29.1).
+    cdef int nt = nthreads if nthreads >= 1 else gru_max_threads()
+    cdef int procs = gru_num_procs()
+    if procs >= 1 and nt > procs:
+        nt = procs
+    return nt if nt >= 1 else 1
+
+
 cdef int fused_team(Dims d, Py_ssize_t units) noexcept nogil:
     # Threads for the fused forward: at most one per unit of work (granule or
-    # chunk of rows) and per processor (its threads wait for each other: with
-    # more threads than cores a waiting thread spins while the one it waits
-    # for is not running; config B with num_threads=4 on 2 cores took 22.6 ms
-    # against 8.4), one when a step's recurrent product is too small to share.
-    cdef int nt = d.nthreads if d.nthreads >= 1 else gru_max_threads()
-    cdef int procs = gru_num_procs()
+    # chunk of rows) and per processor, one when a step's recurrent product is
+    # too small to share.
+    cdef int nt = resolve_threads(d.nthreads)
     cdef double per_step = 6.0 * d.B * d.H * d.H
     if per_step < FUSED_MIN_FLOPS or per_step * d.T < FUSED_MIN_CALL:
         return 1
-    if procs >= 1 and nt > procs:
-        nt = procs
     if nt > units:
         nt = <int>units
     return nt if nt >= 1 else 1
@@ -1489,7 +1498,7 @@ cdef class Engine:
         self._scratch(T, B)
         self.d.T = T
         self.d.B = B
-        self.d.nthreads = nthreads if nthreads >= 1 else gru_max_threads()
+        self.d.nthreads = resolve_threads(nthreads)
         p = self.wp
         p.theta = _ptr(self.theta)
         p.rolling = _ptr(self.rolling)
@@ -1565,7 +1574,7 @@ cdef class Engine:
         dt = self.theta.dtype
         self.d.T = T
         self.d.B = B
-        self.d.nthreads = nthreads if nthreads >= 1 else gru_max_threads()
+        self.d.nthreads = resolve_threads(nthreads)
         if dstate is None:
             dh0[...] = 0
         else:
