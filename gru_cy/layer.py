@@ -154,7 +154,8 @@ class GRU:
         Seed of the Darknet initialisation ``uniform(-1, 1) * sqrt(2 / fan_in)``.
     num_threads : int or None
         None asks OpenMP on every call (``OMP_NUM_THREADS``, threadpoolctl).
-        The most threads a call uses: small problems run on one, and on the
+        The most threads a call uses (never more than the processors OpenMP
+        reports): small problems run on one, and on the
         CPU the forward (without BN, native gemm) and the backward (native
         gemm) time their calls per batch size and run on one thread where
         that is faster (a busy machine; ``GRU_CY_ADAPTIVE=0`` turns this
