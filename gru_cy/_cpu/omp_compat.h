@@ -6,7 +6,18 @@
 static inline int gru_max_threads(void) { return omp_get_max_threads(); }
 static inline int gru_have_openmp(void) { return 1; }
 static inline double gru_now(void) { return omp_get_wtime(); }
-static inline int gru_num_procs(void) { return omp_get_num_procs(); }
+/* omp_get_num_procs() asks the kernel (sched_getaffinity, ~0.5 us) on every
+ * call: read it once per process (a race writes the same value twice). */
+static int gru_procs_cached = 0;
+static inline int gru_num_procs(void)
+{
+    int n = gru_procs_cached;
+    if (n <= 0) {
+        n = omp_get_num_procs();
+        gru_procs_cached = n;
+    }
+    return n;
+}
 #else
 static inline int gru_max_threads(void) { return 1; }
 static inline int gru_have_openmp(void) { return 0; }
