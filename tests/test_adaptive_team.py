@@ -228,6 +228,11 @@ def test_varying_lengths_share_one_record():
     assert modes[101] == ONE and modes[102:].count(TEAM) <= 6
 
 
+def test_tuning_names_an_unknown_kind_of_call():
+    with pytest.raises(ValueError, match=r"which: expected one of .*'backward'.*got 'forward'"):
+        GRU(4, 8)._engine.tuning("forward")
+
+
 def test_environment_turns_it_off():
     code = ("import gru_cy; g = gru_cy.GRU(4, 8); "
             "print(g._engine.adaptive)")

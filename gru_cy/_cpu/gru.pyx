@@ -1315,6 +1315,17 @@ def tune_trace(team_times, one_times, int used=2, steps=None):
     return modes
 
 
+_TUNED_CALLS = ("inference", "training", "backward")
+
+
+cdef int _tune_index(which) except -1:
+    # Engine.tune's index of a kind of call
+    try:
+        return _TUNED_CALLS.index(which)
+    except ValueError:
+        raise ValueError(f"which: expected one of {_TUNED_CALLS}, got {which!r}") from None
+
+
 cdef class Engine:
     """One layer's CPU storage and caches; the lean per-call path.
 
@@ -1365,7 +1376,7 @@ cdef class Engine:
         fastest step; ``last_threads``: threads the last call was given (0:
         none tuned yet).
         """
-        cdef Tune* s = &self.tune[("inference", "training", "backward").index(which)]
+        cdef Tune* s = &self.tune[_tune_index(which)]
         return {"state": ("new", "on")[s.state], "threads": s.nt,
                 "mode": "team" if s.mode else "one thread",
                 "seconds_per_step": {m: (s.est[i] if s.est[i] >= 0 else None)
@@ -1375,7 +1386,7 @@ cdef class Engine:
     def _tune_force(self, which, int mode):
         # Tests: the next calls run in mode (1 team, 0 one thread), both modes
         # timed as equal so that no call times the other.
-        cdef Tune* s = &self.tune[("inference", "training", "backward").index(which)]
+        cdef Tune* s = &self.tune[_tune_index(which)]
         s.state = TUNE_ON
         s.mode = mode
         s.est[0] = s.est[1] = s.best[0] = s.best[1] = 1.0
