@@ -128,6 +128,18 @@ static inline void gru_cpu_relax(void)
 #endif
 }
 
+/* One round of a wait: pause for the first GRU_BAR_SPINS rounds, then give
+ * the core away (the awaited thread may need it). */
+static inline void gru_wait_round(int *spins)
+{
+    if (*spins < GRU_BAR_SPINS) {
+        (*spins)++;
+        gru_cpu_relax();
+    } else {
+        sched_yield();
+    }
+}
+
 static inline void gru_bar_wait(gru_bar *b)
 {
     int gen, spins = 0;
@@ -139,26 +151,14 @@ static inline void gru_bar_wait(gru_bar *b)
         __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
         return;
     }
-    while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) {
-        if (spins < GRU_BAR_SPINS) {
-            spins++;
-            gru_cpu_relax();
-        } else {
-            sched_yield();
-        }
-    }
+    while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen)
+        gru_wait_round(&spins);
 }
 static inline void gru_step_wait(int *done, int v)
 {
     int spins = 0;
-    while (gru_step_read(done) < v) {
-        if (spins < GRU_BAR_SPINS) {
-            spins++;
-            gru_cpu_relax();
-        } else {
-            sched_yield();
-        }
-    }
+    while (gru_step_read(done) < v)
+        gru_wait_round(&spins);
 }
 #else
 static inline void gru_bar_wait(gru_bar *b) { (void)b; gru_barrier(); }
