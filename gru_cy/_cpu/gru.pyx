@@ -892,9 +892,10 @@ cdef inline int resolve_threads(int nthreads) noexcept nogil:
 
 cdef int fused_team(Dims d, Py_ssize_t units) noexcept nogil:
     # Threads for the fused forward: at most one per unit of work (granule or
-    # chunk of rows) and per processor, one when a step's recurrent product is
-    # too small to share.
-    cdef int nt = resolve_threads(d.nthreads)
+    # chunk of rows), one when a step's recurrent product is too small to
+    # share.  d.nthreads: resolved by the engine (resolve_threads: at most one
+    # per processor).
+    cdef int nt = d.nthreads
     cdef double per_step = 6.0 * d.B * d.H * d.H
     if per_step < FUSED_MIN_FLOPS or per_step * d.T < FUSED_MIN_CALL:
         return 1
@@ -1285,7 +1286,7 @@ def fused_team_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int nthreads,
     d.T = T
     d.B = B
     d.H = H
-    d.nthreads = nthreads
+    d.nthreads = resolve_threads(nthreads)
     return fused_team(d, units)
 
 
