@@ -286,3 +286,8 @@ def test_prepacked_b_gives_the_same_bits(dtype, transA, transB):
             gemm_py(C1, A, B, transA, transB, 1.3, beta, 2)
             gemm_prepacked_py(C2, A, B, transA, transB, 1.3, beta, 2)
             np.testing.assert_array_equal(C2, C1)
+        # packed in parts (as threads share it), more parts than panels too
+        for nparts in (2, 3, 7, 40):
+            C2 = C0.copy()
+            gemm_prepacked_py(C2, A, B, transA, transB, 1.3, 0.5, 2, nparts)
+            np.testing.assert_array_equal(C2, C1)

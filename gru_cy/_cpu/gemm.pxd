@@ -55,14 +55,16 @@ cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const f
 
 # Prepacked B: op(B) (K, N) packed once (prepack, prepack_size elements) for
 # many products with the same B; gemm_pre reads it where the blocked path runs
-# and B itself elsewhere.  Same arithmetic, same bits as gemm.
+# and B itself elsewhere.  Same arithmetic, same bits as gemm.  prepack_part
+# packs part `part` of `nparts` (whole column panels), so that threads can
+# share the packing; all parts together are prepack's output.
 cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogil
 
 cdef void sprepack(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, float* out) noexcept nogil
+                   bint transB, int part, int nparts, float* out) noexcept nogil
 
 cdef void dprepack(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, double* out) noexcept nogil
+                   bint transB, int part, int nparts, double* out) noexcept nogil
 
 cdef void sgemm_pre(float* C, const float* A, const float* B, const float* Bpre,
                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -79,10 +81,16 @@ cdef void dgemm_pre(double* C, const double* A, const double* B, const double* B
 
 cdef inline void prepack(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
                          bint transB, floating* out) noexcept nogil:
+    prepack_part(B, N, K, ldb, transB, 0, 1, out)
+
+
+cdef inline void prepack_part(const floating* B, Py_ssize_t N, Py_ssize_t K,
+                              Py_ssize_t ldb, bint transB, int part, int nparts,
+                              floating* out) noexcept nogil:
     if floating is float:
-        sprepack(B, N, K, ldb, transB, out)
+        sprepack(B, N, K, ldb, transB, part, nparts, out)
     else:
-        dprepack(B, N, K, ldb, transB, out)
+        dprepack(B, N, K, ldb, transB, part, nparts, out)
 
 
 # gemm_sel with an optional prepacked B (NULL: plain gemm_sel).

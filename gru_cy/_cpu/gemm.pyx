@@ -61,9 +61,9 @@ cdef extern from "gemm_kernels.h" nogil:
     void gk_isa_set(int isa)
     Py_ssize_t gk_prepack_size(int dbl, Py_ssize_t N, Py_ssize_t K)
     void gk_prepack_s(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                      int transB, float* out)
+                      int transB, int part, int nparts, float* out)
     void gk_prepack_d(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                      int transB, double* out)
+                      int transB, int part, int nparts, double* out)
 
 
 _ISA_NAMES = ("baseline", "avx2", "avx512")
@@ -199,13 +199,13 @@ cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogi
 
 
 cdef void sprepack(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, float* out) noexcept nogil:
-    gk_prepack_s(B, N, K, ldb, transB, out)
+                   bint transB, int part, int nparts, float* out) noexcept nogil:
+    gk_prepack_s(B, N, K, ldb, transB, part, nparts, out)
 
 
 cdef void dprepack(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, double* out) noexcept nogil:
-    gk_prepack_d(B, N, K, ldb, transB, out)
+                   bint transB, int part, int nparts, double* out) noexcept nogil:
+    gk_prepack_d(B, N, K, ldb, transB, part, nparts, out)
 
 
 cdef void sgemm_pre(float* C, const float* A, const float* B, const float* Bpre,
@@ -424,8 +424,11 @@ def prepack_elements(bint dbl, Py_ssize_t N, Py_ssize_t K):
 
 def gemm_prepacked_py(floating[:, ::1] C, const floating[:, ::1] A,
                       const floating[:, ::1] B, bint transA=False, bint transB=False,
-                      double alpha=1.0, double beta=0.0, int nthreads=1):
-    """Test wrapper: as ``gemm_py``, with op(B) packed in advance (prepack)."""
+                      double alpha=1.0, double beta=0.0, int nthreads=1,
+                      int nparts=1):
+    """Test wrapper: as ``gemm_py``, with op(B) packed in advance (prepack),
+    in ``nparts`` parts (prepack_part), last part first."""
+    cdef int part
     cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
     cdef Py_ssize_t K = A.shape[0] if transA else A.shape[1]
     if (A.shape[1] if transA else A.shape[0]) != M:
@@ -437,7 +440,8 @@ def gemm_prepacked_py(floating[:, ::1] C, const floating[:, ::1] A,
                            np.float64 if floating is double else np.float32)
     cdef floating[::1] pk = packed
     with nogil:
-        prepack(&B[0, 0], N, K, B.shape[1], transB, &pk[0])
+        for part in range(nparts - 1, -1, -1):
+            prepack_part(&B[0, 0], N, K, B.shape[1], transB, part, nparts, &pk[0])
         gemm_sel_pre(False, &C[0, 0], &A[0, 0], &B[0, 0], &pk[0], M, N, K, A.shape[1],
                      B.shape[1], C.shape[1], transA, transB, <floating>alpha,
                      <floating>beta, nthreads)

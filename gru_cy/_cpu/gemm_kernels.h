@@ -414,27 +414,29 @@ static void gk_prepack_setup(gk_ctx *x, int dbl, const void *B, ptrdiff_t N, ptr
 static inline void gk_tile_d(gk_ctx *x, ptrdiff_t t, int tid) { GK_DISPATCH(d, gk_tile, (x, t, tid)) }
 static inline void gk_direct_s(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(s, gk_direct, (x, t)) }
 
-/* out (gk_prepack_size elements) = op(B) (K, N) in the blocked path's panels. */
+/* out (gk_prepack_size elements) = op(B) (K, N) in the blocked path's panels:
+ * part `part` of `nparts` (0 of 1: all), balanced runs of whole panels; the
+ * parts may be packed by different threads at once. */
 static inline void gk_prepack_s(const float *B, ptrdiff_t N, ptrdiff_t K, ptrdiff_t ldb,
-                                int transB, float *out)
+                                int transB, int part, int nparts, float *out)
 {
     gk_ctx ctx;
     gk_ctx *x = &ctx;
-    if (N <= 0 || K <= 0)
+    if (N <= 0 || K <= 0 || nparts < 1 || part < 0 || part >= nparts)
         return;
     gk_prepack_setup(x, 0, B, N, K, ldb, transB);
-    GK_DISPATCH(s, gk_prepack, (x, out))
+    GK_DISPATCH(s, gk_prepack, (x, part, nparts, out))
 }
 
 static inline void gk_prepack_d(const double *B, ptrdiff_t N, ptrdiff_t K, ptrdiff_t ldb,
-                                int transB, double *out)
+                                int transB, int part, int nparts, double *out)
 {
     gk_ctx ctx;
     gk_ctx *x = &ctx;
-    if (N <= 0 || K <= 0)
+    if (N <= 0 || K <= 0 || nparts < 1 || part < 0 || part >= nparts)
         return;
     gk_prepack_setup(x, 1, B, N, K, ldb, transB);
-    GK_DISPATCH(d, gk_prepack, (x, out))
+    GK_DISPATCH(d, gk_prepack, (x, part, nparts, out))
 }
 static inline void gk_direct_d(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(d, gk_direct, (x, t)) }
 

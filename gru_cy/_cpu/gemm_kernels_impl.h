@@ -333,14 +333,20 @@ static void GK_FN(gk_pack_b)(const gk_ctx *x, ptrdiff_t j0, ptrdiff_t nc, ptrdif
     }
 }
 
-/* All of op(B), every K block, packed as gk_pack_b packs one block:
- * K block kb at out + kb * rup(N, NR) * kc_blk. */
-static void GK_FN(gk_prepack)(const gk_ctx *x, GK_T *out)
+/* Part `part` of `nparts` of op(B) packed, every K block, as gk_pack_b packs
+ * one block: K block kb at out + kb * rup(N, NR) * kc_blk, the panel of
+ * column j at j * kc in it.  The parts are balanced runs of whole NR-column
+ * panels; together (any order, any threads) they write the whole pack. */
+static void GK_FN(gk_prepack)(const gk_ctx *x, int part, int nparts, GK_T *out)
 {
-    ptrdiff_t kb, stride = gk_rup(x->N, GK_NR) * x->kc_blk;
+    ptrdiff_t np = gk_cdiv(x->N, GK_NR), kb, stride = gk_rup(x->N, GK_NR) * x->kc_blk;
+    ptrdiff_t j0 = np * part / nparts * GK_NR;
+    ptrdiff_t j1 = gk_min(np * (part + 1) / nparts * GK_NR, x->N);
+    if (j1 <= j0)
+        return;
     for (kb = 0; kb < x->nkb; kb++) {
         ptrdiff_t k0 = kb * x->kc_blk, kc = gk_min(x->kc_blk, x->K - k0);
-        GK_FN(gk_pack_b)(x, 0, x->N, k0, kc, out + kb * stride);
+        GK_FN(gk_pack_b)(x, j0, j1 - j0, k0, kc, out + kb * stride + j0 * kc);
     }
 }
 

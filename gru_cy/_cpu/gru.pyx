@@ -26,7 +26,7 @@ cimport numpy as cnp
 import numpy as np
 
 from gru_cy._cpu.common cimport team, gru_max_threads, gru_have_openmp
-from gru_cy._cpu.gemm cimport gemm_sel, gemm_sel_pre, prepack, prepack_size
+from gru_cy._cpu.gemm cimport gemm_sel, gemm_sel_pre, prepack, prepack_part, prepack_size
 from gru_cy._cpu.gemm import aligned_empty
 from gru_cy.kernels import cache_shapes, scratch_shapes
 
@@ -595,6 +595,7 @@ cdef extern from "omp_compat.h" nogil:
     void gru_step_wait(int* done, int v)
     int gru_num_procs()
     void gru_step_done(int* done, int v)
+    void gru_count_done(int* done)
     double gru_now()
 
 
@@ -620,6 +621,9 @@ cdef struct FusedArg:
     int* steps_done          # per chunk: its steps finished
     void* wpk[3]
     void* upk[3]             # U packed once too (upk[0]), shared
+    int pack_parts           # each pack (U, W's) in this many parts, claimed as
+    int npieces              # the first npieces items (0: no packs)
+    int packs_done           # pack parts finished
 
 
 cdef inline void _slice_gemm(floating* C, Py_ssize_t ldc, const floating* A,
@@ -660,12 +664,10 @@ cdef inline Py_ssize_t _w_pack_size(bint dbl, Py_ssize_t H, Py_ssize_t w,
     return _pack_elems(dbl, 2 * H, H, es) + _pack_elems(dbl, H, H, es)
 
 
-cdef void _pack_w(const floating* W, Py_ssize_t H, Py_ssize_t w, bint reset_after,
-                  floating* out, floating** Wpk) noexcept nogil:
-    # A slice's rows of W (W: its first row of wz) packed as _slice_gemm reads
-    # them: per gate block (w < H), or the whole layer's [wz; wr; wh] |
-    # [wz; wr], wh (darknet).  out: 64-byte aligned, _w_pack_size elements;
-    # Wpk[g]: the packs (NULL where none starts).
+cdef void _pack_w_ptrs(Py_ssize_t H, Py_ssize_t w, bint reset_after, floating* out,
+                       floating** Wpk) noexcept nogil:
+    # Where _pack_w's packs start in out (NULL where none starts): per gate
+    # block (w < H), or the whole layer's [wz; wr; wh] | [wz; wr], wh (darknet).
     cdef bint dbl = floating is double
     cdef Py_ssize_t es = sizeof(floating), g
     Wpk[0] = out
@@ -673,12 +675,23 @@ cdef void _pack_w(const floating* W, Py_ssize_t H, Py_ssize_t w, bint reset_afte
     if w < H:
         for g in range(3):
             Wpk[g] = out + g * _pack_elems(dbl, w, H, es)
+    elif not reset_after:
+        Wpk[2] = out + _pack_elems(dbl, 2 * H, H, es)
+
+
+cdef void _pack_w(const floating* W, Py_ssize_t H, Py_ssize_t w, bint reset_after,
+                  floating* out, floating** Wpk) noexcept nogil:
+    # A slice's rows of W (W: its first row of wz) packed as _slice_gemm reads
+    # them (_pack_w_ptrs).  out: 64-byte aligned, _w_pack_size elements.
+    cdef Py_ssize_t g
+    _pack_w_ptrs(H, w, reset_after, out, Wpk)
+    if w < H:
+        for g in range(3):
             prepack(W + g * H * H, w, H, H, True, Wpk[g])
     elif reset_after:
         prepack(W, 3 * H, H, H, True, out)
     else:
         prepack(W, 2 * H, H, H, True, out)
-        Wpk[2] = out + _pack_elems(dbl, 2 * H, H, es)
         prepack(W + 2 * H * H, H, H, H, True, Wpk[2])
 
 
@@ -835,13 +848,22 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     hpc = xpc + (2 * BATCH_ROWS) * H3
     while True:
         k = gru_claim(&a.next)
+        if k < a.npieces:
+            # a part of the packs: every step reads them, step 0 waits for all
+            _batch_pack_piece(theta, a, <int>k)
+            gru_count_done(&a.packs_done)
+            continue
+        k -= a.npieces
         if k >= nch * T:
             break
         c = <int>(k % nch)
         t = k // nch
         r0 = B * c // nch
         m = B * (c + 1) // nch - r0
-        # the chunk's step t - 1 (claimed nch items earlier) must be done
+        # the chunk's step t - 1 (claimed nch items earlier) must be done;
+        # its step 0 waits for the packs (later steps follow from it)
+        if t == 0:
+            gru_step_wait(&a.packs_done, a.npieces)
         gru_step_wait(a.steps_done + c, <int>t)
         hprev = (<floating*>p.h0 if t == 0 else y + (t - 1) * B * H) + r0 * H
         ht = y + t * B * H + r0 * H
@@ -904,17 +926,34 @@ cdef int fused_team(Dims d, Py_ssize_t units) noexcept nogil:
     return nt if nt >= 1 else 1
 
 
-cdef void _batch_packs(floating* theta, FusedArg* a, floating* out) noexcept nogil:
-    # Batch mode: U, then W as _pack_w packs the whole layer, into out
-    # (64-byte aligned); a.upk[0] and a.wpk point at them.
+cdef void _batch_pack_ptrs(FusedArg* a, floating* out) noexcept nogil:
+    # Batch mode: U, then W as _pack_w packs the whole layer, go to out
+    # (64-byte aligned); a.upk[0] and a.wpk point at them.  The team packs
+    # them (_batch_pack_piece): the first a.npieces items of the call.
     cdef Py_ssize_t H = a.d.H, I = a.d.In, g
     cdef floating* Wpk[3]
-    prepack(theta, 3 * H, I, I, True, out)
     a.upk[0] = out
-    _pack_w(theta + 3 * H * I, H, H, a.d.reset_after,
-            out + _pack_elems(floating is double, 3 * H, I, sizeof(floating)), Wpk)
+    _pack_w_ptrs(H, H, a.d.reset_after,
+                 out + _pack_elems(floating is double, 3 * H, I, sizeof(floating)), Wpk)
     for g in range(3):
         a.wpk[g] = Wpk[g]
+    a.npieces = a.pack_parts * (2 if a.d.reset_after else 3)
+
+
+cdef void _batch_pack_piece(floating* theta, FusedArg* a, int k) noexcept nogil:
+    # Piece k of the batch-mode packs: part k % pack_parts of U (k / parts 0),
+    # of W's first pack (1: [wz; wr; wh] | [wz; wr]) or of darknet's wh (2).
+    # Packing B's 1.5 MB took one thread 0.5 ms while the other waited.
+    cdef Py_ssize_t H = a.d.H, I = a.d.In
+    cdef int parts = a.pack_parts, part = k % parts, which = k // parts
+    cdef floating* W = theta + 3 * H * I
+    if which == 0:
+        prepack_part(theta, 3 * H, I, I, True, part, parts, <floating*>a.upk[0])
+    elif which == 1:
+        prepack_part(W, (3 if a.d.reset_after else 2) * H, H, H, True, part, parts,
+                     <floating*>a.wpk[0])
+    else:
+        prepack_part(W + 2 * H * H, H, H, H, True, part, parts, <floating*>a.wpk[2])
 
 
 cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl,
@@ -957,20 +996,23 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl,
         a.next = 0
         a.wpk[0] = a.wpk[1] = a.wpk[2] = NULL
         a.upk[0] = a.upk[1] = a.upk[2] = NULL
+        a.npieces = 0
+        a.packs_done = 0
         # U and W packed once for every chunk's products (or, without memory,
         # per call: each step's products would pack them again)
         raw = malloc((_pack_elems(dbl, 3 * H, d.In, es) + _w_pack_size(dbl, H, H, d.reset_after))
                      * es + 64)
+        nt = nt if nt < a.nchunks else a.nchunks
+        a.pack_parts = 2 * nt
         if raw != NULL:
             if dbl:
-                _batch_packs(<double*>theta, &a, <double*>((<size_t>raw + 63) // 64 * 64))
+                _batch_pack_ptrs[double](&a, <double*>((<size_t>raw + 63) // 64 * 64))
             else:
-                _batch_packs(<float*>theta, &a, <float*>((<size_t>raw + 63) // 64 * 64))
-        nt = nt if nt < a.nchunks else a.nchunks
+                _batch_pack_ptrs[float](&a, <float*>((<size_t>raw + 63) // 64 * 64))
         gru_run_team(nt, _batch_thread_d if dbl else _batch_thread_f, &a)
         free(raw)
         free(a.steps_done)
-        if a.next < a.nchunks * d.T:    # nothing claimed (no memory): not done
+        if a.next < a.npieces + a.nchunks * d.T:   # nothing claimed (no memory): not done
             return False
         used[0] = nt
         return True

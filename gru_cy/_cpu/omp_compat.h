@@ -76,6 +76,8 @@ static inline int gru_claim(int *c)
  * The wait spins, then yields the core (GRU_BAR_SPINS below). */
 #if defined(__GNUC__) || defined(__clang__)
 static inline void gru_step_done(int *done, int v) { __atomic_store_n(done, v, __ATOMIC_RELEASE); }
+/* One more of a set of parts done (batch mode's packs), releasing its writes. */
+static inline void gru_count_done(int *done) { __atomic_add_fetch(done, 1, __ATOMIC_RELEASE); }
 static inline int gru_step_read(int *done) { return __atomic_load_n(done, __ATOMIC_ACQUIRE); }
 #else
 static inline void gru_step_done(int *done, int v)
@@ -84,6 +86,17 @@ static inline void gru_step_done(int *done, int v)
 #pragma omp flush
 #endif
     *(volatile int *)done = v;
+#ifdef _OPENMP
+#pragma omp flush
+#endif
+}
+static inline void gru_count_done(int *done)
+{
+#ifdef _OPENMP
+#pragma omp flush
+#pragma omp atomic
+#endif
+    (*done)++;
 #ifdef _OPENMP
 #pragma omp flush
 #endif
