@@ -153,20 +153,33 @@ static inline void gru_wait_round(int *spins)
     }
 }
 
-static inline void gru_bar_wait(gru_bar *b)
+/* The barrier in two halves, with work between them that needs no other
+ * thread's writes (the darknet step's z while r * h_{t-1} is completed):
+ * gru_bar_arrive releases this thread's writes and returns a token for
+ * gru_bar_await, which returns once every thread has arrived, acquiring
+ * their writes.  A thread that arrives late is then waited for while the
+ * others work, not while they spin. */
+static inline int gru_bar_arrive(gru_bar *b)
 {
-    int gen, spins = 0;
+    int gen;
     if (b->n <= 1)
-        return;
+        return 0;
     gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
-        return;
     }
+    return gen;
+}
+static inline void gru_bar_await(gru_bar *b, int gen)
+{
+    int spins = 0;
+    if (b->n <= 1)
+        return;
     while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen)
         gru_wait_round(&spins);
 }
+static inline void gru_bar_wait(gru_bar *b) { gru_bar_await(b, gru_bar_arrive(b)); }
 static inline void gru_step_wait(int *done, int v)
 {
     int spins = 0;
@@ -175,6 +188,8 @@ static inline void gru_step_wait(int *done, int v)
 }
 #else
 static inline void gru_bar_wait(gru_bar *b) { (void)b; gru_barrier(); }
+static inline int gru_bar_arrive(gru_bar *b) { (void)b; gru_barrier(); return 0; }
+static inline void gru_bar_await(gru_bar *b, int gen) { (void)b; (void)gen; }
 static inline void gru_step_wait(int *done, int v)
 {
     while (gru_step_read(done) < v)

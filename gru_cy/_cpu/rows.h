@@ -56,12 +56,26 @@
                                                                                      \
 /* z = sig(xp_z + hp_z); r = sig(xp_r + hp_r); s = r*hprev.  H units; the r      \
    gate's columns of xp and hp start gs after the z gate's (gs = H in the        \
-   engine's [z | r | h] rows, the slice width in the fused forward's). */         \
+   engine's [z | r | h] rows).  z NULL: r and s only; r NULL: z only (the       \
+   fused forward's team computes r and s first, z while it waits). */            \
 static GRU_ROW_ATTR void                                                             \
 gru_darknet_gates_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R s,                      \
                             const T* GRU_R xp, const T* GRU_R hp,                    \
                             const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs)         \
 {                                                                                    \
+    if (z == NULL) {                                                                 \
+        for (ptrdiff_t j = 0; j < H; j++) {                                          \
+            T rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                \
+            r[j] = rj;                                                               \
+            s[j] = rj * hprev[j];                                                    \
+        }                                                                            \
+        return;                                                                      \
+    }                                                                                \
+    if (r == NULL) {                                                                 \
+        for (ptrdiff_t j = 0; j < H; j++)                                            \
+            z[j] = LOGISTIC(xp[j] + hp[j]);                                          \
+        return;                                                                      \
+    }                                                                                \
     for (ptrdiff_t j = 0; j < H; j++) {                                              \
         T rj;                                                                        \
         z[j] = LOGISTIC(xp[j] + hp[j]);                                              \
