@@ -581,7 +581,8 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
 # count: every element of xp and hp is the same gemm arithmetic whatever the
 # column slice (gemm_kernels.h: determinism), bias and row kernels are the
 # same elementwise operations.  The per-step barrier is omp_compat.h's
-# gru_bar_wait (a spinning counter: ~0.1 us against OpenMP's ~0.5 us).
+# gru_bar_wait (per-thread epochs, spinning: one cache-line transfer per
+# teammate; OpenMP's barrier cost ~0.5 us here).
 
 cdef extern from "omp_compat.h" nogil:
     ctypedef void (*gru_team_fn)(void* arg, int tid, int n) noexcept nogil
@@ -589,11 +590,12 @@ cdef extern from "omp_compat.h" nogil:
     void gru_barrier()
     int gru_claim(int* c)
     ctypedef struct gru_bar:
-        pass
+        int n
+        int slots
     void gru_bar_init(gru_bar* b, int n)
-    void gru_bar_wait(gru_bar* b)
-    int gru_bar_arrive(gru_bar* b)
-    void gru_bar_await(gru_bar* b, int gen)
+    void gru_bar_wait(gru_bar* b, int tid)
+    int gru_bar_arrive(gru_bar* b, int tid)
+    void gru_bar_await(gru_bar* b, int tid, int gen)
     void gru_step_wait(int* done, int v)
     int gru_num_procs()
     void gru_step_done(int* done, int v)
@@ -814,7 +816,7 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             if w > 0:
                 _step_part(theta, &d, train, 0, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
                            zt, rt, ct, sqt)
-            gru_bar_wait(&a.bar)
+            gru_bar_wait(&a.bar, tid)
         else:
             # darknet's candidate needs all of s = r * h_{t-1}: r and s first,
             # then z between the barrier's halves (no other thread's writes
@@ -825,16 +827,16 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             if w > 0:
                 _step_part(theta, &d, train, 2, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
                            zt, rt, ct, sqt)
-            tok = gru_bar_arrive(&a.bar)
+            tok = gru_bar_arrive(&a.bar, tid)
             if w > 0:
                 _step_part(theta, &d, train, 3, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
                            zt, rt, ct, sqt)
-            gru_bar_await(&a.bar, tok)
+            gru_bar_await(&a.bar, tid, tok)
         if not d.reset_after:
             if w > 0:
                 _step_part(theta, &d, train, 1, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
                            zt, rt, ct, sqt)
-            gru_bar_wait(&a.bar)
+            gru_bar_wait(&a.bar, tid)
     free(raw_p)
 
 
@@ -1347,6 +1349,49 @@ cdef int tune_begin(Tune* s, Dims* d) noexcept nogil:
         d.nthreads = 1
     s.last = d.nthreads
     return mode
+
+
+cdef struct BarCheck:
+    gru_bar bar
+    int* vals               # one per thread, 16 ints apart
+    int rounds
+    int slots
+    int bad
+
+
+cdef void _bar_check_thread(void* arg, int tid, int n) noexcept nogil:
+    cdef BarCheck* c = <BarCheck*>arg
+    cdef int r, i, tok
+    if tid == 0:
+        gru_bar_init(&c.bar, n)
+        if not c.slots:
+            c.bar.slots = 0
+    gru_barrier()
+    for r in range(1, c.rounds + 1):
+        c.vals[16 * tid] = r
+        tok = gru_bar_arrive(&c.bar, tid)
+        gru_bar_await(&c.bar, tid, tok)
+        for i in range(n):
+            if c.vals[16 * i] != r:
+                gru_claim(&c.bad)
+        gru_bar_wait(&c.bar, tid)
+
+
+def barrier_check(int nthreads, int rounds, bint slots=True):
+    """Run ``rounds`` rounds of the fused forward's barrier on an OpenMP team
+    of ``nthreads`` (not capped at the processors): each thread writes the
+    round, passes the split barrier, reads every thread's value, passes the
+    whole barrier.  ``slots`` False: the counter barrier of large teams.
+    Returns (team size, values read that were not the round's); tests."""
+    cdef BarCheck c
+    cdef int[::1] vals = np.zeros(16 * max(nthreads, 1), np.intc)
+    c.vals = &vals[0]
+    c.rounds = rounds
+    c.slots = slots
+    c.bad = 0
+    with nogil:
+        gru_run_team(nthreads, _bar_check_thread, &c)
+    return int(c.bar.n), int(c.bad)
 
 
 def fused_team_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int nthreads,

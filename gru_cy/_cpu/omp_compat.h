@@ -112,23 +112,46 @@ static inline int gru_step_read(int *done)
 #endif
 
 /* A barrier for the fused forward's team, met once or twice per step.
- * libgomp's barrier costs ~0.5 us here; this one is a counter and a
- * generation number in one shared struct: the last thread to arrive resets
- * the counter and bumps the generation, the others spin on it (pause), and
- * after GRU_BAR_SPINS rounds yield the core at each round (a descheduled
+ * libgomp's barrier costs ~0.5 us here.  This one: each thread publishes the
+ * number of barriers it has arrived at (its epoch) on a cache line of its
+ * own, and waits until every other thread's epoch has reached its own.  A
+ * barrier then costs one cache-line transfer per teammate, which is what
+ * matters when the cores are far apart (a counter shared by all threads
+ * costs two or three transfers, one after the other).  Teams larger than
+ * GRU_BAR_SLOTS use a counter and a generation number: the last thread to
+ * arrive resets the counter and bumps the generation.  Waiters spin (pause)
+ * and after GRU_BAR_SPINS rounds yield the core at each round (a descheduled
  * teammate, or more threads than cores).  Release/acquire atomics order every
  * write made before the barrier before every read made after it.  Compilers
  * without GNU atomics use OpenMP's barrier. */
+#define GRU_BAR_SLOTS 16
+
 typedef struct {
-    int count;     /* threads arrived at the current barrier */
+    int epoch;     /* barriers this thread has arrived at */
+    char pad[60];  /* one cache line per thread */
+} gru_bar_slot;
+
+typedef struct __attribute__((aligned(64))) {
+    gru_bar_slot slot[GRU_BAR_SLOTS];
+    int count;     /* n > GRU_BAR_SLOTS: threads arrived at the current barrier */
     char pad[60];  /* gen on another cache line: arrivals do not disturb the waiters */
     int gen;       /* barriers completed */
     int n;         /* team size */
+    int slots;     /* 1: the per-thread epochs (n <= GRU_BAR_SLOTS), 0: the counter */
 } gru_bar;
 
 #define GRU_BAR_SPINS 20000
 
-static inline void gru_bar_init(gru_bar *b, int n) { b->count = 0; b->gen = 0; b->n = n; }
+static inline void gru_bar_init(gru_bar *b, int n)
+{
+    int i;
+    for (i = 0; i < GRU_BAR_SLOTS; i++)
+        b->slot[i].epoch = 0;
+    b->count = 0;
+    b->gen = 0;
+    b->n = n;
+    b->slots = n <= GRU_BAR_SLOTS;
+}
 
 #if defined(__GNUC__) || defined(__clang__)
 #include <sched.h>
@@ -155,15 +178,21 @@ static inline void gru_wait_round(int *spins)
 
 /* The barrier in two halves, with work between them that needs no other
  * thread's writes (the darknet step's z while r * h_{t-1} is completed):
- * gru_bar_arrive releases this thread's writes and returns a token for
- * gru_bar_await, which returns once every thread has arrived, acquiring
- * their writes.  A thread that arrives late is then waited for while the
- * others work, not while they spin. */
-static inline int gru_bar_arrive(gru_bar *b)
+ * gru_bar_arrive (thread tid) releases this thread's writes and returns a
+ * token for gru_bar_await, which returns once every thread has arrived,
+ * acquiring their writes.  A thread that arrives late is then waited for
+ * while the others work, not while they spin. */
+static inline int gru_bar_arrive(gru_bar *b, int tid)
 {
     int gen;
     if (b->n <= 1)
         return 0;
+    if (b->slots) {
+        /* only this thread writes its epoch */
+        gen = __atomic_load_n(&b->slot[tid].epoch, __ATOMIC_RELAXED) + 1;
+        __atomic_store_n(&b->slot[tid].epoch, gen, __ATOMIC_RELEASE);
+        return gen;
+    }
     gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
@@ -171,15 +200,22 @@ static inline int gru_bar_arrive(gru_bar *b)
     }
     return gen;
 }
-static inline void gru_bar_await(gru_bar *b, int gen)
+static inline void gru_bar_await(gru_bar *b, int tid, int gen)
 {
-    int spins = 0;
+    int spins = 0, i;
     if (b->n <= 1)
         return;
+    if (b->slots) {
+        /* a teammate is at most one barrier ahead: epoch gen or gen + 1 */
+        for (i = 0; i < b->n; i++)
+            while (i != tid && __atomic_load_n(&b->slot[i].epoch, __ATOMIC_ACQUIRE) < gen)
+                gru_wait_round(&spins);
+        return;
+    }
     while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen)
         gru_wait_round(&spins);
 }
-static inline void gru_bar_wait(gru_bar *b) { gru_bar_await(b, gru_bar_arrive(b)); }
+static inline void gru_bar_wait(gru_bar *b, int tid) { gru_bar_await(b, tid, gru_bar_arrive(b, tid)); }
 static inline void gru_step_wait(int *done, int v)
 {
     int spins = 0;
@@ -187,9 +223,9 @@ static inline void gru_step_wait(int *done, int v)
         gru_wait_round(&spins);
 }
 #else
-static inline void gru_bar_wait(gru_bar *b) { (void)b; gru_barrier(); }
-static inline int gru_bar_arrive(gru_bar *b) { (void)b; gru_barrier(); return 0; }
-static inline void gru_bar_await(gru_bar *b, int gen) { (void)b; (void)gen; }
+static inline void gru_bar_wait(gru_bar *b, int tid) { (void)b; (void)tid; gru_barrier(); }
+static inline int gru_bar_arrive(gru_bar *b, int tid) { (void)b; (void)tid; gru_barrier(); return 0; }
+static inline void gru_bar_await(gru_bar *b, int tid, int gen) { (void)b; (void)tid; (void)gen; }
 static inline void gru_step_wait(int *done, int v)
 {
     while (gru_step_read(done) < v)
