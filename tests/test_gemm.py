@@ -293,3 +293,30 @@ def test_prepacked_b_gives_the_same_bits(dtype, transA, transB):
             C2 = C0.copy()
             gemm_prepacked_py(C2, A, B, transA, transB, 1.3, 0.5, 2, nparts)
             np.testing.assert_array_equal(C2, C1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemv_with_bias_is_gemm_then_bias(dtype):
+    """The fused forward's batch-1..3 products (gemv_bias: no plan, bias added
+    in the kernel) give exactly gemm's result plus a separate bias pass, for
+    every ISA the CPU has (column counts around the vector width and the
+    512-column chunks; K with and without a tail)."""
+    from gru_cy._cpu.gemm import gemv_bias_py
+    rng = np.random.default_rng(11)
+    for isa in _available_isas():
+        gemm_isa(isa)
+        try:
+            for M, N, K in [(1, 384, 128), (1, 64, 128), (2, 67, 33), (3, 1100, 20),
+                            (1, 5, 1), (3, 17, 600)]:
+                A = rng.standard_normal((M, K)).astype(dtype)
+                B = rng.standard_normal((N, K)).astype(dtype)
+                bias = rng.standard_normal(N).astype(dtype)
+                want = np.empty((M, N), dtype)
+                gemm_py(want, A, B, False, True, 1.0, 0.0, 1)
+                want += bias
+                got = np.full((M, N), np.nan, dtype)
+                gemv_bias_py(got, A, B, bias)
+                np.testing.assert_array_equal(got, want, err_msg=f"{isa} {M, N, K}")
+        finally:
+            gemm_isa("auto")
+

@@ -53,6 +53,29 @@ cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const f
         dgemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
 
 
+# C (M, N) = A (M, K) @ B.T + bias (B stored (N, K)), M <= GEMV_MAX_M: one
+# thread, no plan; the same bits as gemm (alpha 1, beta 0) and a bias pass.
+cdef enum:
+    GEMV_MAX_M = 3
+
+cdef void sgemv_bias(float* C, const float* A, const float* B, const float* bias,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil
+
+cdef void dgemv_bias(double* C, const double* A, const double* B, const double* bias,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil
+
+
+cdef inline void gemv_bias(floating* C, const floating* A, const floating* B,
+                           const floating* bias, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                           Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        sgemv_bias(C, A, B, bias, M, N, K, lda, ldb, ldc)
+    else:
+        dgemv_bias(C, A, B, bias, M, N, K, lda, ldb, ldc)
+
+
 # Prepacked B: op(B) (K, N) packed once (prepack, prepack_size elements) for
 # many products with the same B; gemm_pre reads it where the blocked path runs
 # and B itself elsewhere.  Same arithmetic, same bits as gemm.  prepack_part

@@ -55,6 +55,12 @@ cdef extern from "gemm_kernels.h" nogil:
     void gk_tile_d(gk_ctx* x, Py_ssize_t t, int tid)
     void gk_direct_s(gk_ctx* x, Py_ssize_t t)
     void gk_direct_d(gk_ctx* x, Py_ssize_t t)
+    void gk_gemv_bias_s(float* C, const float* A, const float* B, const float* bias,
+                        Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                        Py_ssize_t ldb, Py_ssize_t ldc)
+    void gk_gemv_bias_d(double* C, const double* A, const double* B, const double* bias,
+                        Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                        Py_ssize_t ldb, Py_ssize_t ldc)
     void gk_scale_s(float* C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t ldc, float beta)
     void gk_scale_d(double* C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t ldc, double beta)
     int gk_isa()
@@ -192,6 +198,18 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                 else:
                     gk_tile_d(x, t, 0)
     gk_free(x)
+
+
+cdef void sgemv_bias(float* C, const float* A, const float* B, const float* bias,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
+    gk_gemv_bias_s(C, A, B, bias, M, N, K, lda, ldb, ldc)
+
+
+cdef void dgemv_bias(double* C, const double* A, const double* B, const double* bias,
+                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
+    gk_gemv_bias_d(C, A, B, bias, M, N, K, lda, ldb, ldc)
 
 
 cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
@@ -445,3 +463,17 @@ def gemm_prepacked_py(floating[:, ::1] C, const floating[:, ::1] A,
         gemm_sel_pre(False, &C[0, 0], &A[0, 0], &B[0, 0], &pk[0], M, N, K, A.shape[1],
                      B.shape[1], C.shape[1], transA, transB, <floating>alpha,
                      <floating>beta, nthreads)
+
+
+def gemv_bias_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,
+                 const floating[::1] bias):
+    """Test wrapper: C = A @ B.T + bias (gemv_bias: M <= 3 rows, no plan)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1], K = A.shape[1]
+    if M > GEMV_MAX_M or A.shape[0] != M or B.shape[0] != N or B.shape[1] != K \
+            or bias.shape[0] != N:
+        raise ValueError("gemv_bias_py: shapes do not match or M > 3")
+    if M == 0 or N == 0:
+        return
+    with nogil:
+        gemv_bias(&C[0, 0], &A[0, 0], &B[0, 0], &bias[0], M, N, K, A.shape[1],
+                  B.shape[1], C.shape[1])

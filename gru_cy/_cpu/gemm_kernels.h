@@ -97,6 +97,9 @@ typedef struct {
      * panels start at bpre + kb * bpre_kstride, panel of column j at j * kc */
     const void *bpre;
     ptrdiff_t bpre_kstride;
+    /* direct path, B transposed (gk_gemv_bias): C row += bias after the
+     * store (the same two roundings as a separate bias pass), or NULL */
+    const void *bias;
 } gk_ctx;
 
 static inline ptrdiff_t gk_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
@@ -439,6 +442,36 @@ static inline void gk_prepack_d(const double *B, ptrdiff_t N, ptrdiff_t K, ptrdi
     GK_DISPATCH(d, gk_prepack, (x, part, nparts, out))
 }
 static inline void gk_direct_d(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(d, gk_direct, (x, t)) }
+
+/* C (M, N) = A (M, K) @ B.T + bias (B stored (N, K)) for M <= GK_DIRECT_MAX_M,
+ * serially, without a plan: the fused forward's per-step products at batch 1
+ * to 3 (three per step and thread, whose plans and separate bias passes took
+ * 10% of config A's time).  Same path, chunks and arithmetic as gk_plan's
+ * direct path with alpha = 1, beta = 0, then bias added: the same bits. */
+#define GK_GEMV_BIAS(T, SFX, DBL)                                                    \
+static inline void gk_gemv_bias_##SFX(T *C, const T *A, const T *B, const T *bias,  \
+                                      ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,         \
+                                      ptrdiff_t lda, ptrdiff_t ldb, ptrdiff_t ldc)   \
+{                                                                                    \
+    gk_ctx ctx;                                                                      \
+    gk_ctx *x = &ctx;                                                                \
+    ptrdiff_t t, nch;                                                                \
+    if (M <= 0 || N <= 0)                                                            \
+        return;                                                                      \
+    memset(x, 0, sizeof(*x));                                                        \
+    x->C = C; x->A = A; x->B = B; x->bias = bias;                                    \
+    x->M = M; x->N = N; x->K = K;                                                    \
+    x->lda = lda; x->ldb = ldb; x->ldc = ldc;                                        \
+    x->transB = 1;                                                                   \
+    x->alpha = 1.0;                                                                  \
+    x->isa = gk_isa();                                                               \
+    x->path = GK_PATH_DIRECT;                                                        \
+    nch = gk_cdiv(N, GK_DIRECT_CHUNK);                                               \
+    for (t = 0; t < nch; t++)                                                        \
+        GK_DISPATCH(SFX, gk_direct, (x, t))                                          \
+}
+GK_GEMV_BIAS(float, s, 0)
+GK_GEMV_BIAS(double, d, 1)
 
 /* C (M, N) *= beta; beta == 0 writes zeros without reading C. */
 static inline void gk_scale_s(float *C, ptrdiff_t M, ptrdiff_t N, ptrdiff_t ldc, float beta)

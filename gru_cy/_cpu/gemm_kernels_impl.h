@@ -486,7 +486,7 @@ static inline GK_T GK_FN(gk_hsum)(GK_V v)
  * columns reduce their GK_VW accumulators together (same tree per column). */
 static void GK_FN(gk_direct_t)(gk_ctx *x, ptrdiff_t t)
 {
-    const GK_T *B = (const GK_T *)x->B;
+    const GK_T *B = (const GK_T *)x->B, *bias = (const GK_T *)x->bias;
     ptrdiff_t j0 = t * GK_DIRECT_CHUNK, j1 = gk_min(x->N, j0 + GK_DIRECT_CHUNK);
     ptrdiff_t K = x->K, ldb = x->ldb, kv = K / GK_VW * GK_VW, i, j, k;
     GK_T alpha = (GK_T)x->alpha, beta = (GK_T)x->beta;
@@ -528,6 +528,8 @@ static void GK_FN(gk_direct_t)(gk_ctx *x, ptrdiff_t t)
                 memcpy(&s[0], r, sizeof(r));
             }
             GK_FN(gk_vstore)(c + j, s[0], alpha, beta, mode);
+            if (bias != NULL)
+                *(GK_U *)(c + j) = *(GK_U *)(c + j) + *(const GK_U *)(bias + j);
         }
         for (; j < j1; j++) {
             const GK_T *b = B + j * ldb;
@@ -539,6 +541,8 @@ static void GK_FN(gk_direct_t)(gk_ctx *x, ptrdiff_t t)
             for (k = kv; k < K; k++)
                 r += a[k] * b[k];
             GK_FN(gk_store1)(c + j, r, alpha, beta, mode);
+            if (bias != NULL)
+                c[j] = c[j] + bias[j];
         }
     }
 }

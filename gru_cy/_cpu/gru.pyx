@@ -26,7 +26,8 @@ cimport numpy as cnp
 import numpy as np
 
 from gru_cy._cpu.common cimport team, gru_max_threads, gru_have_openmp
-from gru_cy._cpu.gemm cimport gemm_sel, gemm_sel_pre, prepack, prepack_part, prepack_size
+from gru_cy._cpu.gemm cimport (gemm_sel, gemm_sel_pre, gemv_bias, GEMV_MAX_M, prepack,
+                               prepack_part, prepack_size)
 from gru_cy._cpu.gemm import aligned_empty
 from gru_cy.kernels import cache_shapes, scratch_shapes
 
@@ -640,6 +641,14 @@ cdef inline void _slice_gemm(floating* C, Py_ssize_t ldc, const floating* A,
     # packed, or NULL.  The whole layer (w == H): one gemm over the ng blocks,
     # packed as one at Wpk[0].
     cdef Py_ssize_t g
+    if M <= GEMV_MAX_M:
+        # batch 1 to 3: the direct path with the bias added, without a plan
+        if w == H:
+            gemv_bias(C, A, Wg, bias, M, ng * H, K, lda, K, ldc)
+        else:
+            for g in range(ng):
+                gemv_bias(C + g * H, A, Wg + g * H * K, bias + g * H, M, w, K, lda, K, ldc)
+        return
     if w == H:
         gemm_sel_pre(False, C, A, Wg, Wpk[0], M, ng * H, K, lda, K, ldc, False, True,
                      <floating>1, <floating>0, 1)
