@@ -489,18 +489,31 @@ def _timed(fn):
     return time.perf_counter() - t0
 
 
+CALIBRATE_SHARE = 0.2
+CALIBRATE_MAX_CALLS = 1000
+
+
 def _calibrate(fn, min_time):
     """Calls per sample so that a sample lasts at least ``min_time`` seconds.
 
-    The first call warms up (caches, thread pools, first-touch pages); a call
-    that alone outlasts ``min_time`` is not repeated for calibration.
+    The first call warms up (caches, thread pools, first-touch pages).  Then
+    calls are timed until they add up to CALIBRATE_SHARE of ``min_time`` (at
+    least three, at most CALIBRATE_MAX_CALLS) and the fastest sets the count:
+    one call that a stall of the machine made 40 times slower would otherwise
+    set it (a 0.25 ms call timed at 11 ms gave samples of five calls, whose
+    medians then moved with single stalls).  A call that alone outlasts
+    ``min_time`` is not repeated.
     """
     once = _timed(fn)
-    if once < min_time:
-        once = _timed(fn)
     if once >= min_time:
         return 1
-    return max(1, min(100000, int(math.ceil(min_time / max(once, 1e-7)))))
+    times = []
+    while len(times) < 3 or (sum(times) < CALIBRATE_SHARE * min_time
+                             and len(times) < CALIBRATE_MAX_CALLS):
+        times.append(_timed(fn))
+        if times[-1] >= min_time:
+            return 1
+    return max(1, min(100000, int(math.ceil(min_time / max(min(times), 1e-7)))))
 
 
 def interleaved_medians(fns, repeat, min_time):

@@ -89,6 +89,18 @@ def test_flop_count_matches_issue_numbers():
     assert_allclose(bench.flops("train", 64, 100, 512, 1024) / 1.41 / 1e9, 128, rtol=0.01)
 
 
+def test_calibration_is_not_set_by_one_stalled_call(monkeypatch):
+    # warm-up 30 ms, then one call stalled at 11 ms among 0.25 ms ones: the
+    # count follows the fast calls (0.05 s / 0.25 ms = 200), not the stall (5)
+    times = iter([0.03, 0.011] + [0.00025] * 100)
+    monkeypatch.setattr(bench, "_timed", lambda fn: next(times))
+    assert bench._calibrate(lambda: None, 0.05) == 200
+    times = iter([0.2])                      # a call longer than a sample
+    assert bench._calibrate(lambda: None, 0.05) == 1
+    times = iter([0.01, 0.01, 0.07])         # ... after the warm-up
+    assert bench._calibrate(lambda: None, 0.05) == 1
+
+
 def test_interleaving_rotates_the_order():
     calls = []
     fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
