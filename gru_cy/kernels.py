@@ -161,12 +161,14 @@ def cache_shapes(T, B, H, batch_normalize):
     return shapes
 
 
-def cache_size_per_step(batch_normalize):
+def cache_size_per_step(batch_normalize, candidates=True):
     """Training-cache elements per (step, sequence), in units of H.
 
     h_{t-1}, z, r, c and s (darknet) or q (reset_after): 5 H; with BN the
     normalised values of the six sublayers add 6 H (and their standard
-    deviations 6 H per step, shared by the batch).  The gradient buffers of
-    the backward hold one chunk of about 512 rows (steps x batch), not T steps.
+    deviations 6 H per step, shared by the batch).  ``candidates`` False: no
+    c (the CPU engine's reset_after without BN and with its own gemm, whose
+    backward recomputes c per chunk).  The gradient buffers of the backward
+    hold one chunk of about 512 rows (steps x batch), not T steps.
     """
-    return 5 + (6 if batch_normalize else 0)
+    return (5 if candidates else 4) + (6 if batch_normalize else 0)

@@ -335,15 +335,63 @@ def test_omp_num_threads_1_and_2_give_identical_bits():
 
 
 @pytest.mark.parametrize("bn", [False, True])
-def test_training_cache_is_the_documented_size(bn):
+@pytest.mark.parametrize("variant,gemm", [("darknet", "native"), ("reset_after", "native"),
+                                          ("reset_after", "blas")])
+@pytest.mark.parametrize("threshold", [0, 10 ** 9])
+def test_training_cache_is_the_documented_size(bn, variant, gemm, threshold):
+    from gru_cy._cpu.gru import c_recompute_threshold
     from gru_cy.kernels import cache_size_per_step
     T, B, I, H = 6, 3, 2, 5
-    layer = gru_cy.GRU(I, H, batch_normalize=bn, seed=0)
-    layer.forward(np.zeros((T, B, I), np.float32), train=True, h0=np.ones((B, H)))
+    layer = gru_cy.GRU(I, H, batch_normalize=bn, seed=0, variant=variant, gemm=gemm)
+    old = c_recompute_threshold(threshold)
+    try:
+        layer.forward(np.zeros((T, B, I), np.float32), train=True, h0=np.ones((B, H)))
+    finally:
+        c_recompute_threshold(old)
     cache = layer._engine.cache
     per_row = sum(a.size for k, a in cache.items() if k not in ("x", "su", "sw"))
+    # reset_after without BN, native gemm, c of at least `threshold` bytes:
+    # c is recomputed by the backward
+    keeps_c = not (variant == "reset_after" and not bn and gemm == "native"
+                   and T * B * H * 4 >= threshold)
+    assert ("c" in cache) == keeps_c
     # h is stored for T + 1 steps (h_{-1} too): one extra (B, H) row block
-    assert per_row == cache_size_per_step(bn) * T * B * H + B * H
+    assert per_row == cache_size_per_step(bn, keeps_c) * T * B * H + B * H
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["tanh", "logistic"])
+def test_recomputed_candidates_give_the_same_bits(dtype, activation):
+    # The backward that recomputes c (large caches; threshold 0 here) against
+    # the one that reads the stored c: every output and gradient bit-equal.
+    # Shapes: one step per chunk and several chunks (T * B > 512 rows), the
+    # batch mode (B >= 32), B <= 3 (the direct gemm path), 1 and 2 threads.
+    from gru_cy._cpu.gru import c_recompute_threshold
+    rng = np.random.default_rng(4)
+    for T, B, I, H in [(7, 1, 6, 40), (600, 1, 5, 16), (20, 40, 12, 20), (3, 2, 5, 33),
+                       (9, 32, 40, 96)]:
+        x = rng.standard_normal((T, B, I)).astype(dtype)
+        h0 = rng.standard_normal((B, H)).astype(dtype)
+        dy = rng.standard_normal((T, B, H)).astype(dtype)
+        for nt in (1, 2):
+            got = {}
+            for threshold in (0, 10 ** 12):
+                layer = gru_cy.GRU(I, H, variant="reset_after", activation=activation,
+                                   dtype=dtype, seed=1, num_threads=nt)
+                for k, v in layer.params.items():    # biases too (they start at 0)
+                    v[...] = np.random.default_rng(len(k)).uniform(-0.5, 0.5, v.shape)
+                old = c_recompute_threshold(threshold)
+                try:
+                    y = layer.forward(x, train=True, h0=h0)
+                finally:
+                    c_recompute_threshold(old)
+                assert ("c" in layer._engine.cache) == bool(threshold)
+                dx = layer.backward(dy)
+                dx2 = layer.backward(dy)                  # a second backward too
+                got[threshold] = [y, dx, dx2, layer.dh0] + [layer.grads[k]
+                                                           for k in sorted(layer.grads)]
+            for a, b in zip(*got.values()):
+                assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

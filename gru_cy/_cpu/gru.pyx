@@ -37,6 +37,10 @@ cnp.import_array()
 # target_clones picks AVX-512 / AVX2 / baseline code at load time.  _f: float32
 # (fastmath.h's logistic / tanh), _d: float64 (libm, bit for bit as before).
 cdef extern from "rows.h" nogil:
+    void gru_reset_after_cand_row_f(float* c, const float* r, const float* q, Py_ssize_t H,
+                                    int act)
+    void gru_reset_after_cand_row_d(double* c, const double* r, const double* q,
+                                    Py_ssize_t H, int act)
     void gru_darknet_gates_row_f(float* z, float* r, float* s, const float* xp,
                                  const float* hp, const float* hprev, Py_ssize_t H,
                                  Py_ssize_t gs)
@@ -425,6 +429,9 @@ cdef struct Dims:
     # In = I: a C field may not be called I (complex.h defines it as a macro).
     Py_ssize_t T, B, In, H
     int reset_after, act, bn, use_blas, nthreads
+    int c_recompute          # training, reset_after without BN, native gemm: the
+                             # forward keeps no c (p.c: one step's scratch), the
+                             # backward recomputes it per chunk (_recompute_c)
 
 
 cdef struct Ptrs:
@@ -536,7 +543,7 @@ cdef void _forward(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil:
         xpt = xp + (t - t0) * B * H3
         zt = <floating*>p.z + t * step
         rt = <floating*>p.r + t * step
-        ct = <floating*>p.c + t * step
+        ct = <floating*>p.c + (0 if d.c_recompute else t * step)
         sqt = <floating*>p.sq + t * step
         if train and d.bn:
             vw = <floating*>p.vw + t * B * H3
@@ -819,7 +826,7 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         xpt = xp + (t - t0) * B * H3 + j0
         zt = <floating*>p.z + t * step + j0
         rt = <floating*>p.r + t * step + j0
-        ct = <floating*>p.c + t * step + j0
+        ct = <floating*>p.c + (0 if d.c_recompute else t * step) + j0
         sqt = <floating*>p.sq + t * step
         if d.reset_after or n == 1:
             if w > 0:
@@ -910,7 +917,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         ht = y + t * B * H + r0 * H
         zt = <floating*>p.z + t * step + r0 * H
         rt = <floating*>p.r + t * step + r0 * H
-        ct = <floating*>p.c + t * step + r0 * H
+        ct = <floating*>p.c + (0 if d.c_recompute else t * step) + r0 * H
         sqt = <floating*>p.sq + t * step + r0 * H
         # uz, ur, uh of the chunk's rows at step t, then the step
         _slice_gemm(xpc, H3, x + (t * B + r0) * I, I, m, I, U, Upk, H, H, 3, bias)
@@ -1106,6 +1113,49 @@ cdef void _backward_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
         gemm_sel(d.use_blas, dW, daw, hs, H3, H, R, H3, H, H, True, False, one, one, nt)
 
 
+cdef Py_ssize_t _c_recompute_bytes = 16 << 20
+# The CPU engine recomputes reset_after's c in the backward (no BN, native
+# gemm) where the cache's c would take at least this many bytes: config C's
+# training step then peaks at +160 MiB instead of +183 (torch: +302 to +333)
+# for ~4% more time; below it the memory is small and the time is not (config
+# B's step took 5-7% longer, D's 8-10%).
+
+
+def c_recompute_threshold(nbytes=None):
+    """The size of c (bytes) from which the backward recomputes it (see
+    _recompute_c); ``nbytes`` sets a new one (tests).  Returns the old."""
+    global _c_recompute_bytes
+    old = _c_recompute_bytes
+    if nbytes is not None:
+        _c_recompute_bytes = nbytes
+    return old
+
+
+cdef void _recompute_c(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
+                       Py_ssize_t nc) noexcept nogil:
+    # reset_after's candidates c = act(xp_h + r * q) of steps [t0, t0 + nc)
+    # into p.c (nc * B rows): xp_h = x @ Uh.T + uh's biases, the forward's
+    # product (the same gemm arithmetic per element for any rows or columns,
+    # gemm_kernels.h), then the forward's expression (rows.h).  The same bits
+    # as the c the forward computed, for a quarter less cache (config C's
+    # training step: 25 MiB of 183) and one more (rows, I) x (I, H) gemm per
+    # chunk (a ninth of the step's flops).
+    cdef Py_ssize_t B = d.B, I = d.In, H = d.H, H3 = 3 * H, R = nc * B, i
+    cdef floating* c = <floating*>p.c
+    cdef floating* Uh = theta + 2 * H * I
+    cdef floating* buh = theta + H3 * I + H3 * H + 2 * H
+    cdef floating* r = <floating*>p.r + t0 * B * H
+    cdef floating* q = <floating*>p.sq + t0 * B * H
+    gemm_sel_pre(False, c, <floating*>p.x + t0 * B * I, Uh, NULL, R, H, I, I, I, H, False,
+                 True, <floating>1, <floating>0, d.nthreads)
+    bias_forward(c, buh, R, H, H, d.nthreads)
+    for i in range(R):
+        if floating is float:
+            gru_reset_after_cand_row_f(c + i * H, r + i * H, q + i * H, H, d.act)
+        else:
+            gru_reset_after_cand_row_d(c + i * H, r + i * H, q + i * H, H, d.act)
+
+
 cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
     # Reverse steps; every chunk of steps (aligned as in the forward) ends with
     # its batched weight-gradient gemms.  dh: dstate in, dh0 out.
@@ -1139,13 +1189,15 @@ cdef void _backward(floating* theta, Dims d, Ptrs p) noexcept nogil:
     for t in range(T - 1, -1, -1):
         t0 = (t // cs) * cs
         nc = cs if t0 + cs <= T else T - t0
+        if d.c_recompute and t == t0 + nc - 1:
+            _recompute_c(theta, d, p, t0, nc)
         hprev = hs + t * B * H
         dyt = (<floating*>p.dy + t * B * H) if p.dy != NULL else NULL
         daut = <floating*>p.dau + (t - t0) * B * H3
         dawt = <floating*>p.daw + (t - t0) * B * H3
         zt = <floating*>p.z + t * B * H
         rt = <floating*>p.r + t * B * H
-        ct = <floating*>p.c + t * B * H
+        ct = <floating*>p.c + ((t - t0) if d.c_recompute else t) * B * H
         sqt = <floating*>p.sq + t * B * H
         vw = (<floating*>p.vw + t * B * H3) if d.bn else NULL
         sw = (<floating*>p.sw + t * H3) if d.bn else NULL
@@ -1470,6 +1522,7 @@ cdef class Engine:
     cdef public Py_ssize_t cache_T, cache_B
     cdef public bint adaptive           # pick team or one thread by timing (see Tune)
     cdef Tune tune[3]                  # inference, training forward, backward
+    cdef bint cache_c                  # the cache keeps no c: the backward recomputes it
 
     def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
                  bint reset_after, int act, bint bn, bint use_blas):
@@ -1641,16 +1694,20 @@ cdef class Engine:
         p.theta = _ptr(self.theta)
         p.rolling = _ptr(self.rolling)
         p.x = cnp.PyArray_DATA(xa)
+        self.d.c_recompute = train and self.d.reset_after and not self.d.bn \
+            and not self.d.use_blas \
+            and T * B * H * (<Py_ssize_t>self.theta.itemsize) >= _c_recompute_bytes
         if train:
             dt = self.theta.dtype
             cache = self.spare
             self.spare = None
-            if cache is not None and cache["hs"].shape == (T + 1, B, H):
-                cache["x"] = xa
-            else:
-                cache = {k: np.empty(shape, dt)
-                         for k, shape in cache_shapes(T, B, H, self.d.bn).items()}
-                cache["x"] = xa
+            shapes = cache_shapes(T, B, H, self.d.bn)
+            if self.d.c_recompute:
+                del shapes["c"]      # recomputed by the backward (_recompute_c)
+            if cache is None or set(cache) - {"x"} != set(shapes) or any(
+                    cache[k].shape != shape for k, shape in shapes.items()):
+                cache = {k: np.empty(shape, dt) for k, shape in shapes.items()}
+            cache["x"] = xa
             hs = cache["hs"]
             if h0 is None:
                 hs[0] = 0
@@ -1660,7 +1717,8 @@ cdef class Engine:
             p.y = <char*>p.h0 + B * H * (<Py_ssize_t>hs.itemsize)
             p.z = _ptr(cache["z"])
             p.r = _ptr(cache["r"])
-            p.c = _ptr(cache["c"])
+            # without c in the cache: one step's scratch (the scratch's c)
+            p.c = _ptr(cache["c"]) if "c" in cache else self.wp.c
             p.sq = _ptr(cache["sq"])
             p.vu = _ptr(cache.get("vu"))
             p.su = _ptr(cache.get("su"))
@@ -1685,6 +1743,8 @@ cdef class Engine:
                     _forward(<float*>p.theta, self.d, p, train)
         if train:
             y[...] = hs[1:]
+            self.cache_c = self.d.c_recompute
+            self.d.c_recompute = 0
             self.cache = cache
             self.cache_T = T
             self.cache_B = B
@@ -1713,6 +1773,7 @@ cdef class Engine:
         self.d.T = T
         self.d.B = B
         self.d.nthreads = resolve_threads(nthreads)
+        self.d.c_recompute = self.cache_c
         if dstate is None:
             dh0[...] = 0
         else:
@@ -1721,6 +1782,7 @@ cdef class Engine:
         dau = np.empty((rows, 3 * H), dt)
         daw = dau if (not self.d.reset_after and not self.d.bn) else np.empty((rows, 3 * H), dt)
         ds = np.empty((B, H), dt)
+        cbuf = np.empty((rows, H), dt) if self.cache_c else None
         p.theta = _ptr(self.theta)
         p.grad = _ptr(self.grad)
         p.rolling = _ptr(self.rolling)
@@ -1728,7 +1790,7 @@ cdef class Engine:
         p.h0 = _ptr(w["hs"])
         p.z = _ptr(w["z"])
         p.r = _ptr(w["r"])
-        p.c = _ptr(w["c"])
+        p.c = _ptr(cbuf) if self.cache_c else _ptr(w["c"])
         p.sq = _ptr(w["sq"])
         p.vu = _ptr(w.get("vu"))
         p.su = _ptr(w.get("su"))

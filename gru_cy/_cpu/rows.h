@@ -106,6 +106,21 @@ gru_darknet_state_row_##SFX(T* GRU_R c, T* GRU_R h, const T* GRU_R xp,          
     }                                                                                \
 }                                                                                    \
                                                                                      \
+/* c = act(c + r*q) in place: c holds xp_h (the backward's recomputation of the     \
+   forward's candidates; the same expression as below, the same bits). */          \
+static GRU_ROW_ATTR void                                                             \
+gru_reset_after_cand_row_##SFX(T* GRU_R c, const T* GRU_R r, const T* GRU_R q,       \
+                               ptrdiff_t H, int act)                                 \
+{                                                                                    \
+    if (act == 1) {                                                                  \
+        for (ptrdiff_t j = 0; j < H; j++)                                            \
+            c[j] = TANH(c[j] + r[j] * q[j]);                                         \
+    } else {                                                                         \
+        for (ptrdiff_t j = 0; j < H; j++)                                            \
+            c[j] = LOGISTIC(c[j] + r[j] * q[j]);                                     \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
 /* z, r as above; q = hp_h (q may be NULL); c = act(xp_h + r*hp_h);                  \
    h = z*hprev + (1 - z)*c.  Gate columns gs apart, as above. */                     \
 static GRU_ROW_ATTR void                                                             \
