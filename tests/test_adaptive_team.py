@@ -253,6 +253,37 @@ def test_long_calls_time_one_thread_only_when_the_team_is_slow():
     assert modes[41] == ONE and modes[42:].count(ONE) > 50
 
 
+def test_batch_mode_times_one_thread_only_when_the_team_is_slow():
+    # The batch mode's threads wait for no teammate (early=False): quick
+    # calls too keep the team without an up-front timing of one thread, and
+    # time it once the team slows down.
+    n = 60
+    modes = tune_trace([3e-4] * 30 + [9e-4] * (n - 30), [4.5e-4] * n, early=False)
+    assert modes[:31] == [TEAM] * 31
+    assert ONE in modes[31:34] and modes[40:].count(ONE) > 10
+
+
+@two_threads
+def test_engine_times_one_thread_up_front_for_lockstep_teams_only():
+    # config B's shape runs the batch mode: no up-front one-thread call (it
+    # took B's first benchmark sample to 10-11 ms against 8.2); the unit
+    # slices (B = 2) time one thread at their third call (quick calls).
+    rng = np.random.default_rng(3)
+    for B, probed in ((32, False), (2, True)):
+        layer = GRU(64, 128, seed=1, num_threads=2)
+        x = rng.standard_normal((24, B, 64)).astype(np.float32)
+        for _ in range(6):
+            layer.forward(x)
+        info = layer._engine.tuning()
+        assert info["state"] == "on" and info["threads"] == 2, info
+        if probed:
+            assert info["seconds_per_step"]["one thread"] is not None, info
+        elif info["mode"] == "team":
+            # (one thread may still be timed if the machine slowed the team)
+            assert info["seconds_per_step"]["one thread"] is None or \
+                info["seconds_per_step"]["team"] > 1.5 * info["best"], info
+
+
 def test_info_reports_it():
     import json
     for value, want in (("0", False), ("1", True)):

@@ -1004,6 +1004,14 @@ cdef void _batch_pack_piece(floating* theta, FusedArg* a, int k) noexcept nogil:
         prepack_part(W + 2 * H * H, H, H, H, True, part, parts, <floating*>a.wpk[2])
 
 
+cdef inline bint _batch_mode(Dims d, bint dbl) noexcept nogil:
+    # The fused forward splits the batch (rather than the units) among its
+    # threads: a team of two or more on chunks of 16 rows, weights that stay
+    # in each core's cache.
+    return fused_team(d, d.B // BATCH_ROWS) > 1 and \
+        3 * d.H * (d.In + d.H) * (8 if dbl else 4) <= BATCH_MAX_WEIGHTS
+
+
 cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl,
                          int* used) noexcept nogil:
     # The fused forward (no BN, native gemm): batch mode where the batch makes
@@ -1022,7 +1030,7 @@ cdef bint _forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl,
     a.train = train
     a.nchunks = <int>(d.B // BATCH_ROWS)
     used[0] = 0
-    if nt > 1 and 3 * H * (d.In + H) * es <= BATCH_MAX_WEIGHTS:
+    if _batch_mode(d, dbl):
         if a.nchunks < 2 * nt:
             # Half-size chunks: a thread that is descheduled mid-call then
             # holds back a smaller share (config B with a CPU hog on the
@@ -1323,14 +1331,16 @@ cdef struct Tune:
     int wait                 # calls until the other mode is timed again
     int backoff              # that wait after a timing that showed no gain (doubles)
     int last                 # threads the last call was given
+    bint early               # one thread timed up front for quick calls (lockstep teams)
     double est[2]            # seconds per step by mode, moving average (< 0: not timed)
     double best[2]           # fastest step by mode (< 0: not timed)
 
 
-cdef void tune_reset(Tune* s, Py_ssize_t B, int nt) noexcept nogil:
+cdef void tune_reset(Tune* s, Py_ssize_t B, int nt, bint early) noexcept nogil:
     s.state = TUNE_NEW
     s.B = B
     s.nt = nt
+    s.early = early
     s.mode = 1
     s.wait = 0
     s.backoff = TUNE_WAIT
@@ -1347,7 +1357,7 @@ cdef int tune_mode(Tune* s, Py_ssize_t T) noexcept nogil:
     if s.mode == 1:
         slow = s.est[1] > TUNE_SLOW * s.best[1]
         if s.est[0] < 0:
-            return 0 if slow or s.est[1] * T < TUNE_QUICK else 1
+            return 0 if slow or (s.early and s.est[1] * T < TUNE_QUICK) else 1
         return 0 if slow and s.wait <= 0 else 1
     return 1 if s.wait <= 0 else 0
 
@@ -1399,12 +1409,13 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
     s.wait = <int>(TUNE_WAIT if w < TUNE_WAIT else (TUNE_WAIT_MAX if w > TUNE_WAIT_MAX else w))
 
 
-cdef int tune_begin(Tune* s, Dims* d) noexcept nogil:
+cdef int tune_begin(Tune* s, Dims* d, bint early) noexcept nogil:
     # A tuned call of d's shape starts: its record (anew for another batch
-    # size or team), its mode; one thread: d.nthreads = 1.
+    # size or team), its mode; one thread: d.nthreads = 1.  early: time one
+    # thread up front where calls are quick (teams that meet at barriers).
     cdef int mode
     if s.B != d.B or s.nt != d.nthreads:
-        tune_reset(s, d.B, d.nthreads)
+        tune_reset(s, d.B, d.nthreads, early)
     mode = tune_mode(s, d.T)
     if mode == 0:
         d.nthreads = 1
@@ -1473,18 +1484,19 @@ def num_procs():
     return gru_num_procs()
 
 
-def tune_trace(team_times, one_times, int used=2, steps=None):
+def tune_trace(team_times, one_times, int used=2, steps=None, bint early=True):
     """The modes the adaptive team picks for synthetic call times (tests).
 
     ``team_times[i]`` / ``one_times[i]``: seconds call ``i`` takes on the team
     / on one thread; ``steps[i]``: its steps (default 1); ``used``: the
-    threads the team call asks for (1: none to pick).  Returns the list of
+    threads the team call asks for (1: none to pick); ``early``: one thread
+    is timed up front for quick calls (a lockstep team).  Returns the list of
     modes run (1 team, 0 one thread).
     """
     cdef Tune s
     cdef int m
     cdef Py_ssize_t T
-    tune_reset(&s, 1, 2)
+    tune_reset(&s, 1, 2, early)
     modes = []
     for i in range(len(team_times)):
         T = 1 if steps is None else steps[i]
@@ -1545,7 +1557,7 @@ cdef class Engine:
         self.cache_B = 0
         self.adaptive = _env_adaptive()
         for i in range(3):
-            tune_reset(&self.tune[i], 0, 0)
+            tune_reset(&self.tune[i], 0, 0, True)
 
     def tuning(self, which="inference"):
         """The adaptive team's record for "inference" or "training" forwards or "backward".
@@ -1640,7 +1652,10 @@ cdef class Engine:
         if not self.adaptive or d.nthreads <= 1 or fused_team(d, 1 << 30) <= 1:
             # (too small for a team: nothing to pick, no clock to read)
             return _forward_fused(p.theta, d, p, train, self.f64, &used)
-        mode = tune_begin(s, &d)
+        # the batch mode's threads wait for no one (a slow thread takes fewer
+        # items), so one thread is timed only once the team is slow: timed up
+        # front, config B's first benchmark sample took 10-11 ms against 8.2
+        mode = tune_begin(s, &d, not _batch_mode(d, self.f64))
         t0 = gru_now()
         done = _forward_fused(p.theta, d, p, train, self.f64, &used)
         if done:                      # (else the per-kernel driver runs this call)
@@ -1818,7 +1833,7 @@ cdef class Engine:
         cdef double t0
         cdef bint tuned = self.adaptive and d.nthreads > 1 and not d.use_blas
         if tuned:
-            mode = tune_begin(s, &d)
+            mode = tune_begin(s, &d, True)
         t0 = gru_now()
         if self.f64:
             _backward(<double*>p.theta, d, p)
