@@ -1289,10 +1289,12 @@ def max_threads():
 # gemm) per batch size and runs the faster of the team and one thread.  Times
 # are kept per step, so sequences of varying length share one record.
 #
-# One thread is timed once up front (the third call) where a call takes under
-# TUNE_QUICK (a team slow from its first call has no best to fall behind),
-# else and later only while the team runs slower than TUNE_SLOW times its
-# best.  A timing of the other mode that wins switches to it; one that loses
+# Where a call takes under TUNE_QUICK and the team meets at barriers (unit
+# slices, the backward; not the batch mode, whose threads wait for no one),
+# one thread is timed up front (the third call: a team slow from its first
+# call has no best to fall behind) and again after every wait; else only
+# while the team runs slower than TUNE_SLOW times its best.  A timing of the
+# other mode that wins switches to it; one that loses
 # sets the wait before the next by what timing costs against what
 # it may find: (its excess over the current mode) / (the current mode's time
 # less the other's best), times TUNE_WAIT calls, within TUNE_WAIT ..
@@ -1351,14 +1353,21 @@ cdef void tune_reset(Tune* s, Py_ssize_t B, int nt, bint early) noexcept nogil:
 
 cdef int tune_mode(Tune* s, Py_ssize_t T) noexcept nogil:
     # The mode to run the next call (T steps) in: 1 the team, 0 one thread.
-    cdef bint slow
+    cdef bint slow, quick
     if s.state != TUNE_ON or s.est[1] < 0:
         return 1
     if s.mode == 1:
         slow = s.est[1] > TUNE_SLOW * s.best[1]
+        quick = s.early and s.est[1] * T < TUNE_QUICK
         if s.est[0] < 0:
-            return 0 if slow or (s.early and s.est[1] * T < TUNE_QUICK) else 1
-        return 0 if slow and s.wait <= 0 else 1
+            return 0 if slow or quick else 1
+        # quick calls: one thread again after every wait (8, 16, ... 1024
+        # calls while it keeps losing), whether or not the team is slow: an
+        # up-front timing that a stall made slow would otherwise stand while
+        # a team slow from its first call never falls behind its own best
+        # (config A darknet in a benchmark run: 0.55-0.60 ms a call on the
+        # team for four samples, one thread 0.33)
+        return 0 if s.wait <= 0 and (slow or quick) else 1
     return 1 if s.wait <= 0 else 0
 
 
