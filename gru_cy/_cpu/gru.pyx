@@ -1296,9 +1296,10 @@ def max_threads():
 # while the team runs slower than TUNE_SLOW times its best.  A timing of the
 # other mode that wins switches to it; one that loses
 # sets the wait before the next by what timing costs against what
-# it may find: (its excess over the current mode) / (the current mode's time
-# less the other's best), times TUNE_WAIT calls, within TUNE_WAIT ..
-# TUNE_WAIT_MAX; where the other mode's best never beat the current mode,
+# it may find: (its excess over the current mode, or the last lost timing's
+# if smaller: one stalled call must not set a long wait; a first loss waits
+# TUNE_WAIT) / (the current mode's time less the other's best), times
+# TUNE_WAIT calls, within TUNE_WAIT .. TUNE_WAIT_MAX; where the other mode's best never beat the current mode,
 # 8, 16, 32, ... calls (darknet A in one benchmark run: the team's first
 # calls ran slow, and one thread was then kept for the whole run).  So a team that a slow phase made 30 times slower is timed
 # again after hundreds of calls, and a team that was once slower than one
@@ -1333,6 +1334,7 @@ cdef struct Tune:
     int wait                 # calls until the other mode is timed again
     int backoff              # that wait after a timing that showed no gain (doubles)
     int last                 # threads the last call was given
+    double lost_excess       # the last lost timing's excess per step (< 0: none since a switch)
     bint early               # one thread timed up front for quick calls (lockstep teams)
     double est[2]            # seconds per step by mode, moving average (< 0: not timed)
     double best[2]           # fastest step by mode (< 0: not timed)
@@ -1347,6 +1349,7 @@ cdef void tune_reset(Tune* s, Py_ssize_t B, int nt, bint early) noexcept nogil:
     s.wait = 0
     s.backoff = TUNE_WAIT
     s.last = 0
+    s.lost_excess = -1.0
     s.est[0] = s.est[1] = -1.0
     s.best[0] = s.best[1] = -1.0
 
@@ -1375,7 +1378,7 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
     # A call of mode, T steps, took t seconds; used: the threads the call
     # asked for (a team call that ran one thread anyway tells nothing).
     cdef int other = 1 - mode
-    cdef double gain, w
+    cdef double gain, w, excess
     if s.state == TUNE_NEW:
         s.state = TUNE_ON
         return
@@ -1397,6 +1400,7 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
             # and time this mode again soon
             s.mode = other
             s.wait = s.backoff = TUNE_WAIT
+            s.lost_excess = -1.0
         return
     # a timing of the other mode: it replaces that mode's average
     s.est[mode] = t
@@ -1405,6 +1409,7 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
     if t < s.est[s.mode] or s.est[s.mode] < 0:
         s.mode = mode
         s.wait = s.backoff = TUNE_WAIT
+        s.lost_excess = -1.0
         return
     gain = s.est[s.mode] - s.best[mode]
     if gain <= 0:
@@ -1414,7 +1419,14 @@ cdef void tune_record(Tune* s, int mode, double t, Py_ssize_t T, int used) noexc
         if s.backoff < TUNE_WAIT_MAX:
             s.backoff *= 2
         return
-    w = TUNE_WAIT * (t - s.est[s.mode]) / gain
+    # The excess is the smaller of this timing's and the last losing one's:
+    # one stalled call does not set a long wait (config A in a benchmark: one
+    # 10 ms team timing set ~860 calls on one thread, 0.33 ms a call against
+    # 0.23); a first loss waits TUNE_WAIT.
+    excess = t - s.est[s.mode]
+    w = TUNE_WAIT * (excess if excess < s.lost_excess else s.lost_excess) / gain \
+        if s.lost_excess >= 0 else TUNE_WAIT
+    s.lost_excess = excess
     s.wait = <int>(TUNE_WAIT if w < TUNE_WAIT else (TUNE_WAIT_MAX if w > TUNE_WAIT_MAX else w))
 
 
