@@ -448,7 +448,7 @@ static inline void gk_direct_d(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(d, gk_direc
  * to 3 (three per step and thread, whose plans and separate bias passes took
  * 10% of config A's time).  Same path, chunks and arithmetic as gk_plan's
  * direct path with alpha = 1, beta = 0, then bias added: the same bits. */
-#define GK_GEMV_BIAS(T, SFX, DBL)                                                    \
+#define GK_GEMV_BIAS(T, SFX)                                                         \
 static inline void gk_gemv_bias_##SFX(T *C, const T *A, const T *B, const T *bias,  \
                                       ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,         \
                                       ptrdiff_t lda, ptrdiff_t ldb, ptrdiff_t ldc)   \
@@ -470,8 +470,8 @@ static inline void gk_gemv_bias_##SFX(T *C, const T *A, const T *B, const T *bia
     for (t = 0; t < nch; t++)                                                        \
         GK_DISPATCH(SFX, gk_direct, (x, t))                                          \
 }
-GK_GEMV_BIAS(float, s, 0)
-GK_GEMV_BIAS(double, d, 1)
+GK_GEMV_BIAS(float, s)
+GK_GEMV_BIAS(double, d)
 
 /* C (M, N) *= beta; beta == 0 writes zeros without reading C. */
 static inline void gk_scale_s(float *C, ptrdiff_t M, ptrdiff_t N, ptrdiff_t ldc, float beta)

@@ -125,13 +125,18 @@ static inline int gru_step_read(int *done)
  * write made before the barrier before every read made after it.  Compilers
  * without GNU atomics use OpenMP's barrier. */
 #define GRU_BAR_SLOTS 16
+#if defined(__GNUC__) || defined(__clang__)
+#define GRU_LINE_ALIGNED __attribute__((aligned(64)))
+#else
+#define GRU_LINE_ALIGNED
+#endif
 
 typedef struct {
     int epoch;     /* barriers this thread has arrived at */
     char pad[60];  /* one cache line per thread */
 } gru_bar_slot;
 
-typedef struct __attribute__((aligned(64))) {
+typedef struct GRU_LINE_ALIGNED {
     gru_bar_slot slot[GRU_BAR_SLOTS];
     int count;     /* n > GRU_BAR_SLOTS: threads arrived at the current barrier */
     char pad[60];  /* gen on another cache line: arrivals do not disturb the waiters */
