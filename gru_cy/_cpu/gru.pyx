@@ -699,20 +699,34 @@ cdef void _pack_w_ptrs(Py_ssize_t H, Py_ssize_t w, bint reset_after, floating* o
         Wpk[2] = out + _pack_elems(dbl, 2 * H, H, es)
 
 
+cdef inline int _w_whole_packs(bint reset_after) noexcept nogil:
+    # The whole layer's packs of W: [wz; wr; wh], or darknet's [wz; wr] and wh.
+    return 1 if reset_after else 2
+
+
+cdef void _pack_w_whole_part(const floating* W, Py_ssize_t H, bint reset_after, int which,
+                             int part, int parts, floating** Wpk) noexcept nogil:
+    # Part `part` of `parts` of the whole layer's pack `which` of W (see
+    # _w_whole_packs), at _pack_w_ptrs's places: Wpk[0], darknet's wh Wpk[2].
+    if which == 0:
+        prepack_part(W, (3 if reset_after else 2) * H, H, H, True, part, parts, Wpk[0])
+    else:
+        prepack_part(W + 2 * H * H, H, H, H, True, part, parts, Wpk[2])
+
+
 cdef void _pack_w(const floating* W, Py_ssize_t H, Py_ssize_t w, bint reset_after,
                   floating* out, floating** Wpk) noexcept nogil:
     # A slice's rows of W (W: its first row of wz) packed as _slice_gemm reads
     # them (_pack_w_ptrs).  out: 64-byte aligned, _w_pack_size elements.
     cdef Py_ssize_t g
+    cdef int which
     _pack_w_ptrs(H, w, reset_after, out, Wpk)
     if w < H:
         for g in range(3):
             prepack(W + g * H * H, w, H, H, True, Wpk[g])
-    elif reset_after:
-        prepack(W, 3 * H, H, H, True, out)
     else:
-        prepack(W, 2 * H, H, H, True, out)
-        prepack(W + 2 * H * H, H, H, H, True, Wpk[2])
+        for which in range(_w_whole_packs(reset_after)):
+            _pack_w_whole_part(W, H, reset_after, which, 0, 1, Wpk)
 
 
 cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
@@ -724,9 +738,10 @@ cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
     # reset_after step, or darknet's gates (z, r, s = r * h_{t-1}); phase 1
     # darknet's candidate and h; phases 2 and 3 darknet's gates in two parts
     # for a team (2: r and s, which the candidate needs from every thread;
-    # 3: z, computed while the others finish theirs) of unit slices (w < H).  xpt, hpt: the rows' xp and hp at column j0
-    # (row stride 3H); ht, zt, rt, ct: at unit j0; hprev and sqt (s | q) at
-    # unit 0 (the products read whole rows); row stride H.
+    # 3: z, computed while the others finish theirs) of unit slices (w < H).
+    # xpt, hpt: the rows' xp and hp at column j0 (row stride 3H); ht, zt, rt,
+    # ct: at unit j0; hprev and sqt (s | q) at unit 0 (the products read whole
+    # rows); row stride H.
     cdef Py_ssize_t I = d.In, H = d.H, H3 = 3 * H, b
     cdef floating* W = theta + H3 * I + j0 * H
     cdef floating* bw = theta + H3 * I + H3 * H + H3 + j0
@@ -985,23 +1000,22 @@ cdef void _batch_pack_ptrs(FusedArg* a, floating* out) noexcept nogil:
                  out + _pack_elems(floating is double, 3 * H, I, sizeof(floating)), Wpk)
     for g in range(3):
         a.wpk[g] = Wpk[g]
-    a.npieces = a.pack_parts * (2 if a.d.reset_after else 3)
+    a.npieces = a.pack_parts * (1 + _w_whole_packs(a.d.reset_after))
 
 
 cdef void _batch_pack_piece(floating* theta, FusedArg* a, int k) noexcept nogil:
-    # Piece k of the batch-mode packs: part k % pack_parts of U (k / parts 0),
-    # of W's first pack (1: [wz; wr; wh] | [wz; wr]) or of darknet's wh (2).
-    # Packing B's 1.5 MB took one thread 0.5 ms while the other waited.
-    cdef Py_ssize_t H = a.d.H, I = a.d.In
+    # Piece k of the batch-mode packs: part k % pack_parts of U (k / parts 0)
+    # or of W's whole-layer pack k / parts - 1 (_pack_w_whole_part).  Packing
+    # B's 1.5 MB took one thread 0.5 ms while the other waited.
+    cdef Py_ssize_t H = a.d.H, I = a.d.In, g
     cdef int parts = a.pack_parts, part = k % parts, which = k // parts
-    cdef floating* W = theta + 3 * H * I
+    cdef floating* Wpk[3]
     if which == 0:
         prepack_part(theta, 3 * H, I, I, True, part, parts, <floating*>a.upk[0])
-    elif which == 1:
-        prepack_part(W, (3 if a.d.reset_after else 2) * H, H, H, True, part, parts,
-                     <floating*>a.wpk[0])
-    else:
-        prepack_part(W + 2 * H * H, H, H, H, True, part, parts, <floating*>a.wpk[2])
+        return
+    for g in range(3):
+        Wpk[g] = <floating*>a.wpk[g]
+    _pack_w_whole_part(theta + 3 * H * I, H, a.d.reset_after, which - 1, part, parts, Wpk)
 
 
 cdef inline bint _batch_mode(Dims d, bint dbl) noexcept nogil:
@@ -1294,19 +1308,19 @@ def max_threads():
 # one thread is timed up front (the third call: a team slow from its first
 # call has no best to fall behind) and again after every wait; else only
 # while the team runs slower than TUNE_SLOW times its best.  A timing of the
-# other mode that wins switches to it; one that loses
-# sets the wait before the next by what timing costs against what
-# it may find: (its excess over the current mode, or the last lost timing's
-# if smaller: one stalled call must not set a long wait; a first loss waits
-# TUNE_WAIT) / (the current mode's time less the other's best), times
-# TUNE_WAIT calls, within TUNE_WAIT .. TUNE_WAIT_MAX; where the other mode's best never beat the current mode,
+# other mode that wins switches to it; one that loses sets the wait before
+# the next by what timing costs against what it may find: (its excess over
+# the current mode, or the last lost timing's if smaller: one stalled call
+# must not set a long wait; a first loss waits TUNE_WAIT) / (the current
+# mode's time less the other's best), times TUNE_WAIT calls, within TUNE_WAIT
+# .. TUNE_WAIT_MAX; where the other mode's best never beat the current mode,
 # 8, 16, 32, ... calls (darknet A in one benchmark run: the team's first
-# calls ran slow, and one thread was then kept for the whole run).  So a team that a slow phase made 30 times slower is timed
-# again after hundreds of calls, and a team that was once slower than one
-# thread by a little (config B: 22 ms against 17, best 8.5) after 8.  The
-# current mode's average rising above the other's last timing switches too,
-# and times the mode left again after TUNE_WAIT calls.  Timing costs two
-# clock reads a call.
+# calls ran slow, and one thread was then kept for the whole run).  So a team
+# that a slow phase made 30 times slower is timed again after hundreds of
+# calls, and a team that was once slower than one thread by a little (config
+# B: 22 ms against 17, best 8.5) after 8.  The current mode's average rising
+# above the other's last timing switches too, and times the mode left again
+# after TUNE_WAIT calls.  Timing costs two clock reads a call.
 
 cdef enum:
     TUNE_NEW = 0             # the next call warms up (first touch of buffers): untimed
