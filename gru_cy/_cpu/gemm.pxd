@@ -55,6 +55,7 @@ cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const f
 
 # C (M, N) = A (M, K) @ B.T + bias (B stored (N, K)), M <= GEMV_MAX_M: one
 # thread, no plan; the same bits as gemm (alpha 1, beta 0) and a bias pass.
+# GEMV_MAX_M is gemm_kernels.h's GK_DIRECT_MAX_M (gemm.pyx checks at import).
 cdef enum:
     GEMV_MAX_M = 3
 

@@ -26,6 +26,7 @@ cnp.import_array()
 
 
 cdef extern from "gemm_kernels.h" nogil:
+    enum: GK_DIRECT_MAX_M
     ctypedef struct gk_ctx:
         int isa
         int path
@@ -71,6 +72,11 @@ cdef extern from "gemm_kernels.h" nogil:
     void gk_prepack_d(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
                       int transB, int part, int nparts, double* out)
 
+
+# gemv_bias gives gemm's bits only where gemm takes its direct path too.
+if GEMV_MAX_M != GK_DIRECT_MAX_M:
+    raise ImportError(f"gemm.pxd's GEMV_MAX_M ({GEMV_MAX_M}) must equal gemm_kernels.h's "
+                      f"GK_DIRECT_MAX_M ({GK_DIRECT_MAX_M})")
 
 _ISA_NAMES = ("baseline", "avx2", "avx512")
 
