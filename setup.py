@@ -75,6 +75,10 @@ DIRECTIVES = {
 }
 
 
+EXTENSIONS = ("gemm", "cell", "steps", "team", "fused", "engine", "update", "net")
+"""The engine's modules (gru_cy/_cpu/<name>.pyx); docs/architecture.md says what each holds."""
+
+
 def ext(name):
     return Extension(
         f"gru_cy._cpu.{name}",
@@ -104,7 +108,7 @@ class BuildPy(build_py):
 
 
 setup(
-    ext_modules=cythonize([ext("gemm"), ext("gru"), ext("update"), ext("net")],
+    ext_modules=cythonize([ext(name) for name in EXTENSIONS],
                           compiler_directives=DIRECTIVES,
                           build_dir="build/cython"),
     cmdclass={"build_py": BuildPy},

@@ -1,6 +1,10 @@
 """gru_cy: a Darknet-style GRU layer with a Cython/OpenMP engine, a CUDA twin,
-a working backward, Darknet's update rules and a gradient check."""
+a working backward, Darknet's update rules, the pieces of a network around it
+and a gradient check."""
 from gru_cy.layer import GRU
+from gru_cy.nn import (Connected, Cost, Network, Softmax, mse, softmax,
+                       softmax_cross_entropy)
 
 __version__ = "0.1.0"
-__all__ = ["GRU", "__version__"]
+__all__ = ["GRU", "Network", "Connected", "Softmax", "Cost", "softmax",
+           "softmax_cross_entropy", "mse", "__version__"]

@@ -67,24 +67,22 @@ def _kind_error(name, arr):
     return TypeError(f"{name}: expected a floating-point array, got dtype {arr.dtype}")
 
 
-def array(name, a, dtype, shape, xp=np):
-    """Return ``a`` as a C-contiguous array of ``dtype`` and the given shape.
+def array(name, a, dtype, shape, backend=None):
+    """Return ``a`` as a C-contiguous array of ``backend`` (default the CPU's),
+    of ``dtype`` and the given shape.
 
-    ``shape`` is a tuple of ints or None (any positive size); its length fixes
-    ndim.  Float input of another precision is converted; integer, bool,
+    ``shape`` is a tuple of ints, axis names (str: any positive size, named in
+    messages) or None (any positive size); its length fixes ndim.  Float input of another precision is converted; integer, bool,
     complex and object input is a TypeError; a size 0 is a ValueError.
-    Read-only and non-contiguous input is copied.
+    Read-only and non-contiguous input is copied; NumPy, CuPy and torch
+    arrays move to the backend's device.
     """
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
-    if xp is np:
-        if not isinstance(a, np.ndarray):
-            if hasattr(a, "__cuda_array_interface__") and hasattr(a, "get"):
-                a = a.get()
-            else:
-                a = np.asarray(a)
-    elif not isinstance(a, xp.ndarray):
-        a = xp.asarray(np.asarray(a) if not hasattr(a, "__cuda_array_interface__") else a)
+    if backend is None:
+        from gru_cy import backends
+        backend = backends.get("cpu")
+    a = backend.asarray(a)
     if a.dtype.kind != "f":
         raise _kind_error(name, a)
     if a.ndim != len(shape):
@@ -94,11 +92,39 @@ def array(name, a, dtype, shape, xp=np):
     for axis, (want, got) in enumerate(zip(shape, a.shape)):
         if got == 0:
             raise ValueError(f"{name}: expected a non-empty axis {axis}, got shape {a.shape}")
-        if want is not None and want != got:
+        if isinstance(want, int) and want != got:
             raise ValueError(f"{name}: expected shape {_fmt(shape)}, got {tuple(a.shape)}")
     if a.dtype != dtype or not a.flags.c_contiguous:
-        a = xp.ascontiguousarray(a, dtype=dtype)
+        a = backend.xp.ascontiguousarray(a, dtype=dtype)
     return a
+
+
+def update_args(learning_rate, momentum, decay, batch, b1, b2, eps, clip, rows):
+    """The hyper-parameters of ``update()``, checked (SPEC "Update").
+
+    ``batch`` None is ``rows`` (the rows seen since the last update), which
+    must then be positive.  ``clip`` None is 0 (no clipping).
+
+    Returns
+    -------
+    dict
+        ``learning_rate, momentum, decay, batch, b1, b2, eps, clip`` as floats.
+    """
+    out = {"learning_rate": hyper("learning_rate", learning_rate),
+           "momentum": hyper("momentum", momentum),
+           "decay": hyper("decay", decay),
+           "b1": hyper("b1", b1, high=1.0, high_open=True),
+           "b2": hyper("b2", b2, high=1.0, high_open=True),
+           "eps": hyper("eps", eps, low_open=True),
+           "clip": 0.0 if clip is None else hyper("clip", clip, low_open=True)}
+    if batch is None:
+        if rows == 0:
+            raise ValueError("batch: expected a positive number of rows; none were "
+                             "seen since the last update (pass batch= explicitly)")
+        out["batch"] = float(rows)
+    else:
+        out["batch"] = hyper("batch", batch, low_open=True)
+    return out
 
 
 def _fmt(shape):

@@ -764,10 +764,10 @@ def _table(rows, headers):
 
 def run(args, log=print):
     """Measure everything ``args`` asks for; the JSON-ready report."""
-    from gru_cy.layer import cpu_backend
+    from gru_cy import backends
 
     threads = args.threads
-    eff_threads = threads if threads is not None else cpu_backend().max_threads()
+    eff_threads = threads if threads is not None else backends.get("cpu").max_threads()
     peer_threads = eff_threads
     dtype = np.dtype(args.dtype).type
     variants = ["reset_after", "darknet"] if args.variant == "both" else [args.variant]

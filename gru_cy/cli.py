@@ -21,7 +21,7 @@ def info():
     import scipy
 
     import gru_cy
-    from gru_cy._cpu import gru
+    from gru_cy._cpu import team
     try:
         from gru_cy._build_info import BUILD_INFO
     except ImportError:
@@ -36,9 +36,9 @@ def info():
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "openmp": gru.have_openmp(),
-        "threads": gru.max_threads(),
-        "adaptive_team": gru._env_adaptive(),     # GRU_CY_ADAPTIVE (README: num_threads)
+        "openmp": team.have_openmp(),
+        "threads": team.max_threads(),
+        "adaptive_team": team.adaptive_default(),     # GRU_CY_ADAPTIVE (README: num_threads)
         "build_flags": BUILD_INFO.get("cflags"),
         "cuda": ok,
         "cuda_reason": why,

@@ -1,19 +1,17 @@
-"""The CUDA engine: CuPy loading of ``src_kernels/*.cu`` and one launcher per kernel.
+"""CuPy loading of ``src_kernels/*.cu`` and one launcher per kernel.
 
 The kernels are the CUDA twins of the Cython engine's (``gru_cy.kernels``
 lists them with their contracts).  Each ``<name>`` below launches
 ``<name>_f32`` or ``<name>_f64`` with the arguments of the Cython twin in the
 same order, minus ``nthreads``: the launcher chooses the grid itself
-(:func:`launch_geometry`).  :class:`Engine` runs the GRU forward and backward
-with the same sequence of kernel calls as ``gru_cy._cpu.gru``'s drivers, and
-:func:`backend` hands it (with CuPy and the update kernels) to
-``gru_cy.layer``.
+(:func:`launch_geometry`).  The CUDA backend (``gru_cy.backends.cuda``) runs
+the GRU engine and the network pieces on these launchers.
 
 CuPy is optional: nothing here imports it before a function needs it, and
 :func:`available` says why CUDA cannot be used.  The sources are compiled
 through NVRTC once per process (``cupy.RawModule``); they are read from the
 installed package data (``gru_cy/cuda_src``) or, in a source checkout, from
-``<repo>/src_kernels``.
+``<repo>/src_kernels``.  This module imports nothing compiled.
 """
 import functools
 import os
@@ -21,7 +19,7 @@ import re
 
 import numpy as np
 
-from gru_cy.kernels import KERNEL_NAMES, KERNELS, cache_shapes, scratch_shapes
+from gru_cy.kernels import KERNEL_NAMES, KERNELS
 
 SOURCE_FILES = ("gemm.cu", "gru.cu", "update.cu", "net.cu")
 """The kernel sources, compiled as one module (each includes ``common.cuh``)."""
@@ -381,7 +379,7 @@ def mse_backward(dX, loss, Y, target, R, C, scale):
     _launch("mse_backward", (dX, loss, Y, target, R, C, scale))
 
 
-# -------------------------------------------------------------------- engine --
+# ---------------------------------------------------------- device addresses --
 
 @functools.cache
 def _pointer_type(itemsize):
@@ -404,328 +402,3 @@ def _ptr(a):
     if a is None:
         return None
     return _pointer_type(a.itemsize)(_address(a))
-
-
-from gru_cy._cpu.gru import ROWS_PER_CHUNK as CHUNK_ROWS  # noqa: E402
-"""Rows (steps x batch) per chunk of the input projection and of the gradient
-buffers: ``CHUNK_ROWS`` of ``gru_cy._cpu.gru``, so both engines chunk alike."""
-
-
-def chunk_steps(T, B):
-    """Steps per chunk (as ``gru_cy._cpu.gru.chunk_steps``)."""
-    return min(max(CHUNK_ROWS // B, 1), T)
-
-
-class Engine:
-    """One layer's GPU storage and caches: the CUDA twin of ``gru_cy._cpu.gru.Engine``.
-
-    Same constructor, attributes (``cache``, ``cache_T``, ``cache_B``) and
-    methods; arrays are C-contiguous CuPy arrays of the engine's dtype, of
-    sizes the layer validated (this class does no validation).  The forward
-    and backward issue the same kernel calls, in the same order and on the
-    same buffer offsets, as the Cython drivers ``_forward`` / ``_backward`` /
-    ``_backward_chunk``.  Storage layout as there: ``theta`` = U (3H, I) rows
-    [uz; ur; uh], W (3H, H) rows [wz; wr; wh], biases (6, H), then with BN
-    scales (6, H); ``rolling`` (2, 6H).  ``use_blas`` is accepted and ignored:
-    the GPU always runs the engine's own gemm.
-    """
-
-    def __init__(self, theta, grad, rolling, inputs, outputs, reset_after, act, bn,
-                 use_blas):
-        self.theta = theta
-        self.grad = grad
-        self.rolling = rolling
-        self.dtype = np.dtype(theta.dtype)
-        self.inputs = int(inputs)
-        self.outputs = int(outputs)
-        self.reset_after = bool(reset_after)
-        self.act = int(act)
-        self.bn = bool(bn)
-        self.use_blas = bool(use_blas)
-        self.cache = None
-        self.work = None
-        self.cache_T = 0
-        self.cache_B = 0
-
-    def set_storage(self, theta, grad, rolling):
-        self.theta = theta
-        self.grad = grad
-        self.rolling = rolling
-
-    def invalidate(self):
-        """Drop the training cache (backward then needs a new training forward)."""
-        self.cache = None
-        self.cache_T = 0
-        self.cache_B = 0
-
-    def _k(self, name, *args):
-        _call(name, self.dtype, args)
-
-    def _scratch(self, T, B):
-        # Per-shape scratch: xp chunk (inference and training), step buffers
-        # (inference), zero state.
-        w = self.work
-        if w is not None and w["T"] == T and w["B"] == B:
-            return w
-        cupy = _cupy()
-        H, dt = self.outputs, self.dtype
-        w = {k: cupy.zeros(shape, dt)
-             for k, shape in scratch_shapes(chunk_steps(T, B) * B, B, H).items()}
-        w["T"] = T
-        w["B"] = B
-        self.work = w
-        return w
-
-    def infer_lean(self, x, state, nthreads):
-        """The CPU engine's per-call shortcut; here always None: the layer
-        takes its general path (its checks and conversions are negligible
-        next to the kernel launches)."""
-        return None
-
-    def forward(self, x, h0, y, train, nthreads=1):
-        """x (T, B, I), h0 (B, H) or None (zeros), y (T, B, H) written.
-
-        Training keeps x (not copied: the caller hands a private array),
-        h_{-1..T-1}, z, r, c, s|q and BN's statistics for ``backward``.
-        ``nthreads`` is accepted for the CPU engine's signature and ignored.
-        Returns h_{T-1}, a fresh (B, H) array.
-        """
-        cupy = _cupy()
-        T, B, H, dt = x.shape[0], x.shape[1], self.outputs, self.dtype
-        w = self._scratch(T, B)
-        self.invalidate()
-        if train:
-            cache = {k: cupy.empty(shape, dt)
-                     for k, shape in cache_shapes(T, B, H, self.bn).items()}
-            cache["x"] = x
-            hs = cache["hs"]
-            if h0 is None:
-                hs[0] = 0
-            else:
-                hs[0] = h0
-            p_h0 = _ptr(hs)
-            p_y = p_h0 + B * H
-        else:
-            cache = w
-            p_h0 = _ptr(w["zeros"] if h0 is None else h0)
-            p_y = _ptr(y)
-        self._forward(T, B, train, _ptr(x), p_h0, p_y, w, cache)
-        if train:
-            y[...] = hs[1:]
-            self.cache = cache
-            self.cache_T = T
-            self.cache_B = B
-        return y[T - 1].copy()
-
-    def _forward(self, T, B, train, x, h0, y, w, cache):
-        # Mirrors gru_cy._cpu.gru._forward call for call.
-        I, H, H3, act, bn = self.inputs, self.outputs, 3 * self.outputs, self.act, self.bn
-        k = self._k
-        cs = chunk_steps(T, B)
-        U = _ptr(self.theta)
-        W = U + H3 * I
-        bias = W + H3 * H
-        scales = bias + 6 * H
-        rmean = _ptr(self.rolling)
-        rvar = rmean + 6 * H
-        xp, hp = _ptr(w["xp"]), _ptr(w["hp"])
-        z, r, c, sq = (_ptr(cache[key]) for key in ("z", "r", "c", "sq"))
-        vu, su = _ptr(cache.get("vu")), _ptr(cache.get("su"))
-        vw_all, sw_all = _ptr(cache.get("vw")), _ptr(cache.get("sw"))
-        vw = sw = None
-        step = B * H if train else 0
-        t0 = 0
-
-        def sublayer_out(Y, vhat, sd, rm, rv, sc, bi, G, Bn, C, ld):
-            # The part of a sublayer after its product: bias, or BN (train / inference).
-            if not bn:
-                k("bias_forward", Y, bi, G * Bn, C, ld)
-            elif train:
-                k("bn_forward_train", Y, vhat, sd, rm, rv, sc, bi, G, Bn, C, ld)
-            else:
-                k("bn_forward_infer", Y, rm, rv, sc, bi, G * Bn, C, ld)
-
-        for t in range(T):
-            if t % cs == 0:
-                # uz, ur, uh for steps [t, t + nc): xp = x @ U.T, then bias / BN.
-                t0 = t
-                nc = cs if t + cs <= T else T - t
-                k("gemm", xp, x + t * B * I, U, nc * B, H3, I, I, I, H3, 0, 1, 1, 0)
-                sublayer_out(xp, vu + t * B * H3 if train and bn else None,
-                             su + t * H3 if train and bn else None,
-                             rmean, rvar, scales, bias, nc, B, H3, H3)
-            hprev = h0 if t == 0 else y + (t - 1) * B * H
-            ht = y + t * B * H
-            xpt = xp + (t - t0) * B * H3
-            zt, rt, ct, sqt = z + t * step, r + t * step, c + t * step, sq + t * step
-            if train and bn:
-                vw = vw_all + t * B * H3
-                sw = sw_all + t * H3
-            if not self.reset_after:
-                # wz, wr: hp[:, 0:2H] = hprev @ [Wz; Wr].T
-                k("gemm", hp, hprev, W, B, 2 * H, H, H, H, H3, 0, 1, 1, 0)
-                sublayer_out(hp, vw, sw, rmean + H3, rvar + H3, scales + H3, bias + H3,
-                             1, B, 2 * H, H3)
-                k("gru_darknet_gates_forward", zt, rt, sqt, xpt, hp, hprev, B, H, H3, H3)
-                # wh: hp[:, 2H:3H] = s @ Wh.T
-                k("gemm", hp + 2 * H, sqt, W + 2 * H * H, B, H, H, H, H, H3, 0, 1, 1, 0)
-                sublayer_out(hp + 2 * H, None if vw is None else vw + 2 * H,
-                             None if sw is None else sw + 2 * H, rmean + 5 * H,
-                             rvar + 5 * H, scales + 5 * H, bias + 5 * H, 1, B, H, H3)
-                k("gru_darknet_state_forward", ct, ht, xpt + 2 * H, hp + 2 * H, zt, hprev,
-                  B, H, H3, H3, act)
-            else:
-                # wz, wr, wh in one product: hp (B, 3H) = hprev @ W.T
-                k("gemm", hp, hprev, W, B, H3, H, H, H, H3, 0, 1, 1, 0)
-                sublayer_out(hp, vw, sw, rmean + H3, rvar + H3, scales + H3, bias + H3,
-                             1, B, H3, H3)
-                k("gru_reset_after_forward", zt, rt, sqt if train else None, ct, ht, xpt,
-                  hp, hprev, B, H, H3, H3, act)
-
-    def backward(self, dy, dstate, dx, dh0, nthreads=1):
-        """dy (T, B, H) or None, dstate (B, H) or None; writes dx (T, B, I), dh0 (B, H).
-
-        Parameter gradients accumulate into ``grad``.  The gradient buffers
-        hold one chunk of steps; for the darknet variant without BN the u and
-        w sublayers' gradients are equal and share one buffer.  ``nthreads``
-        is ignored.
-        """
-        cupy = _cupy()
-        T, B, H, dt = self.cache_T, self.cache_B, self.outputs, self.dtype
-        if dstate is None:
-            dh0[...] = 0
-        else:
-            dh0[...] = dstate
-        rows = chunk_steps(T, B) * B
-        dau = cupy.empty((rows, 3 * H), dt)
-        daw = dau if (not self.reset_after and not self.bn) else cupy.empty((rows, 3 * H), dt)
-        ds = cupy.empty((B, H), dt)
-        self._backward(T, B, self.cache, _ptr(dy), _ptr(dx), _ptr(dh0), _ptr(dau),
-                       _ptr(daw), _ptr(ds))
-
-    def _backward(self, T, B, cache, dy, dx, dh, dau, daw, ds):
-        # Mirrors gru_cy._cpu.gru._backward call for call.
-        I, H, H3, act, bn = self.inputs, self.outputs, 3 * self.outputs, self.act, self.bn
-        k = self._k
-        cs = chunk_steps(T, B)
-        W = _ptr(self.theta) + H3 * I
-        scales = W + H3 * H + 6 * H
-        dbias = _ptr(self.grad) + H3 * I + H3 * H
-        dscales = dbias + 6 * H
-        hs = _ptr(cache["hs"])                  # (T+1, B, H): h0, then y
-        z, r, c, sq = (_ptr(cache[key]) for key in ("z", "r", "c", "sq"))
-        vw_all, sw_all = _ptr(cache.get("vw")), _ptr(cache.get("sw"))
-        for t in range(T - 1, -1, -1):
-            t0 = (t // cs) * cs
-            nc = cs if t0 + cs <= T else T - t0
-            hprev = hs + t * B * H
-            dyt = None if dy is None else dy + t * B * H
-            daut = dau + (t - t0) * B * H3
-            dawt = daw + (t - t0) * B * H3
-            zt, rt, ct, sqt = z + t * B * H, r + t * B * H, c + t * B * H, sq + t * B * H
-            vw = vw_all + t * B * H3 if bn else None
-            sw = sw_all + t * H3 if bn else None
-            if not self.reset_after:
-                # h = z*hprev + (1 - z)*c;  c = act(uh(x) + wh(s))
-                k("gru_darknet_gates_backward", daut, dawt, dh, dyt, zt, ct, hprev, B, H,
-                  H3, act)
-                if bn:
-                    k("bn_backward", dawt + 2 * H, dscales + 5 * H, dbias + 5 * H,
-                      vw + 2 * H, sw + 2 * H, scales + 5 * H, 1, B, H, H3)
-                # wh(s) = s @ Wh.T  ->  ds = dah_w @ Wh
-                k("gemm", ds, dawt + 2 * H, W + 2 * H * H, B, H, H, H3, H, H, 0, 0, 1, 0)
-                # s = r*hprev;  r = sig(ur(x) + wr(hprev))
-                k("gru_darknet_reset_backward", daut + H, dawt + H, dh, ds, rt, hprev, B,
-                  H, H3)
-                if bn:
-                    k("bn_backward", dawt, dscales + H3, dbias + H3, vw, sw, scales + H3,
-                      1, B, 2 * H, H3)
-                # [wz; wr](hprev) = hprev @ [Wz; Wr].T  ->  dh += [daz|dar]_w @ [Wz; Wr]
-                k("gemm", dh, dawt, W, B, H, 2 * H, H3, H, H, 0, 0, 1, 1)
-            else:
-                # c = act(uh(x) + r*wh(hprev)), z, r as above
-                k("gru_reset_after_backward", daut, dawt, dh, dyt, zt, rt, sqt, ct, hprev,
-                  B, H, H3, act)
-                if bn:
-                    k("bn_backward", dawt, dscales + H3, dbias + H3, vw, sw, scales + H3,
-                      1, B, H3, H3)
-                # [wz; wr; wh](hprev) = hprev @ W.T  ->  dh += daw @ W
-                k("gemm", dh, dawt, W, B, H, H3, H3, H, H, 0, 0, 1, 1)
-            if t == t0:
-                self._backward_chunk(B, cache, dx, dau, daw, t0, nc)
-
-    def _backward_chunk(self, B, cache, dx, dau, daw, t0, nc):
-        # Mirrors gru_cy._cpu.gru._backward_chunk: the per-chunk tail of the
-        # backward, steps [t0, t0 + nc); dau, daw hold their gradients (rows from 0).
-        I, H, H3 = self.inputs, self.outputs, 3 * self.outputs
-        k = self._k
-        R = nc * B
-        U = _ptr(self.theta)
-        scales = U + H3 * I + H3 * H + 6 * H
-        dU = _ptr(self.grad)
-        dW = dU + H3 * I
-        dbias = dW + H3 * H
-        dscales = dbias + 6 * H
-        hs = _ptr(cache["hs"]) + t0 * B * H     # h_{t-1} of the chunk
-        x = _ptr(cache["x"])
-        # u sublayers: BN (one group per step) or bias.
-        if self.bn:
-            k("bn_backward", dau, dscales, dbias, _ptr(cache["vu"]) + t0 * B * H3,
-              _ptr(cache["su"]) + t0 * H3, scales, nc, B, H3, H3)
-        else:
-            k("col_sum", dbias, dau, R, H3, H3)
-            k("col_sum", dbias + H3, daw, R, H3, H3)
-        # xp = x @ U.T  ->  dx = dau @ U;  dU += dau.T @ x
-        k("gemm", dx + t0 * B * I, dau, U, R, I, H3, H3, I, I, 0, 0, 1, 0)
-        k("gemm", dU, dau, x + t0 * B * I, H3, I, R, H3, I, I, 1, 0, 1, 1)
-        if not self.reset_after:
-            # dWz, dWr += daw_{z,r}.T @ hprev;  dWh += daw_h.T @ s
-            k("gemm", dW, daw, hs, 2 * H, H, R, H3, H, H, 1, 0, 1, 1)
-            k("gemm", dW + 2 * H * H, daw + 2 * H, _ptr(cache["sq"]) + t0 * B * H, H, H, R,
-              H3, H, H, 1, 0, 1, 1)
-        else:
-            # dW += daw.T @ hprev
-            k("gemm", dW, daw, hs, H3, H, R, H3, H, H, 1, 0, 1, 1)
-
-
-class _CudaBackend:
-    """What gru_cy.layer needs of a device: array module, engine, updates."""
-
-    name = "cuda"
-
-    def __init__(self):
-        self.xp = _cupy()
-        self.Engine = Engine
-
-    def lean_input(self, x, dtype, inputs):
-        """True when x is a C-contiguous CuPy array (T > 0, B > 0, inputs) of dtype."""
-        if type(x) is not self.xp.ndarray:
-            return False
-        shape = x.shape
-        return (len(shape) == 3 and x.dtype == dtype and shape[2] == inputs
-                and shape[0] > 0 and shape[1] > 0 and x.flags.c_contiguous)
-
-    # The CPU backend's signatures (trailing nthreads, ignored here).
-    @staticmethod
-    def sgd_update(w, u, g, n, n_decay, lr, momentum, decay, batch, clip, nthreads=1):
-        _call("sgd_update", w.dtype, (w, u, g, n, n_decay, lr, momentum, decay, batch, clip))
-
-    @staticmethod
-    def adam_update(w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip, nthreads=1):
-        _call("adam_update", w.dtype,
-              (w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip))
-
-    @staticmethod
-    def max_threads():
-        return 1
-
-
-_BACKEND = None
-
-
-def backend():
-    """The CUDA backend; ``RuntimeError`` saying why when CUDA is unavailable."""
-    global _BACKEND
-    if _BACKEND is None:
-        _BACKEND = _CudaBackend()
-    return _BACKEND

@@ -38,8 +38,9 @@ import tempfile
 
 import numpy as np
 
-from .network import (ACTIVATIONS, Connected, Cost, Network, Softmax, _host_array,
-                      _is_gru)
+from .backends import to_host
+from .layer import GRU
+from .nn import ACTIVATIONS, Connected, Cost, Network, Softmax
 
 __all__ = ["parse_cfg", "load_network", "network_from_cfg", "load_weights",
            "save_weights", "save_cfg", "cfg_text"]
@@ -122,7 +123,7 @@ def _opt(sec, key, default, kind, where):
 
 def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
                      num_threads=None):
-    """Build a :class:`~gru_cy.network.Network` from parsed cfg sections.
+    """Build a :class:`~gru_cy.nn.Network` from parsed cfg sections.
 
     Parameters
     ----------
@@ -139,7 +140,6 @@ def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
     -------
     Network
     """
-    from . import GRU
     net_sec = sections[0]
     if net_sec["type"] not in ("net", "network"):
         raise ValueError(f"cfg line {net_sec['line']}: expected the first section to "
@@ -273,7 +273,7 @@ def _layer_blocks(net, order):
     """For each layer with weights: (index, type, [(prefix, O, I, bn)])."""
     out = []
     for i, layer in enumerate(net.layers):
-        if _is_gru(layer):
+        if isinstance(layer, GRU):
             H, I = layer.outputs, layer.inputs
             subs = [(f"{s}.", H, I if s[0] == "u" else H, layer.batch_normalize)
                     for s in order]
@@ -392,7 +392,7 @@ def load_weights(net, path, gru_order=None):
 def weights_bytes(net):
     """The Darknet ``.weights`` content of ``net`` as bytes (see :func:`save_weights`)."""
     for i, layer in enumerate(net.layers):
-        if _is_gru(layer) and layer.variant != "darknet":
+        if isinstance(layer, GRU) and layer.variant != "darknet":
             raise ValueError(f"layer {i} [gru]: variant {layer.variant!r} cannot be "
                              f"saved in Darknet format (Darknet files hold the "
                              f"'darknet' variant only)")
@@ -412,7 +412,7 @@ def weights_bytes(net):
     for i, kind, layer, subs in _layer_blocks(net, GRU_ORDERS[net.gru_order]):
         for prefix, O, I, bn in subs:
             for key, _ in _arrays(prefix, O, I, bn):
-                a = _host_array(layer.params[key]).astype("<f4")
+                a = to_host(layer.params[key]).astype("<f4")
                 if key.endswith("weights") and transpose:
                     a = a.T
                 parts.append(np.ascontiguousarray(a).tobytes())
@@ -492,7 +492,7 @@ def _section(name, original, values):
 def cfg_text(net):
     """Darknet cfg text describing ``net`` (see :func:`save_cfg`)."""
     for i, layer in enumerate(net.layers):
-        if _is_gru(layer) and layer.variant != "darknet":
+        if isinstance(layer, GRU) and layer.variant != "darknet":
             raise ValueError(f"layer {i} [gru]: variant {layer.variant!r} cannot be "
                              f"written to a Darknet cfg (Darknet has the 'darknet' "
                              f"variant only)")
@@ -516,7 +516,7 @@ def cfg_text(net):
                      net_values)
     originals = getattr(net, "layer_options", None) or [{} for _ in net.layers]
     for layer, orig in zip(net.layers, originals):
-        if _is_gru(layer):
+        if isinstance(layer, GRU):
             lines += _section("gru", orig, {
                 "output": layer.outputs,
                 "batch_normalize": 1 if layer.batch_normalize else None,

@@ -70,6 +70,7 @@ import time
 import numpy as np
 from scipy.differentiate import derivative
 from gru_cy._validate import cli_number
+from gru_cy.backends import to_host
 
 VARIANTS = ("darknet", "reset_after")
 ACTIVATIONS = ("tanh", "logistic")
@@ -99,9 +100,7 @@ tolerance and the step keeps halving until rounding (``~ u |L| / h``) grows."""
 
 def _to_numpy(a):
     """Copy an array of any device (NumPy or CuPy) into a float64 NumPy array."""
-    if hasattr(a, "get") and not isinstance(a, np.ndarray):
-        a = a.get()
-    return np.array(a, dtype=np.float64)
+    return np.array(to_host(a), dtype=np.float64)
 
 
 class GradcheckResult:

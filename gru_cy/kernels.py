@@ -75,7 +75,8 @@ KERNELS = {
         "dau, daw: (B, 3H) rows of stride ldd, columns [0:H] and [2H:3H] written; "
         "dh (B, H) in/out; dy, z, c, hprev: (B, H).  g = dy + dh; "
         "daz = g*(hprev - c)*z*(1 - z); dah = g*(1 - z)*act'(c); "
-        "dau_z = daw_z = daz; dau_h = daw_h = dah; dh = g*z.  dy may be NULL (0)."),
+        "dau_z = daw_z = daz; dau_h = daw_h = dah; dh = g*z.  daw may be dau "
+        "(one shared buffer: written once)."),
     "gru_darknet_reset_backward": (
         "dau, daw, dh, ds, r, hprev, B, H, ldd",
         "dau, daw: column block [H:2H] (pointers at column H), rows of stride ldd; "
@@ -86,7 +87,7 @@ KERNELS = {
         "dau, daw: (B, 3H) rows of stride ldd; dh (B, H) in/out; others (B, H).  "
         "g = dy + dh; daz = g*(hprev - c)*z*(1 - z); dah = g*(1 - z)*act'(c); "
         "dq = dah*r; dar = dah*q*r*(1 - r); dau = [daz|dar|dah]; "
-        "daw = [daz|dar|dq]; dh = g*z.  dy may be NULL (0)."),
+        "daw = [daz|dar|dq]; dh = g*z."),
     "bn_backward": (
         "dY, dscales, dbiases, vhat, sd, scales, G, B, C, ld",
         "Layout as bn_forward_train.  dY holds dL/d(out) on entry and dL/dv on "
@@ -135,6 +136,57 @@ KERNEL_NAMES = tuple(KERNELS)
 twin as ``<name>_f32`` / ``<name>_f64``."""
 
 
+# ------------------------------------------------------------------ layout ---
+# Both engines lay a layer out the same way; this module is the one place that
+# says how.  gru_cy._cpu.engine checks at import that its compiled layout
+# (gru_cy/_cpu/layout.pxd) agrees.
+
+CHUNK_ROWS = 512
+"""Rows (steps x batch) per chunk of the input projection and of the backward's
+gradient buffers: big enough for efficient gemms, small enough that no
+(T, B, 3H) buffer is ever held.  Chunks depend on B only, never on threads."""
+
+
+def chunk_steps(T, B):
+    """Steps per chunk: ``CHUNK_ROWS // B``, at least 1, at most ``T``."""
+    return min(max(CHUNK_ROWS // B, 1), T)
+
+
+def param_layout(inputs, outputs, batch_normalize):
+    """Where each block of a layer's flat parameter vector ``theta`` lies.
+
+    ``theta`` holds U (3H, I), rows [uz; ur; uh]; W (3H, H), rows [wz; wr; wh];
+    the biases (6, H), rows uz, ur, uh, wz, wr, wh; with BN the scales (6, H) in
+    the same order.  The gradient vector has the same layout.  The weights come
+    first: SGD's weight decay applies to the elements before the biases.
+
+    Returns
+    -------
+    dict
+        ``"U"``, ``"W"``, ``"biases"``, ``"scales"`` (BN only) -> (offset in
+        elements, shape), in storage order.
+    """
+    I, H = int(inputs), int(outputs)
+    oW = 3 * H * I
+    ob = oW + 3 * H * H
+    out = {"U": (0, (3 * H, I)), "W": (oW, (3 * H, H)), "biases": (ob, (6, H))}
+    if batch_normalize:
+        out["scales"] = (ob + 6 * H, (6, H))
+    return out
+
+
+def param_size(inputs, outputs, batch_normalize):
+    """The length of a layer's flat parameter vector (:func:`param_layout`)."""
+    off, (rows, cols) = list(param_layout(inputs, outputs, batch_normalize).values())[-1]
+    return off + rows * cols
+
+
+def rolling_shape(outputs):
+    """The BN rolling statistics: (2, 6H), the means then the variances, each in
+    sublayer order uz, ur, uh, wz, wr, wh."""
+    return (2, 6 * int(outputs))
+
+
 def scratch_shapes(rows, B, H):
     """Per-shape scratch of a forward, as name -> shape (both engines).
 
@@ -172,3 +224,41 @@ def cache_size_per_step(batch_normalize, candidates=True):
     hold one chunk of about 512 rows (steps x batch), not T steps.
     """
     return (5 if candidates else 4) + (6 if batch_normalize else 0)
+
+
+# ------------------------------------------------ buffers both engines allocate ---
+# xp: the engine's array module (numpy or cupy); rows: the engine's own rows
+# per chunk (each engine sizes its buffers by the chunking it runs).
+
+def scratch(xp, rows, B, H, dtype):
+    """A forward's per-shape scratch (:func:`scratch_shapes`), zeroed; ``rows``:
+    the engine's rows per chunk, ``chunk_steps(T, B) * B``."""
+    return {k: xp.zeros(shape, dtype) for k, shape in scratch_shapes(rows, B, H).items()}
+
+
+def training_cache(xp, x, h0, H, batch_normalize, dtype, candidates=True, spare=None):
+    """A training forward's cache: the arrays of :func:`cache_shapes` (without
+    ``c`` where ``candidates`` is False), ``x`` (kept, not copied) and
+    ``hs[0]`` = ``h0`` (None: zeros).  ``spare``: an earlier cache whose arrays
+    are reused where all their shapes match (no fresh pages per training step).
+    """
+    T, B = x.shape[:2]
+    shapes = cache_shapes(T, B, H, batch_normalize)
+    if not candidates:
+        del shapes["c"]
+    cache = spare
+    if cache is None or set(cache) - {"x"} != set(shapes) or any(
+            cache[k].shape != shape for k, shape in shapes.items()):
+        cache = {k: xp.empty(shape, dtype) for k, shape in shapes.items()}
+    cache["x"] = x
+    cache["hs"][0] = 0 if h0 is None else h0
+    return cache
+
+
+def backward_buffers(xp, rows, B, H, dtype, shared):
+    """The backward's chunk buffers: ``dau`` and ``daw`` (``rows`` of a chunk,
+    3H), one array where ``shared`` (the u and w sublayers' gradients are
+    equal: darknet without BN), and ``ds`` (B, H)."""
+    dau = xp.empty((rows, 3 * H), dtype)
+    return {"dau": dau, "daw": dau if shared else xp.empty((rows, 3 * H), dtype),
+            "ds": xp.empty((B, H), dtype)}

@@ -28,7 +28,10 @@ import time
 
 import numpy as np
 
-from .network import Connected, Cost, Network, Softmax, _host_array
+from . import darknet
+from .backends import to_host
+from .layer import GRU
+from .nn import Connected, Cost, Network, Softmax
 from ._validate import cli_number
 
 __all__ = ["adding_batch", "copy_batch", "train_main", "generate_main", "Progress"]
@@ -142,7 +145,6 @@ class Progress:
 
 def _build(args, inputs, outputs, head, T, B):
     """[gru] -> [connected linear] -> head, as a Darknet-compatible Network."""
-    from . import GRU
     dtype = np.dtype(args.dtype)
     gru = GRU(inputs, args.hidden, variant="darknet", activation="tanh",
               optimizer=args.optimizer, dtype=dtype, device=args.device,
@@ -173,7 +175,7 @@ class _Adding:
         net = self.net
         net.reset_state()
         y = net.forward(x, train=True)
-        last = _host_array(y[-1])
+        last = to_host(y[-1])
         dy = np.zeros(y.shape, y.dtype)
         # Only the last step is scored.  The gradient of sum_b (y_last - t)^2 is
         # 2 (y_last - t); the update divides by batch=B, making it the mean.
@@ -184,7 +186,7 @@ class _Adding:
 
     def evaluate(self):
         self.net.reset_state()
-        y = _host_array(self.net.forward(self.eval_x))
+        y = to_host(self.net.forward(self.eval_x))
         self.net.reset_state()
         return float(np.mean((y[-1] - self.eval_t) ** 2))
 
@@ -210,7 +212,7 @@ class _Copy:
         x, labels, mask = copy_batch(self.rng, self.T, self.B, self.net.dtype)
         net = self.net
         net.reset_state()
-        p = _host_array(net.forward(x, train=True))
+        p = to_host(net.forward(x, train=True))
         onehot = np.zeros_like(p)
         np.put_along_axis(onehot, labels[:, :, None], 1, axis=2)
         # Cross-entropy over the recall steps only: dL/dlogits = (p - t) there.
@@ -222,7 +224,7 @@ class _Copy:
     def evaluate(self):
         x, labels, mask = self.eval
         self.net.reset_state()
-        p = _host_array(self.net.forward(x))
+        p = to_host(self.net.forward(x))
         self.net.reset_state()
         return self._xent(p, labels, mask)
 
@@ -414,8 +416,8 @@ def _run(job, task, args):
             f.write("\n")
     if args.save:
         stem = _stem(args.save)
-        job.net.save_cfg(stem + ".cfg")
-        job.net.save_weights(stem + ".weights")
+        darknet.save_cfg(job.net, stem + ".cfg")
+        darknet.save_weights(job.net, stem + ".weights")
         print(f"saved {stem}.cfg and {stem}.weights")
     if args.plot:
         _plot(args.plot, history, evals, job.baseline, task)
@@ -463,12 +465,11 @@ def generate_main(argv=None):
     """``gru-cy generate``: prints the seed text and the sampled continuation."""
     p = generate_parser()
     args = p.parse_args(argv)
-    from .darknet import load_network
     for name in ("cfg", "weights"):
         if not os.path.isfile(getattr(args, name)):
             p.error(f"--{name}: no such file: {getattr(args, name)}")
     try:
-        net = load_network(args.cfg, args.weights)
+        net = darknet.load_network(args.cfg, args.weights)
     except ValueError as e:
         p.error(str(e))
     if net.inputs != 256 or net.outputs != 256:
@@ -480,14 +481,14 @@ def generate_main(argv=None):
     out = bytearray(seed)
     p_next = None
     for b in seed:
-        p_next = _host_array(net.predict(eye[b][None, None, :]))[0, 0]
+        p_next = to_host(net.predict(eye[b][None, None, :]))[0, 0]
     for _ in range(args.length):
         logp = np.log(np.maximum(p_next.astype(np.float64), 1e-300)) / args.temperature
         q = np.exp(logp - logp.max())
         q /= q.sum()
         b = int(rng.choice(256, p=q))
         out.append(b)
-        p_next = _host_array(net.predict(eye[b][None, None, :]))[0, 0]
+        p_next = to_host(net.predict(eye[b][None, None, :]))[0, 0]
     sys.stdout.buffer.write(bytes(out) + b"\n")
     sys.stdout.flush()
     return 0

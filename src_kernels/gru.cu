@@ -137,7 +137,7 @@ __device__ void gru_reset_after_forward_body(T* z, T* r, T* q, T* c, T* h,
 // ---- backward ---------------------------------------------------------------
 
 // dau, daw: (B, 3H) rows of stride ldd, columns [0:H] and [2H:3H] written;
-// dh (B, H) in/out; dy (NULL = 0), z, c, hprev: (B, H).
+// dh (B, H) in/out; dy, z, c, hprev: (B, H).
 // Differentiates  h = z*hprev + (1 - z)*c,  c = act(a_h),  z = sig(a_z):
 //   g = dy + dh;  daz = g*(hprev - c)*z*(1 - z);  dah = g*(1 - z)*act'(c)
 //   dau_z = daw_z = daz;  dau_h = daw_h = dah;  dh = g*z
@@ -148,7 +148,7 @@ __device__ void gru_darknet_gates_backward_body(T* dau, T* daw, T* dh, const T* 
                                                 int act) {
     for (long long i = global_index(); i < B * H; i += grid_stride()) {
         const long long b = i / H, j = i % H;
-        const T g = (dy ? dy[i] : T(0)) + dh[i];
+        const T g = dy[i] + dh[i];
         const T zi = z[i], ci = c[i];
         const T daz = g * (hprev[i] - ci) * zi * (T(1) - zi);
         const T dah = g * (T(1) - zi) * activate_gradient(ci, act);
@@ -189,7 +189,7 @@ __device__ void gru_reset_after_backward_body(T* dau, T* daw, T* dh, const T* dy
                                               long long H, long long ldd, int act) {
     for (long long i = global_index(); i < B * H; i += grid_stride()) {
         const long long b = i / H, j = i % H;
-        const T g = (dy ? dy[i] : T(0)) + dh[i];
+        const T g = dy[i] + dh[i];
         const T zi = z[i], ri = r[i], ci = c[i];
         const T daz = g * (hprev[i] - ci) * zi * (T(1) - zi);
         const T dah = g * (T(1) - zi) * activate_gradient(ci, act);

@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from gru_cy import GRU
-from gru_cy._cpu.gru import fused_team_size, have_openmp, num_procs, tune_trace
+from gru_cy._cpu.team import fused_team_size, have_openmp, num_procs, tune_trace
 
 TEAM, ONE = 1, 0
 two_threads = pytest.mark.skipif(not have_openmp(),

@@ -6,7 +6,7 @@ let a thread through one round early fails this within a few rounds (an await
 that waited one epoch short read 1917 wrong values in 2000 rounds)."""
 import pytest
 
-from gru_cy._cpu.gru import barrier_check, have_openmp
+from gru_cy._cpu.team import barrier_check, have_openmp
 
 needs_openmp = pytest.mark.skipif(not have_openmp(), reason="built without OpenMP")
 

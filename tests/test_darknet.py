@@ -12,7 +12,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from gru_cy import GRU, darknet
-from gru_cy.network import Connected, Network, Softmax, Cost
+from gru_cy.nn import Connected, Network, Softmax, Cost
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 CFG = os.path.join(DATA, "net_chargru_tiny.cfg")
@@ -86,14 +86,14 @@ def test_chargru_predict_over_six_calls(ref, dtype):
 def test_save_load_gives_identical_bytes_and_numbers(ref, tmp_path):
     net = darknet.load_network(CFG, WEIGHTS)
     out = tmp_path / "copy.weights"
-    net.save_weights(out)
+    darknet.save_weights(net, out)
     assert _read(out) == _read(WEIGHTS)
     cfg = tmp_path / "copy.cfg"
-    net.save_cfg(cfg)
+    darknet.save_cfg(net, cfg)
     net2 = darknet.load_network(cfg, out)
     for c in range(int(ref["ncalls"])):
         assert_allclose(net2.predict(ref["input"][c]), ref["output"][c], rtol=0, atol=ATOL)
-    net2.save_weights(tmp_path / "again.weights")
+    darknet.save_weights(net2, tmp_path / "again.weights")
     assert _read(tmp_path / "again.weights") == _read(WEIGHTS)
 
 
@@ -204,7 +204,7 @@ def test_alexeyab_order_refused_by_default_and_loaded_explicitly(tmp_path, ref):
         assert_allclose(net.layers[1].params[f"{s}.weights"], ref[f"layer1_{s}_weights"],
                         rtol=0, atol=0)
     assert_allclose(net.predict(ref["input"][0]), ref["output"][0], rtol=0, atol=ATOL)
-    net.save_weights(tmp_path / "back.weights")
+    darknet.save_weights(net, tmp_path / "back.weights")
     assert _read(tmp_path / "back.weights") == alexey
 
 
@@ -246,7 +246,7 @@ def test_old_headers_and_transposed_weights(tmp_path, ref, major, minor, seen_fm
     assert_allclose(net.layers[1].params["uh.weights"], ref["layer1_uh_weights"],
                     rtol=0, atol=0)
     assert_allclose(net.predict(ref["input"][0]), ref["output"][0], rtol=0, atol=ATOL)
-    net.save_weights(tmp_path / "back.weights")
+    darknet.save_weights(net, tmp_path / "back.weights")
     assert _read(tmp_path / "back.weights") == blob
 
 
@@ -268,8 +268,8 @@ def _bn_network(seed=3):
 
 def test_bn_network_round_trip(tmp_path):
     net = _bn_network()
-    net.save_cfg(tmp_path / "bn.cfg")
-    net.save_weights(tmp_path / "bn.weights")
+    darknet.save_cfg(net, tmp_path / "bn.cfg")
+    darknet.save_weights(net, tmp_path / "bn.weights")
     net2 = darknet.load_network(tmp_path / "bn.cfg", tmp_path / "bn.weights")
     assert (net2.batch, net2.subdivisions, net2.time_steps) == (3, 2, 4)
     assert net2.update_batch == 24
@@ -279,7 +279,7 @@ def test_bn_network_round_trip(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 4, 3, 5)).astype(np.float32)
     for c in range(2):
         assert_allclose(net2.predict(x[c]), net.predict(x[c]), rtol=0, atol=0)
-    net2.save_weights(tmp_path / "bn2.weights")
+    darknet.save_weights(net2, tmp_path / "bn2.weights")
     assert _read(tmp_path / "bn2.weights") == _read(tmp_path / "bn.weights")
     # Header 20 bytes; floats: GRU 5->6 with BN 3*(6+30+18) + 3*(6+36+18) = 342,
     # GRU 6->4 3*(4+24+12) + 3*(4+16+12) = 216, connected 4->3 3+12+9 = 24.
@@ -305,7 +305,7 @@ def test_bn_gru_network_matches_darknet_layer_vectors(tmp_path):
         assert_allclose(net.predict(d["calls_input"][c]), d["calls_output"][c],
                         rtol=0, atol=ATOL_BN)
         assert_allclose(net.layers[0].state, d["calls_state"][c], rtol=0, atol=ATOL_BN)
-    net.save_weights(tmp_path / "back.weights")
+    darknet.save_weights(net, tmp_path / "back.weights")
     assert _read(tmp_path / "back.weights") == _read(weights)
 
 
@@ -315,9 +315,9 @@ def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
     # Not representable: a reset_after GRU.
     bad = Network([GRU(10, 4, variant="reset_after"), Connected(4, 2)], 10)
     with pytest.raises(ValueError, match="reset_after.*Darknet"):
-        bad.save_weights(target)
+        darknet.save_weights(bad, target)
     with pytest.raises(ValueError, match="reset_after"):
-        bad.save_cfg(tmp_path / "net.cfg")
+        darknet.save_cfg(bad, tmp_path / "net.cfg")
     assert _read(target) == _read(WEIGHTS)
     # An I/O failure while replacing: the old file stays, no temporary is left.
     net = darknet.load_network(CFG, WEIGHTS)
@@ -328,7 +328,7 @@ def test_failed_save_leaves_old_file_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        net.save_weights(target)
+        darknet.save_weights(net, target)
     assert _read(target) == _read(WEIGHTS)
     assert sorted(os.listdir(tmp_path)) == ["net.weights"]
 

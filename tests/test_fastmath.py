@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-gru = pytest.importorskip("gru_cy._cpu.gru", reason="the Cython engine is not built")
+cell = pytest.importorskip("gru_cy._cpu.cell", reason="the Cython engine is not built")
 
 F32 = np.finfo(np.float32)
 TINY = float(F32.tiny)          # FLT_MIN, the smallest normal float32
@@ -66,8 +66,8 @@ def sweep():
 
 @pytest.mark.parametrize("name", ["logistic", "tanh"])
 def test_absolute_error_bound(sweep, name):
-    fast, ref = (gru.fast_logistic_f32, logistic_ref) if name == "logistic" \
-        else (gru.fast_tanh_f32, tanh_ref)
+    fast, ref = (cell.fast_logistic_f32, logistic_ref) if name == "logistic" \
+        else (cell.fast_tanh_f32, tanh_ref)
     y = fast(sweep)
     assert y.dtype == np.float32 and y.shape == sweep.shape
     assert_allclose(y.astype(np.float64), ref(sweep), rtol=0, atol=ATOL)
@@ -75,8 +75,8 @@ def test_absolute_error_bound(sweep, name):
 
 @pytest.mark.parametrize("name", ["logistic", "tanh"])
 def test_relative_error_bound_on_normal_results(sweep, name):
-    fast, ref = (gru.fast_logistic_f32, logistic_ref) if name == "logistic" \
-        else (gru.fast_tanh_f32, tanh_ref)
+    fast, ref = (cell.fast_logistic_f32, logistic_ref) if name == "logistic" \
+        else (cell.fast_tanh_f32, tanh_ref)
     want = ref(sweep)
     keep = np.abs(want) >= TINY
     y = fast(sweep[keep]).astype(np.float64)
@@ -90,25 +90,25 @@ def test_logistic_special_values():
     # flushed to 0 (documented in fastmath.h).
     want = np.array([0.5, 0.5, 0.5, 0.5, 1.0, 0.0, 0.0] + [1.0] * 3 + [0.0] * 3,
                     dtype=np.float32)
-    assert_array_equal(gru.fast_logistic_f32(x), want)
-    assert np.isnan(gru.fast_logistic_f32(np.array([np.nan, -np.nan], np.float32))).all()
+    assert_array_equal(cell.fast_logistic_f32(x), want)
+    assert np.isnan(cell.fast_logistic_f32(np.array([np.nan, -np.nan], np.float32))).all()
 
 
 def test_tanh_special_values():
     x = np.array([9.1, 20.0, 88.0] + BIG, dtype=np.float32)
-    assert_array_equal(gru.fast_tanh_f32(x), np.ones_like(x))
-    assert_array_equal(gru.fast_tanh_f32(-x), -np.ones_like(x))
-    assert np.isnan(gru.fast_tanh_f32(np.array([np.nan, -np.nan], np.float32))).all()
-    zeros = gru.fast_tanh_f32(np.array([0.0, -0.0], np.float32))
+    assert_array_equal(cell.fast_tanh_f32(x), np.ones_like(x))
+    assert_array_equal(cell.fast_tanh_f32(-x), -np.ones_like(x))
+    assert np.isnan(cell.fast_tanh_f32(np.array([np.nan, -np.nan], np.float32))).all()
+    zeros = cell.fast_tanh_f32(np.array([0.0, -0.0], np.float32))
     assert_array_equal(np.signbit(zeros), [False, True])
     # |x| < 2^-12: tanh(x) = x(1 - x^2/3 + ...) rounds to x itself.
     tiny = np.geomspace(1e-45, 2.0**-12, 2001).astype(np.float32)
-    assert_array_equal(gru.fast_tanh_f32(tiny), tiny)
-    assert_array_equal(gru.fast_tanh_f32(-tiny), -tiny)
+    assert_array_equal(cell.fast_tanh_f32(tiny), tiny)
+    assert_array_equal(cell.fast_tanh_f32(-tiny), -tiny)
 
 
 def test_tanh_is_exactly_odd(sweep):
-    assert_array_equal(gru.fast_tanh_f32(-sweep), -gru.fast_tanh_f32(sweep))
+    assert_array_equal(cell.fast_tanh_f32(-sweep), -cell.fast_tanh_f32(sweep))
 
 
 # ------------------------------------------------------------ row kernels ---
@@ -135,43 +135,48 @@ def _case(dtype, B, H, seed):
         dy=f(B, H), dh=f(B, H))
 
 
-def _run(name, a, act, dy_none=False, shared=False, nthreads=1):
-    """Run one row kernel on copies of case a; return its outputs (float64)."""
+def _run(name, a, act, shared=False, nthreads=1):
+    """Run one row kernel on copies of case a; return its outputs (float64).
+
+    The wrappers take flat arrays: ``f(m)[k:]`` stands for a pointer k elements
+    into the (B, 3H) matrix m (a column block of its rows)."""
     B, H = a["hprev"].shape
     H3, dt = 3 * H, a["hprev"].dtype
     o = [np.full((B, H), 7, dt) for _ in range(5)]
     dau = np.full((B, H3), 7, dt)
     daw = dau if shared else np.full((B, H3), 7, dt)
     dh = a["dh"].copy()
-    dy = None if dy_none else a["dy"]
+    f = {k: v.reshape(-1) for k, v in a.items()}
+    of = [v.reshape(-1) for v in o]
+    fu, fw = dau.reshape(-1), daw.reshape(-1)
     if name == "darknet_gates_forward":
-        gru.py_gru_darknet_gates_forward(o[0], o[1], o[2], a["xp"], a["hp"], a["hprev"],
-                                         B, H, H3, H3, nthreads)
+        cell.py_gru_darknet_gates_forward(of[0], of[1], of[2], f["xp"], f["hp"], f["hprev"],
+                                          B, H, H3, H3, nthreads)
         out = o[:3]
     elif name == "darknet_state_forward":
-        gru.py_gru_darknet_state_forward(o[0], o[1], a["xp"][:, 2 * H:], a["hp"][:, 2 * H:],
-                                         a["z"], a["hprev"], B, H, H3, H3, act, nthreads)
+        cell.py_gru_darknet_state_forward(of[0], of[1], f["xp"][2 * H:], f["hp"][2 * H:],
+                                          f["z"], f["hprev"], B, H, H3, H3, act, nthreads)
         out = o[:2]
     elif name == "reset_after_forward":
-        gru.py_gru_reset_after_forward(*o, a["xp"], a["hp"], a["hprev"], B, H, H3, H3,
-                                       act, nthreads)
+        cell.py_gru_reset_after_forward(*of, f["xp"], f["hp"], f["hprev"], B, H, H3, H3,
+                                        act, nthreads)
         out = o
     elif name == "darknet_gates_backward":
-        gru.py_gru_darknet_gates_backward(dau, daw, dh, dy, a["z"], a["c"], a["hprev"],
-                                          B, H, H3, act, nthreads)
+        cell.py_gru_darknet_gates_backward(fu, fw, dh.reshape(-1), f["dy"], f["z"], f["c"],
+                                           f["hprev"], B, H, H3, act, nthreads)
         out = [dau, daw, dh]
     elif name == "darknet_reset_backward":
-        gru.py_gru_darknet_reset_backward(dau[:, H:], daw[:, H:], dh, a["ds"], a["r"],
-                                          a["hprev"], B, H, H3, nthreads)
+        cell.py_gru_darknet_reset_backward(fu[H:], fw[H:], dh.reshape(-1), f["ds"], f["r"],
+                                           f["hprev"], B, H, H3, nthreads)
         out = [dau, daw, dh]
     else:
-        gru.py_gru_reset_after_backward(dau, daw, dh, dy, a["z"], a["r"], a["q"], a["c"],
-                                        a["hprev"], B, H, H3, act, nthreads)
+        cell.py_gru_reset_after_backward(fu, fw, dh.reshape(-1), f["dy"], f["z"], f["r"],
+                                         f["q"], f["c"], f["hprev"], B, H, H3, act, nthreads)
         out = [dau, daw, dh]
     return [v.astype(np.float64) for v in out]
 
 
-def _expected(name, a, act, dy_none=False, shared=False):
+def _expected(name, a, act, shared=False):
     """The contract (gru_cy/kernels.py) in float64 NumPy; 7 marks unwritten."""
     a = {k: v.astype(np.float64) for k, v in a.items()}
     B, H = a["hprev"].shape
@@ -194,7 +199,7 @@ def _expected(name, a, act, dy_none=False, shared=False):
         d = np.hstack([seven, dar, seven])
         return [d, d, a["dh"] + a["ds"] * r]
     z, c = a["z"], a["c"]
-    g = a["dh"] + (0 if dy_none else a["dy"])
+    g = a["dh"] + a["dy"]
     daz = g * (a["hprev"] - c) * z * (1 - z)
     dah = g * (1 - z) * _act_grad(c, act)
     if name == "darknet_gates_backward":
@@ -221,16 +226,14 @@ def test_row_kernels_follow_the_contract(name, H, dtype):
     # H not a multiple of the vector width: the loops' remainders.
     a = _case(dtype, 3, H, seed=H)
     for act in (0, 1):
-        for dy_none in (False, True):
-            for shared in (False, True):
-                if shared and "backward" not in name:
-                    continue
-                got = _run(name, a, act, dy_none, shared)
-                want = _expected(name, a, act, dy_none, shared)
-                for i, (g, w) in enumerate(zip(got, want)):
-                    assert_allclose(g, w, **TOL[dtype],
-                                    err_msg=f"{name} act={act} dy_none={dy_none} "
-                                            f"shared={shared} output {i}")
+        for shared in (False, True):
+            if shared and "backward" not in name:
+                continue
+            got = _run(name, a, act, shared)
+            want = _expected(name, a, act, shared)
+            for i, (g, w) in enumerate(zip(got, want)):
+                assert_allclose(g, w, **TOL[dtype],
+                                err_msg=f"{name} act={act} shared={shared} output {i}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -4,7 +4,6 @@ the CUDA launchers of gru_cy.cuda and the Cython engine's test wrappers."""
 import glob
 import inspect
 import os
-import re
 
 import pytest
 
@@ -75,20 +74,9 @@ def test_cpu_engine_implements_exactly_the_kernel_list():
     assert set(_cpu().CPU_KERNELS) == set(KERNEL_NAMES)
 
 
-_SIG = re.compile(r"^\s*py_(\w+)\((.*)\)")
-
-
 @pytest.mark.parametrize("name", KERNEL_NAMES)
 def test_cpu_wrapper_argument_order(name):
-    # Cython embeds the signature in the docstring (embedsignature=True):
-    # "py_<name>(Y, bias, Py_ssize_t R, ..., int nthreads=1)".
-    fn = _cpu().cpu_kernel(name)
-    m = _SIG.match(fn.__doc__ or "")
-    if m is None or m.group(1) != name:
-        pytest.skip(f"py_{name} carries no embedded signature")
-    names = []
-    for decl in m.group(2).split(","):
-        decl = decl.split("=")[0].strip()
-        names.append(decl.split()[-1])
+    # py_<name>(<the contract's arguments>, nthreads=1)
+    names = tuple(inspect.signature(_cpu().cpu_kernel(name)).parameters)
     assert names[-1] == "nthreads"
-    assert tuple(names[:-1]) == cuda.contract_args(name)
+    assert names[:-1] == cuda.contract_args(name)

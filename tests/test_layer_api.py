@@ -309,7 +309,7 @@ def test_omp_num_threads_1_and_2_give_identical_bits():
     shape big enough to run every kernel in parallel gives the same bits."""
     script = textwrap.dedent("""
         import hashlib, numpy as np, gru_cy
-        from gru_cy._cpu import gru
+        from gru_cy._cpu import team
         rng = np.random.default_rng(0)
         h = hashlib.sha256()
         for variant in ("darknet", "reset_after"):
@@ -320,7 +320,7 @@ def test_omp_num_threads_1_and_2_give_identical_bits():
                 dx = layer.backward(rng.standard_normal(y.shape).astype(np.float32))
                 for a in [y, dx, layer.dh0] + [layer.grads[k] for k in sorted(layer.grads)]:
                     h.update(np.ascontiguousarray(a).tobytes())
-        print(gru.max_threads(), h.hexdigest())
+        print(team.max_threads(), h.hexdigest())
     """)
     out = {}
     for n in ("1", "2"):
@@ -339,7 +339,7 @@ def test_omp_num_threads_1_and_2_give_identical_bits():
                                           ("reset_after", "blas")])
 @pytest.mark.parametrize("threshold", [0, 10 ** 9])
 def test_training_cache_is_the_documented_size(bn, variant, gemm, threshold):
-    from gru_cy._cpu.gru import c_recompute_threshold
+    from gru_cy._cpu.engine import c_recompute_threshold
     from gru_cy.kernels import cache_size_per_step
     T, B, I, H = 6, 3, 2, 5
     layer = gru_cy.GRU(I, H, batch_normalize=bn, seed=0, variant=variant, gemm=gemm)
@@ -366,7 +366,7 @@ def test_recomputed_candidates_give_the_same_bits(dtype, activation):
     # the one that reads the stored c: every output and gradient bit-equal.
     # Shapes: one step per chunk and several chunks (T * B > 512 rows), the
     # batch mode (B >= 32), B <= 3 (the direct gemm path), 1 and 2 threads.
-    from gru_cy._cpu.gru import c_recompute_threshold
+    from gru_cy._cpu.engine import c_recompute_threshold
     rng = np.random.default_rng(4)
     for T, B, I, H in [(7, 1, 6, 40), (600, 1, 5, 16), (20, 40, 12, 20), (3, 2, 5, 33),
                        (9, 32, 40, 96)]:

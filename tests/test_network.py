@@ -6,8 +6,9 @@ from numpy.testing import assert_allclose
 from gru_cy import GRU
 from gru_cy._cpu import net as cnet
 from gru_cy.kernels import ACTIVATIONS
-from gru_cy.network import (Connected, Cost, Network, Softmax, _act_xp, _grad_xp, mse,
-                            softmax, softmax_cross_entropy)
+from gru_cy.nn import Connected, Cost, Network, Softmax, mse, softmax, softmax_cross_entropy
+
+from kernel_oracles import act as act_ref, act_grad as act_grad_ref
 
 # Cython kernels vs the NumPy formulas: both evaluate Darknet's formula, the
 # kernel in double then rounded, NumPy in the array's precision: a few ulps.
@@ -41,12 +42,13 @@ def test_activation_kernels(dtype, act):
     assert_allclose(outs[0], outs[1], rtol=0, atol=0)       # thread count changes nothing
     y = outs[0]
     assert np.all(np.isfinite(y))
-    assert_allclose(y, _act_xp(np, v.astype(np.float64), code), rtol=KTOL[dtype],
+    assert_allclose(y, act_ref(v.astype(np.float64), code), rtol=KTOL[dtype],
                     atol=KTOL[dtype])
     d = rng.standard_normal(v.size).astype(dtype)
     dd = d.copy()
     cnet.py_activation_backward(dd, y, dd.size, code, 2)
-    assert_allclose(dd, d * _grad_xp(np, y, code), rtol=KTOL[dtype], atol=KTOL[dtype])
+    assert_allclose(dd, d * act_grad_ref(y.astype(np.float64), code), rtol=KTOL[dtype],
+                    atol=KTOL[dtype])
 
 
 def test_kernel_wrappers_validate():
@@ -55,9 +57,9 @@ def test_kernel_wrappers_validate():
         cnet.py_activation_forward(y, 4, 13, 1)
     with pytest.raises(ValueError, match="at least 5"):
         cnet.py_activation_forward(y, 5, 0, 1)
-    with pytest.raises(TypeError, match="float32 or float64"):
+    with pytest.raises(TypeError, match="No matching signature"):
         cnet.py_activation_forward(np.zeros(4, np.int32), 4, 0, 1)
-    with pytest.raises(TypeError, match="Y: expected the dtype"):
+    with pytest.raises(ValueError, match="dtype mismatch"):
         cnet.py_activation_backward(y, np.zeros(4), 4, 0, 1)
 
 
@@ -104,7 +106,7 @@ def _reference_connected(layer, x):
         v = (v - layer.params["rolling_mean"]) / (np.sqrt(layer.params["rolling_variance"])
                                                  + 1e-6)
         v = layer.params["scales"] * v
-    return _act_xp(np, v + layer.params["biases"], ACTIVATIONS.index(layer.activation))
+    return act_ref(v + layer.params["biases"], ACTIVATIONS.index(layer.activation))
 
 
 @pytest.mark.parametrize("act", ["linear", "logistic", "tanh", "leaky", "elu"])
@@ -164,7 +166,7 @@ def test_connected_grads_accumulate_and_bn_needs_two_rows():
         bn.forward(np.ones((1, 3), np.float32), train=True)
     with pytest.raises(ValueError, match=r"x: expected shape \(R, 3\)"):
         bn.forward(np.ones((2, 4), np.float32))
-    with pytest.raises(TypeError, match="x: expected a floating array"):
+    with pytest.raises(TypeError, match="x: expected a floating-point array"):
         bn.forward(np.ones((2, 3), np.int64))
     with pytest.raises(ValueError, match="backward: expected a preceding"):
         Connected(3, 2).backward(np.ones((1, 2), np.float32))

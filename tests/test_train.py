@@ -95,7 +95,7 @@ def test_save_writes_a_loadable_darknet_network(tmp_path):
     assert net.layers[0].activation == "tanh"
     y = net.predict(np.zeros((10, 3, 2), np.float32))
     assert y.shape == (10, 3, 1) and np.all(np.isfinite(y))
-    net.save_weights(tmp_path / "again.weights")
+    darknet.save_weights(net, tmp_path / "again.weights")
     assert (tmp_path / "again.weights").read_bytes() == (tmp_path / "adding.weights").read_bytes()
 
 

@@ -1,7 +1,7 @@
 """The Cython CPU engine.  ``CPU_KERNELS`` lists the kernels it implements."""
 import importlib
 
-_MODULES = ("gemm", "gru", "update", "net")
+_MODULES = ("gemm", "cell", "update", "net")
 
 
 def _collect():

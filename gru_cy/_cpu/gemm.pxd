@@ -5,39 +5,26 @@
 # fixed order on one thread, so results do not depend on nthreads.
 from cython cimport floating
 
-cdef void sgemm(float* C, const float* A, const float* B,
-                Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                bint transA, bint transB, float alpha, float beta,
-                int nthreads) noexcept nogil
+# The native gemm (gemm_kernels.h): packed, cache-blocked, threaded over tiles.
+cdef void gemm(floating* C, const floating* A, const floating* B,
+               Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+               Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+               bint transA, bint transB, floating alpha, floating beta,
+               int nthreads) noexcept nogil
 
-cdef void dgemm(double* C, const double* A, const double* B,
-                Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                bint transA, bint transB, double alpha, double beta,
-                int nthreads) noexcept nogil
+# SciPy's BLAS (scipy.linalg.cython_blas), for gemm="blas"; its own threads.
+cdef void gemm_blas(floating* C, const floating* A, const floating* B,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA, bint transB, floating alpha, floating beta) noexcept nogil
 
-# gemm_mode: 0 = native (ours), 1 = SciPy's BLAS (scipy.linalg.cython_blas).
-cdef inline void gemm(floating* C, const floating* A, const floating* B,
-                      Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                      Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                      bint transA, bint transB, floating alpha, floating beta,
-                      int nthreads) noexcept nogil:
-    if floating is float:
-        sgemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
-    else:
-        dgemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
-
-
-cdef void sgemm_blas(float* C, const float* A, const float* B,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                     bint transA, bint transB, float alpha, float beta) noexcept nogil
-
-cdef void dgemm_blas(double* C, const double* A, const double* B,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                     bint transA, bint transB, double alpha, double beta) noexcept nogil
+# The native gemm with op(B) packed in advance (prepack): the blocked path reads
+# Bpre, the others B.  Same arithmetic, same bits as gemm.
+cdef void gemm_pre(floating* C, const floating* A, const floating* B, const floating* Bpre,
+                   Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                   bint transA, bint transB, floating alpha, floating beta,
+                   int nthreads) noexcept nogil
 
 # The drivers call gemm_sel: use_blas selects SciPy's BLAS (gemm="blas").
 cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const floating* B,
@@ -45,76 +32,10 @@ cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const f
                           Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
                           bint transA, bint transB, floating alpha, floating beta,
                           int nthreads) noexcept nogil:
-    if not use_blas:
+    if use_blas:
+        gemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
+    else:
         gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
-    elif floating is float:
-        sgemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
-    else:
-        dgemm_blas(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
-
-
-# C (M, N) = A (M, K) @ B.T + bias (B stored (N, K)), M <= GEMV_MAX_M: one
-# thread, no plan; the same bits as gemm (alpha 1, beta 0) and a bias pass.
-# GEMV_MAX_M is gemm_kernels.h's GK_DIRECT_MAX_M (gemm.pyx checks at import).
-cdef enum:
-    GEMV_MAX_M = 3
-
-cdef void sgemv_bias(float* C, const float* A, const float* B, const float* bias,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
-                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil
-
-cdef void dgemv_bias(double* C, const double* A, const double* B, const double* bias,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
-                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil
-
-
-cdef inline void gemv_bias(floating* C, const floating* A, const floating* B,
-                           const floating* bias, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                           Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
-    if floating is float:
-        sgemv_bias(C, A, B, bias, M, N, K, lda, ldb, ldc)
-    else:
-        dgemv_bias(C, A, B, bias, M, N, K, lda, ldb, ldc)
-
-
-# Prepacked B: op(B) (K, N) packed once (prepack, prepack_size elements) for
-# many products with the same B; gemm_pre reads it where the blocked path runs
-# and B itself elsewhere.  Same arithmetic, same bits as gemm.  prepack_part
-# packs part `part` of `nparts` (whole column panels), so that threads can
-# share the packing; all parts together are prepack's output.
-cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogil
-
-cdef void sprepack(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, int part, int nparts, float* out) noexcept nogil
-
-cdef void dprepack(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, int part, int nparts, double* out) noexcept nogil
-
-cdef void sgemm_pre(float* C, const float* A, const float* B, const float* Bpre,
-                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                    bint transA, bint transB, float alpha, float beta,
-                    int nthreads) noexcept nogil
-
-cdef void dgemm_pre(double* C, const double* A, const double* B, const double* Bpre,
-                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                    bint transA, bint transB, double alpha, double beta,
-                    int nthreads) noexcept nogil
-
-
-cdef inline void prepack(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                         bint transB, floating* out) noexcept nogil:
-    prepack_part(B, N, K, ldb, transB, 0, 1, out)
-
-
-cdef inline void prepack_part(const floating* B, Py_ssize_t N, Py_ssize_t K,
-                              Py_ssize_t ldb, bint transB, int part, int nparts,
-                              floating* out) noexcept nogil:
-    if floating is float:
-        sprepack(B, N, K, ldb, transB, part, nparts, out)
-    else:
-        dprepack(B, N, K, ldb, transB, part, nparts, out)
 
 
 # gemm_sel with an optional prepacked B (NULL: plain gemm_sel).
@@ -127,9 +48,32 @@ cdef inline void gemm_sel_pre(bint use_blas, floating* C, const floating* A,
     if use_blas or Bpre == NULL:
         gemm_sel(use_blas, C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta,
                  nthreads)
-    elif floating is float:
-        sgemm_pre(C, A, B, Bpre, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta,
-                  nthreads)
     else:
-        dgemm_pre(C, A, B, Bpre, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta,
-                  nthreads)
+        gemm_pre(C, A, B, Bpre, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta,
+                 nthreads)
+
+
+# C (M, N) = A (M, K) @ B.T + bias (B stored (N, K)), M <= GEMV_MAX_M: one
+# thread, no plan; the same bits as gemm (alpha 1, beta 0) and a bias pass.
+# GEMV_MAX_M is gemm_kernels.h's GK_DIRECT_MAX_M (gemm.pyx checks at import).
+cdef enum:
+    GEMV_MAX_M = 3
+
+cdef void gemv_bias(floating* C, const floating* A, const floating* B,
+                    const floating* bias, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil
+
+
+# Prepacked B: op(B) (K, N) packed once (prepack, prepack_size elements) for
+# many products with the same B (gemm_pre).  prepack_part packs part `part` of
+# `nparts` (whole column panels), so that threads can share the packing; all
+# parts together are prepack's output.
+cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogil
+
+cdef void prepack_part(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                       bint transB, int part, int nparts, floating* out) noexcept nogil
+
+
+cdef inline void prepack(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                         bint transB, floating* out) noexcept nogil:
+    prepack_part(B, N, K, ldb, transB, 0, 1, out)

@@ -1,7 +1,8 @@
 # cython: language_level=3
 """The engine's own gemm (row-major, fused float/double).
 
-Tier 1 (``sgemm``/``dgemm``): ``noexcept nogil`` pointer functions used by the
+Tier 1 (``gemm``, ``gemm_pre``, ``gemm_blas``, ``gemv_bias``, ``prepack_part``, fused
+float/double): ``noexcept nogil`` pointer functions used by the
 GRU drivers.  Tier 2 (``py_gemm``, ``gemm_py``, ``gemm_strided_py``,
 ``gemm_time``, ``gemm_info``, ``gemm_isa``): thin wrappers for the tests and the
 benchmark.
@@ -18,11 +19,8 @@ serially without entering an OpenMP region.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 cimport scipy.linalg.cython_blas as blas
-cimport numpy as cnp
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 import numpy as np
-
-cnp.import_array()
 
 
 cdef extern from "gemm_kernels.h" nogil:
@@ -81,10 +79,10 @@ if GEMV_MAX_M != GK_DIRECT_MAX_M:
 _ISA_NAMES = ("baseline", "avx2", "avx512")
 
 
-cdef void sgemm_blas(float* C, const float* A, const float* B,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                     bint transA, bint transB, float alpha, float beta) noexcept nogil:
+cdef void gemm_blas(floating* C, const floating* A, const floating* B,
+                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                    bint transA, bint transB, floating alpha, floating beta) noexcept nogil:
     # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T.
     cdef char ta = b'T' if transB else b'N'
     cdef char tb = b'T' if transA else b'N'
@@ -93,27 +91,23 @@ cdef void sgemm_blas(float* C, const float* A, const float* B,
     if M <= 0 or N <= 0:
         return
     if K <= 0:
+        _scale(C, M, N, ldc, beta)
+        return
+    if floating is float:
+        blas.sgemm(&ta, &tb, &m, &n, &k, &alpha, <float*>B, &la, <float*>A, &lb,
+                   &beta, C, &lc)
+    else:
+        blas.dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>B, &la, <double*>A, &lb,
+                   &beta, C, &lc)
+
+
+cdef inline void _scale(floating* C, Py_ssize_t M, Py_ssize_t N, Py_ssize_t ldc,
+                        floating beta) noexcept nogil:
+    # C (M, N) = beta*C (beta == 0 writes zeros)
+    if floating is float:
         gk_scale_s(C, M, N, ldc, beta)
-        return
-    blas.sgemm(&ta, &tb, &m, &n, &k, &alpha, <float*>B, &la, <float*>A, &lb,
-               &beta, C, &lc)
-
-
-cdef void dgemm_blas(double* C, const double* A, const double* B,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                     Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                     bint transA, bint transB, double alpha, double beta) noexcept nogil:
-    cdef char ta = b'T' if transB else b'N'
-    cdef char tb = b'T' if transA else b'N'
-    cdef int m = <int>N, n = <int>M, k = <int>K
-    cdef int la = <int>ldb, lb = <int>lda, lc = <int>ldc
-    if M <= 0 or N <= 0:
-        return
-    if K <= 0:
+    else:
         gk_scale_d(C, M, N, ldc, beta)
-        return
-    blas.dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>B, &la, <double*>A, &lb,
-               &beta, C, &lc)
 
 
 cdef void _gemm_ref(floating* C, const floating* A, const floating* B,
@@ -125,10 +119,7 @@ cdef void _gemm_ref(floating* C, const floating* A, const floating* B,
     # allocated.  C (M, N) = beta*C, then += alpha * op(A) op(B), k ascending.
     cdef Py_ssize_t i, j, k
     cdef floating acc, a, b
-    if floating is float:
-        gk_scale_s(C, M, N, ldc, beta)
-    else:
-        gk_scale_d(C, M, N, ldc, beta)
+    _scale(C, M, N, ldc, beta)
     for i in range(M):
         for j in range(N):
             acc = 0
@@ -143,7 +134,7 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                 Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
                 bint transA, bint transB, floating alpha, floating beta,
-                int nthreads, const floating* Bpre=NULL) noexcept nogil:
+                int nthreads, const floating* Bpre) noexcept nogil:
     # C (M, N) = alpha op(A) op(B) + beta C.  The plan (gemm_kernels.h) picks
     # the path, the blocking and the team size nt (1 below ~2e5 flops: no
     # OpenMP region); the loops here hand out the work.
@@ -170,10 +161,7 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
         ctx.bpre_kstride = ((N + ctx.nr - 1) // ctx.nr) * ctx.nr * ctx.kc_blk
     if ctx.path == GK_PATH_NONE:
         # K == 0 or alpha == 0: C = beta*C (beta == 0 writes zeros).
-        if floating is float:
-            gk_scale_s(C, M, N, ldc, beta)
-        else:
-            gk_scale_d(C, M, N, ldc, beta)
+        _scale(C, M, N, ldc, beta)
     elif ctx.path == GK_PATH_DIRECT:
         # Small M: fixed column chunks, no packing.
         if nt > 1:
@@ -206,62 +194,41 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
     gk_free(x)
 
 
-cdef void sgemv_bias(float* C, const float* A, const float* B, const float* bias,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
-                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
-    gk_gemv_bias_s(C, A, B, bias, M, N, K, lda, ldb, ldc)
-
-
-cdef void dgemv_bias(double* C, const double* A, const double* B, const double* bias,
-                     Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
-                     Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
-    gk_gemv_bias_d(C, A, B, bias, M, N, K, lda, ldb, ldc)
+cdef void gemv_bias(floating* C, const floating* A, const floating* B,
+                    const floating* bias, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        gk_gemv_bias_s(C, A, B, bias, M, N, K, lda, ldb, ldc)
+    else:
+        gk_gemv_bias_d(C, A, B, bias, M, N, K, lda, ldb, ldc)
 
 
 cdef Py_ssize_t prepack_size(bint dbl, Py_ssize_t N, Py_ssize_t K) noexcept nogil:
     return gk_prepack_size(dbl, N, K)
 
 
-cdef void sprepack(const float* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, int part, int nparts, float* out) noexcept nogil:
-    gk_prepack_s(B, N, K, ldb, transB, part, nparts, out)
+cdef void prepack_part(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
+                       bint transB, int part, int nparts, floating* out) noexcept nogil:
+    if floating is float:
+        gk_prepack_s(B, N, K, ldb, transB, part, nparts, out)
+    else:
+        gk_prepack_d(B, N, K, ldb, transB, part, nparts, out)
 
 
-cdef void dprepack(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
-                   bint transB, int part, int nparts, double* out) noexcept nogil:
-    gk_prepack_d(B, N, K, ldb, transB, part, nparts, out)
-
-
-cdef void sgemm_pre(float* C, const float* A, const float* B, const float* Bpre,
-                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                    bint transA, bint transB, float alpha, float beta,
-                    int nthreads) noexcept nogil:
+cdef void gemm_pre(floating* C, const floating* A, const floating* B, const floating* Bpre,
+                   Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                   Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                   bint transA, bint transB, floating alpha, floating beta,
+                   int nthreads) noexcept nogil:
     _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, Bpre)
 
 
-cdef void dgemm_pre(double* C, const double* A, const double* B, const double* Bpre,
-                    Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                    bint transA, bint transB, double alpha, double beta,
-                    int nthreads) noexcept nogil:
-    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, Bpre)
-
-
-cdef void sgemm(float* C, const float* A, const float* B,
-                Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                bint transA, bint transB, float alpha, float beta,
-                int nthreads) noexcept nogil:
-    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
-
-
-cdef void dgemm(double* C, const double* A, const double* B,
-                Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
-                Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
-                bint transA, bint transB, double alpha, double beta,
-                int nthreads) noexcept nogil:
-    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads)
+cdef void gemm(floating* C, const floating* A, const floating* B,
+               Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+               Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+               bint transA, bint transB, floating alpha, floating beta,
+               int nthreads) noexcept nogil:
+    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, NULL)
 
 
 def gemm_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,
@@ -414,22 +381,13 @@ def gemm_isa(level=None):
     return _ISA_NAMES[gk_isa()]
 
 
-def py_gemm(C, A, B, Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
-            Py_ssize_t ldb, Py_ssize_t ldc, bint transA, bint transB, double alpha,
-            double beta, int nthreads=1):
-    """Test tier: ``gemm`` on the data pointers of NumPy arrays (kernels.py order)."""
-    cdef cnp.ndarray c = C, a = A, b = B
-    cdef void* pc = cnp.PyArray_DATA(c)
-    cdef void* pa = cnp.PyArray_DATA(a)
-    cdef void* pb = cnp.PyArray_DATA(b)
-    if c.dtype == np.float64:
-        with nogil:
-            gemm(<double*>pc, <double*>pa, <double*>pb, M, N, K, lda, ldb, ldc,
-                 transA, transB, alpha, beta, nthreads)
-    else:
-        with nogil:
-            gemm(<float*>pc, <float*>pa, <float*>pb, M, N, K, lda, ldb, ldc,
-                 transA, transB, <float>alpha, <float>beta, nthreads)
+def py_gemm(floating[::1] C, floating[::1] A, floating[::1] B, Py_ssize_t M,
+            Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+            bint transA, bint transB, double alpha, double beta, int nthreads=1):
+    """Test tier: ``gemm`` on flat arrays of one float type (kernels.py order)."""
+    with nogil:
+        gemm(&C[0], &A[0], &B[0], M, N, K, lda, ldb, ldc, transA, transB,
+             <floating>alpha, <floating>beta, nthreads)
 
 
 def aligned_empty(Py_ssize_t n, dtype):

@@ -5,9 +5,10 @@ Tier 1: ``noexcept nogil`` pointer functions with the names, argument order
 and write rule of ``gru_cy.kernels.KERNELS`` (``activation_forward``,
 ``activation_backward``, ``softmax_forward``,
 ``softmax_cross_entropy_backward``, ``mse_backward``), each with a trailing
-``nthreads``.  Tier 2: ``py_<name>`` wrappers taking C-contiguous NumPy arrays
-(the pointer is the array's data), sizes, scalars and ``nthreads``; they check
-dtypes and sizes and are what ``gru_cy.network`` calls.
+``nthreads``.  Tier 2: ``py_<name>`` wrappers taking flat C-contiguous arrays of one float
+type (typed memoryviews), sizes, scalars and ``nthreads``; they check the
+sizes against the arrays and are what the CPU backend
+(``gru_cy.backends.cpu``) calls.
 
 Activations follow Darknet's ``activations.h`` (codes of
 ``gru_cy.kernels.ACTIVATIONS``), evaluated in double like Darknet and written
@@ -19,11 +20,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expm1, tanh, log, fabs
 from libc.float cimport FLT_MIN, DBL_MIN
-cimport numpy as cnp
 
-from gru_cy._cpu.common cimport team, gru_max_threads
-
-cnp.import_array()
+from gru_cy._cpu.common cimport team
 
 cdef int N_ACT = 13
 
@@ -184,25 +182,12 @@ cdef void mse_backward(floating* dX, floating* loss, const floating* Y,
 
 
 # --- Tier 2: thin wrappers -------------------------------------------------
+# Flat C-contiguous arrays of one float type; the sizes are checked against them.
 
-cdef int _kind(cnp.ndarray a, str name, Py_ssize_t n) except -1:
-    # 0 for float32, 1 for float64; checks contiguity and that a holds >= n elements.
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{name}: expected a C-contiguous array")
-    if a.size < n:
-        raise ValueError(f"{name}: expected at least {n} elements, got {a.size}")
-    cdef int t = cnp.PyArray_TYPE(a)
-    if t == cnp.NPY_FLOAT32:
-        return 0
-    if t == cnp.NPY_FLOAT64:
-        return 1
-    raise TypeError(f"{name}: expected float32 or float64, got {a.dtype}")
-
-
-cdef int _same(int k, cnp.ndarray a, str name, Py_ssize_t n) except -1:
-    if _kind(a, name, n) != k:
-        raise TypeError(f"{name}: expected the dtype of the first array, got {a.dtype}")
-    return k
+cdef int _size(Py_ssize_t have, str name, Py_ssize_t n) except -1:
+    if have < n:
+        raise ValueError(f"{name}: expected at least {n} elements, got {have}")
+    return 0
 
 
 cdef int _check_act(int act) except -1:
@@ -211,91 +196,55 @@ cdef int _check_act(int act) except -1:
     return 0
 
 
-def py_activation_forward(cnp.ndarray Y, Py_ssize_t n, int act, int nthreads=1):
+def py_activation_forward(floating[::1] Y, Py_ssize_t n, int act, int nthreads=1):
     """Y[:n] = act(Y[:n]) in place (code from ``kernels.ACTIVATIONS``)."""
     _check_act(act)
-    cdef int k = _kind(Y, "Y", n)
-    cdef void* py = cnp.PyArray_DATA(Y)
+    _size(Y.shape[0], "Y", n)
     with nogil:
-        if k == 0:
-            activation_forward(<float*>py, n, act, nthreads)
-        else:
-            activation_forward(<double*>py, n, act, nthreads)
+        activation_forward(&Y[0], n, act, nthreads)
 
 
-def py_activation_backward(cnp.ndarray dY, cnp.ndarray Y, Py_ssize_t n, int act,
+def py_activation_backward(floating[::1] dY, floating[::1] Y, Py_ssize_t n, int act,
                            int nthreads=1):
     """dY[:n] *= act'(x) with Y = act(x), in place."""
     _check_act(act)
-    cdef int k = _kind(dY, "dY", n)
-    _same(k, Y, "Y", n)
-    cdef void* pd = cnp.PyArray_DATA(dY)
-    cdef void* py = cnp.PyArray_DATA(Y)
+    _size(dY.shape[0], "dY", n)
+    _size(Y.shape[0], "Y", n)
     with nogil:
-        if k == 0:
-            activation_backward(<float*>pd, <float*>py, n, act, nthreads)
-        else:
-            activation_backward(<double*>pd, <double*>py, n, act, nthreads)
+        activation_backward(&dY[0], &Y[0], n, act, nthreads)
 
 
-def py_softmax_forward(cnp.ndarray P, cnp.ndarray X, Py_ssize_t R, Py_ssize_t C,
+def py_softmax_forward(floating[::1] P, floating[::1] X, Py_ssize_t R, Py_ssize_t C,
                        Py_ssize_t ldx, int nthreads=1):
     """P (R, C) = row-wise softmax of X (rows of stride ldx)."""
     if ldx < C:
         raise ValueError(f"ldx: expected >= C = {C}, got {ldx}")
-    cdef int k = _kind(P, "P", R * C)
-    _same(k, X, "X", (R - 1) * ldx + C if R > 0 else 0)
-    cdef void* pp = cnp.PyArray_DATA(P)
-    cdef void* px = cnp.PyArray_DATA(X)
+    _size(P.shape[0], "P", R * C)
+    _size(X.shape[0], "X", (R - 1) * ldx + C if R > 0 else 0)
     with nogil:
-        if k == 0:
-            softmax_forward(<float*>pp, <float*>px, R, C, ldx, nthreads)
-        else:
-            softmax_forward(<double*>pp, <double*>px, R, C, ldx, nthreads)
+        softmax_forward(&P[0], &X[0], R, C, ldx, nthreads)
 
 
-def py_softmax_cross_entropy_backward(cnp.ndarray dX, cnp.ndarray loss, cnp.ndarray P,
-                                      cnp.ndarray target, Py_ssize_t R, Py_ssize_t C,
-                                      double scale, int nthreads=1):
+def py_softmax_cross_entropy_backward(floating[::1] dX, floating[::1] loss,
+                                      floating[::1] P, floating[::1] target, Py_ssize_t R,
+                                      Py_ssize_t C, double scale, int nthreads=1):
     """dX = scale*(P - target); loss[r] = -sum_c target*log(P)."""
-    cdef int k = _kind(dX, "dX", R * C)
-    _same(k, loss, "loss", R)
-    _same(k, P, "P", R * C)
-    _same(k, target, "target", R * C)
-    cdef void* pd = cnp.PyArray_DATA(dX)
-    cdef void* pl = cnp.PyArray_DATA(loss)
-    cdef void* pp = cnp.PyArray_DATA(P)
-    cdef void* pt = cnp.PyArray_DATA(target)
+    _size(dX.shape[0], "dX", R * C)
+    _size(loss.shape[0], "loss", R)
+    _size(P.shape[0], "P", R * C)
+    _size(target.shape[0], "target", R * C)
     with nogil:
-        if k == 0:
-            softmax_cross_entropy_backward(<float*>pd, <float*>pl, <float*>pp,
-                                           <float*>pt, R, C, <float>scale, nthreads)
-        else:
-            softmax_cross_entropy_backward(<double*>pd, <double*>pl, <double*>pp,
-                                           <double*>pt, R, C, scale, nthreads)
+        softmax_cross_entropy_backward(&dX[0], &loss[0], &P[0], &target[0], R, C,
+                                       <floating>scale, nthreads)
 
 
-def py_mse_backward(cnp.ndarray dX, cnp.ndarray loss, cnp.ndarray Y,
-                    cnp.ndarray target, Py_ssize_t R, Py_ssize_t C,
-                    double scale, int nthreads=1):
+def py_mse_backward(floating[::1] dX, floating[::1] loss, floating[::1] Y,
+                    floating[::1] target, Py_ssize_t R, Py_ssize_t C, double scale,
+                    int nthreads=1):
     """dX = scale*(Y - target); loss[r] = sum_c (Y - target)^2 / 2."""
-    cdef int k = _kind(dX, "dX", R * C)
-    _same(k, loss, "loss", R)
-    _same(k, Y, "Y", R * C)
-    _same(k, target, "target", R * C)
-    cdef void* pd = cnp.PyArray_DATA(dX)
-    cdef void* pl = cnp.PyArray_DATA(loss)
-    cdef void* py = cnp.PyArray_DATA(Y)
-    cdef void* pt = cnp.PyArray_DATA(target)
+    _size(dX.shape[0], "dX", R * C)
+    _size(loss.shape[0], "loss", R)
+    _size(Y.shape[0], "Y", R * C)
+    _size(target.shape[0], "target", R * C)
     with nogil:
-        if k == 0:
-            mse_backward(<float*>pd, <float*>pl, <float*>py, <float*>pt, R, C,
-                         <float>scale, nthreads)
-        else:
-            mse_backward(<double*>pd, <double*>pl, <double*>py, <double*>pt, R, C,
-                         scale, nthreads)
-
-
-def max_threads():
-    """OpenMP's current team size (1 in a serial build): what ``nthreads=None`` asks."""
-    return gru_max_threads()
+        mse_backward(&dX[0], &loss[0], &Y[0], &target[0], R, C, <floating>scale, nthreads)

@@ -1,7 +1,8 @@
 /* One batch row of each elementwise GRU kernel, in C so that the loops vectorise.
  *
- * gru.pyx's row functions (_darknet_gates_row, ...) call these; the drivers
- * there loop over the B rows (serially or with prange).  Semantics: the
+ * cell.pxd's row functions (_darknet_gates_row, ...) call these; the kernels
+ * in cell.pyx loop over the B rows (serially or with prange), the fused
+ * forward (fused.pyx) over its rows and units.  Semantics: the
  * contract in gru_cy/kernels.py, with the same operations in the same order as
  * the Cython loops they replace.  One definition per dtype (suffix _f float32,
  * _d float64) from a macro; float32 uses fastmath.h's branch-free logistic and
@@ -40,17 +41,12 @@
 
 #define GRU_R __restrict
 
-/* Calls F(ARGS..., a, b, c) with a, b, c as the constants 0/1 equal to the
-   conditions A, B, C, so that F, inlined, is specialised for each case. */
+/* Calls F(ARGS..., a, b) with a, b as the constants 0/1 equal to the
+   conditions A, B, so that F, inlined, is specialised for each case. */
 #define GRU_UNPAREN(...) __VA_ARGS__
-#define GRU_DISPATCH3(F, A, B, C, ARGS)                                              \
-    if (A) {                                                                         \
-        if (B) { if (C) F(GRU_UNPAREN ARGS, 1, 1, 1); else F(GRU_UNPAREN ARGS, 1, 1, 0); } \
-        else   { if (C) F(GRU_UNPAREN ARGS, 1, 0, 1); else F(GRU_UNPAREN ARGS, 1, 0, 0); } \
-    } else {                                                                         \
-        if (B) { if (C) F(GRU_UNPAREN ARGS, 0, 1, 1); else F(GRU_UNPAREN ARGS, 0, 1, 0); } \
-        else   { if (C) F(GRU_UNPAREN ARGS, 0, 0, 1); else F(GRU_UNPAREN ARGS, 0, 0, 0); } \
-    }
+#define GRU_DISPATCH2(F, A, B, ARGS)                                                 \
+    if (A) { if (B) F(GRU_UNPAREN ARGS, 1, 1); else F(GRU_UNPAREN ARGS, 1, 0); }     \
+    else   { if (B) F(GRU_UNPAREN ARGS, 0, 1); else F(GRU_UNPAREN ARGS, 0, 0); }
 
 #define GRU_DEFINE_ROWS(T, SFX, LOGISTIC, TANH)                                     \
                                                                                      \
@@ -85,89 +81,96 @@ gru_darknet_gates_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R s,                 
     }                                                                                \
 }                                                                                    \
                                                                                      \
-/* c = act(xp_h + hp_h); h = z*hprev + (1 - z)*c (xp, hp at column 2H). */           \
-static GRU_ROW_ATTR void                                                             \
-gru_darknet_state_row_##SFX(T* GRU_R c, T* GRU_R h, const T* GRU_R xp,               \
-                            const T* GRU_R hp, const T* GRU_R z,                     \
-                            const T* GRU_R hprev, ptrdiff_t H, int act)              \
+/* c = act(xp_h + hp_h); h = z*hprev + (1 - z)*c (xp, hp at column 2H);          \
+   act: tanh where is_tanh (a constant at each call), else logistic. */           \
+static inline void                                                                   \
+gru_darknet_state_body_##SFX(T* GRU_R c, T* GRU_R h, const T* GRU_R xp,              \
+                             const T* GRU_R hp, const T* GRU_R z,                    \
+                             const T* GRU_R hprev, ptrdiff_t H, int is_tanh)         \
 {                                                                                    \
-    if (act == 1) {                                                                  \
-        for (ptrdiff_t j = 0; j < H; j++) {                                          \
-            T cj = TANH(xp[j] + hp[j]);                                              \
-            c[j] = cj;                                                               \
-            h[j] = z[j] * hprev[j] + (1 - z[j]) * cj;                                \
-        }                                                                            \
-    } else {                                                                         \
-        for (ptrdiff_t j = 0; j < H; j++) {                                          \
-            T cj = LOGISTIC(xp[j] + hp[j]);                                          \
-            c[j] = cj;                                                               \
-            h[j] = z[j] * hprev[j] + (1 - z[j]) * cj;                                \
-        }                                                                            \
+    for (ptrdiff_t j = 0; j < H; j++) {                                              \
+        T cj = is_tanh ? TANH(xp[j] + hp[j]) : LOGISTIC(xp[j] + hp[j]);              \
+        c[j] = cj;                                                                   \
+        h[j] = z[j] * hprev[j] + (1 - z[j]) * cj;                                    \
     }                                                                                \
+}                                                                                    \
+                                                                                     \
+static GRU_ROW_ATTR void                                                             \
+gru_darknet_state_row_##SFX(T* c, T* h, const T* xp, const T* hp, const T* z,        \
+                            const T* hprev, ptrdiff_t H, int act)                    \
+{                                                                                    \
+    if (act == 1)                                                                    \
+        gru_darknet_state_body_##SFX(c, h, xp, hp, z, hprev, H, 1);                  \
+    else                                                                             \
+        gru_darknet_state_body_##SFX(c, h, xp, hp, z, hprev, H, 0);                  \
 }                                                                                    \
                                                                                      \
 /* c = act(c + r*q) in place: c holds xp_h (the backward's recomputation of the     \
    forward's candidates; the same expression as below, the same bits). */          \
-static GRU_ROW_ATTR void                                                             \
-gru_reset_after_cand_row_##SFX(T* GRU_R c, const T* GRU_R r, const T* GRU_R q,       \
-                               ptrdiff_t H, int act)                                 \
+static inline void                                                                   \
+gru_reset_after_cand_body_##SFX(T* GRU_R c, const T* GRU_R r, const T* GRU_R q,      \
+                                ptrdiff_t H, int is_tanh)                            \
 {                                                                                    \
-    if (act == 1) {                                                                  \
-        for (ptrdiff_t j = 0; j < H; j++)                                            \
-            c[j] = TANH(c[j] + r[j] * q[j]);                                         \
-    } else {                                                                         \
-        for (ptrdiff_t j = 0; j < H; j++)                                            \
-            c[j] = LOGISTIC(c[j] + r[j] * q[j]);                                     \
-    }                                                                                \
+    for (ptrdiff_t j = 0; j < H; j++)                                                \
+        c[j] = is_tanh ? TANH(c[j] + r[j] * q[j]) : LOGISTIC(c[j] + r[j] * q[j]);    \
+}                                                                                    \
+                                                                                     \
+static GRU_ROW_ATTR void                                                             \
+gru_reset_after_cand_row_##SFX(T* c, const T* r, const T* q, ptrdiff_t H, int act)   \
+{                                                                                    \
+    if (act == 1)                                                                    \
+        gru_reset_after_cand_body_##SFX(c, r, q, H, 1);                              \
+    else                                                                             \
+        gru_reset_after_cand_body_##SFX(c, r, q, H, 0);                              \
 }                                                                                    \
                                                                                      \
 /* z, r as above; q = hp_h (q may be NULL); c = act(xp_h + r*hp_h);                  \
    h = z*hprev + (1 - z)*c.  Gate columns gs apart, as above. */                     \
+static inline void                                                                   \
+gru_reset_after_body_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R c, T* GRU_R h,           \
+                           const T* GRU_R xp, const T* GRU_R hp,                     \
+                           const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs,          \
+                           int is_tanh)                                              \
+{                                                                                    \
+    for (ptrdiff_t j = 0; j < H; j++) {                                              \
+        T zj = LOGISTIC(xp[j] + hp[j]);                                              \
+        T rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                    \
+        T v = xp[2 * gs + j] + rj * hp[2 * gs + j];                                  \
+        T cj = is_tanh ? TANH(v) : LOGISTIC(v);                                      \
+        z[j] = zj;                                                                   \
+        r[j] = rj;                                                                   \
+        c[j] = cj;                                                                   \
+        h[j] = zj * hprev[j] + (1 - zj) * cj;                                        \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
 static GRU_ROW_ATTR void                                                             \
 gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,            \
                           T* GRU_R h, const T* GRU_R xp, const T* GRU_R hp,          \
                           const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs, int act)  \
 {                                                                                    \
-    if (act == 1) {                                                                  \
-        for (ptrdiff_t j = 0; j < H; j++) {                                          \
-            T zj = LOGISTIC(xp[j] + hp[j]);                                          \
-            T rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                  \
-            T cj = TANH(xp[2 * gs + j] + rj * hp[2 * gs + j]);                         \
-            z[j] = zj;                                                               \
-            r[j] = rj;                                                               \
-            c[j] = cj;                                                               \
-            h[j] = zj * hprev[j] + (1 - zj) * cj;                                    \
-        }                                                                            \
-    } else {                                                                         \
-        for (ptrdiff_t j = 0; j < H; j++) {                                          \
-            T zj = LOGISTIC(xp[j] + hp[j]);                                          \
-            T rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                  \
-            T cj = LOGISTIC(xp[2 * gs + j] + rj * hp[2 * gs + j]);                     \
-            z[j] = zj;                                                               \
-            r[j] = rj;                                                               \
-            c[j] = cj;                                                               \
-            h[j] = zj * hprev[j] + (1 - zj) * cj;                                    \
-        }                                                                            \
-    }                                                                                \
+    if (act == 1)                                                                    \
+        gru_reset_after_body_##SFX(z, r, c, h, xp, hp, hprev, H, gs, 1);             \
+    else                                                                             \
+        gru_reset_after_body_##SFX(z, r, c, h, xp, hp, hprev, H, gs, 0);             \
     if (q != NULL) {                                                                 \
         for (ptrdiff_t j = 0; j < H; j++)                                            \
-            q[j] = hp[2 * gs + j];                                                    \
+            q[j] = hp[2 * gs + j];                                                   \
     }                                                                                \
 }                                                                                    \
                                                                                      \
 /* Differentiates h = z*hprev + (1 - z)*c, c = act(uh(x) + wh(s)):                   \
    g = dh + dy; dau/daw [0:H] = daz, [2H:3H] = dah; dh = g*z; act'(x) through c:     \
    1 - c^2 (tanh), c*(1 - c) (logistic).  The flags are constants at each call       \
-   (has_dy: dy given; has_daw: daw distinct from dau), so every loop is branch-free. \
-*/                                                                                   \
+   (has_daw: daw distinct from dau), so every loop is branch-free. */                                                                                               \
 static inline void                                                                   \
 gru_darknet_gates_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,            \
                                  const T* GRU_R dy, const T* GRU_R z,                \
                                  const T* GRU_R c, const T* GRU_R hprev,             \
-                                 ptrdiff_t H, int is_tanh, int has_dy, int has_daw)  \
+                                 ptrdiff_t H, int is_tanh, int has_daw)              \
 {                                                                                    \
     for (ptrdiff_t j = 0; j < H; j++) {                                              \
-        T g = has_dy ? dh[j] + dy[j] : dh[j] + (T)0;                                 \
+        T g = dh[j] + dy[j];                                                         \
         T zj = z[j];                                                                 \
         T cj = c[j];                                                                 \
         T daz = g * (hprev[j] - cj) * zj * (1 - zj);                                 \
@@ -182,13 +185,13 @@ gru_darknet_gates_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,       
     }                                                                                \
 }                                                                                    \
                                                                                      \
-/* dy may be NULL (0); dau == daw (one shared gradient buffer) is written once. */   \
+/* dau == daw (one shared gradient buffer) is written once. */                      \
 static GRU_ROW_ATTR void                                                             \
 gru_darknet_gates_bwd_row_##SFX(T* dau, T* daw, T* dh, const T* dy, const T* z,      \
                                 const T* c, const T* hprev, ptrdiff_t H, int act)    \
 {                                                                                    \
-    GRU_DISPATCH3(gru_darknet_gates_bwd_body_##SFX, act == 1, dy != NULL,           \
-                  daw != dau, (dau, daw, dh, dy, z, c, hprev, H))                    \
+    GRU_DISPATCH2(gru_darknet_gates_bwd_body_##SFX, act == 1, daw != dau,            \
+                  (dau, daw, dh, dy, z, c, hprev, H))                                \
 }                                                                                    \
                                                                                      \
 /* Differentiates s = r*hprev, r = sig(ur(x) + wr(hprev)) (dau, daw at              \
@@ -226,10 +229,10 @@ gru_reset_after_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,         
                                const T* GRU_R dy, const T* GRU_R z,                  \
                                const T* GRU_R r, const T* GRU_R q,                   \
                                const T* GRU_R c, const T* GRU_R hprev,               \
-                               ptrdiff_t H, int is_tanh, int has_dy, int has_daw)    \
+                               ptrdiff_t H, int is_tanh, int has_daw)                \
 {                                                                                    \
     for (ptrdiff_t j = 0; j < H; j++) {                                              \
-        T g = has_dy ? dh[j] + dy[j] : dh[j] + (T)0;                                 \
+        T g = dh[j] + dy[j];                                                         \
         T zj = z[j];                                                                 \
         T rj = r[j];                                                                 \
         T cj = c[j];                                                                 \
@@ -253,8 +256,8 @@ gru_reset_after_bwd_row_##SFX(T* dau, T* daw, T* dh, const T* dy, const T* z,   
                               const T* r, const T* q, const T* c, const T* hprev,    \
                               ptrdiff_t H, int act)                                  \
 {                                                                                    \
-    GRU_DISPATCH3(gru_reset_after_bwd_body_##SFX, act == 1, dy != NULL,             \
-                  daw != dau, (dau, daw, dh, dy, z, r, q, c, hprev, H))              \
+    GRU_DISPATCH2(gru_reset_after_bwd_body_##SFX, act == 1, daw != dau,              \
+                  (dau, daw, dh, dy, z, r, q, c, hprev, H))                          \
 }
 
 GRU_DEFINE_ROWS(float, f, gru_logistic_f, gru_tanh_f)

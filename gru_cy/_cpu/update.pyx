@@ -7,12 +7,8 @@ get SGD's weight decay.  Both kernels zero the gradient they consume.
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, pow
-cimport numpy as cnp
-import numpy as np
 
 from gru_cy._cpu.common cimport team
-
-cnp.import_array()
 
 
 cdef inline floating _clip(floating g, floating clip) noexcept nogil:
@@ -80,31 +76,17 @@ cdef void adam_update(floating* w, floating* m, floating* v, floating* g, Py_ssi
             _adam_one(w, m, v, g, i, lr, b1, b2, eps, decay, batch, c1, c2, clip)
 
 
-cdef inline void* _ptr(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+def py_sgd_update(floating[::1] w, floating[::1] u, floating[::1] g, Py_ssize_t n,
+                  Py_ssize_t n_decay, double lr, double momentum, double decay,
+                  double batch, double clip, int nthreads=1):
+    """``sgd_update`` on flat C-contiguous arrays of one float type (kernels.py)."""
+    sgd_update(&w[0], &u[0], &g[0], n, n_decay, <floating>lr, <floating>momentum,
+               <floating>decay, <floating>batch, <floating>clip, nthreads)
 
 
-def py_sgd_update(w, u, g, Py_ssize_t n, Py_ssize_t n_decay, double lr, double momentum,
-                  double decay, double batch, double clip, int nthreads=1):
-    """Test tier / layer path: ``sgd_update`` on NumPy arrays (see kernels.py)."""
-    if w.dtype == np.float64:
-        sgd_update(<double*>_ptr(w), <double*>_ptr(u), <double*>_ptr(g), n, n_decay,
-                   lr, momentum, decay, batch, clip, nthreads)
-    else:
-        sgd_update(<float*>_ptr(w), <float*>_ptr(u), <float*>_ptr(g), n, n_decay,
-                   <float>lr, <float>momentum, <float>decay, <float>batch,
-                   <float>clip, nthreads)
-
-
-def py_adam_update(w, m, v, g, Py_ssize_t n, double lr, double b1, double b2, double eps,
-                   double decay, double batch, int t, double clip, int nthreads=1):
-    """Test tier / layer path: ``adam_update`` on NumPy arrays (see kernels.py)."""
-    if w.dtype == np.float64:
-        adam_update(<double*>_ptr(w), <double*>_ptr(m), <double*>_ptr(v),
-                        <double*>_ptr(g), n, lr, b1, b2, eps, decay, batch, t, clip,
-                        nthreads)
-    else:
-        adam_update(<float*>_ptr(w), <float*>_ptr(m), <float*>_ptr(v),
-                        <float*>_ptr(g), n, <float>lr, <float>b1, <float>b2,
-                        <float>eps, <float>decay, <float>batch, t, <float>clip,
-                        nthreads)
+def py_adam_update(floating[::1] w, floating[::1] m, floating[::1] v, floating[::1] g,
+                   Py_ssize_t n, double lr, double b1, double b2, double eps, double decay,
+                   double batch, int t, double clip, int nthreads=1):
+    """``adam_update`` on flat C-contiguous arrays of one float type (kernels.py)."""
+    adam_update(&w[0], &m[0], &v[0], &g[0], n, <floating>lr, <floating>b1, <floating>b2,
+                <floating>eps, <floating>decay, <floating>batch, t, <floating>clip, nthreads)

@@ -1,0 +1,415 @@
+# cython: language_level=3
+"""The CPU engine of one layer: its storage, caches and per-call path.
+
+``Engine`` holds the pointers of one layer's storage (the flat ``theta``,
+``grad`` and ``rolling`` arrays of ``gru_cy.kernels.param_layout``), its
+training cache and its scratch, and runs a call in three steps, all before the
+GIL is released: choose the path (``fused.plan_forward``, after the adaptive
+team has picked the team or one thread), allocate what that path needs, run
+it.  The paths are the fused forward (``fused.pyx``) and the per-kernel step
+loops (``steps.pyx``); every path gives the same bits.
+
+Arrays handed in are C-contiguous, of the engine's dtype and of the sizes the
+layer validated (``gru_cy.layer``); this module does no validation and nothing
+under ``nogil`` raises.
+"""
+cimport numpy as cnp
+import numpy as np
+from libc.string cimport memcpy, memset
+
+from gru_cy._cpu.fused cimport PATH_STEPS, Plan, batch_mode, forward_fused, plan_forward
+from gru_cy._cpu.gemm cimport prepack_size
+from gru_cy._cpu.gemm import aligned_empty
+from gru_cy._cpu.layout cimport CHUNK_ROWS, Dims, Ptrs, chunk_steps, dims_layout
+from gru_cy._cpu.steps cimport backward_steps, forward_steps
+from gru_cy._cpu.common cimport gru_now
+from gru_cy._cpu.team cimport (Tune, env_adaptive, fused_team, resolve_threads, tune_begin,
+                               tune_force, tune_record, tune_report, tune_reset)
+from gru_cy import kernels
+
+cnp.import_array()
+
+
+def _check_layout():
+    # layout.pxd must say what gru_cy.kernels says (the CUDA engine and the
+    # layer's named views read kernels).
+    cdef Dims d
+    if CHUNK_ROWS != kernels.CHUNK_ROWS:
+        raise ImportError(f"layout.pxd's CHUNK_ROWS ({CHUNK_ROWS}) must equal "
+                          f"gru_cy.kernels.CHUNK_ROWS ({kernels.CHUNK_ROWS})")
+    for I, H in ((3, 5), (64, 128)):
+        d.In = I
+        d.H = H
+        dims_layout(&d)
+        lay = kernels.param_layout(I, H, True)
+        got = (0, d.oW, d.ob, d.os)
+        want = tuple(lay[k][0] for k in ("U", "W", "biases", "scales"))
+        if got != want:
+            raise ImportError(f"layout.pxd's parameter offsets {got} for I={I}, H={H} "
+                              f"differ from gru_cy.kernels.param_layout's {want}")
+
+
+_check_layout()
+
+
+cdef Py_ssize_t _c_recompute_bytes = 16 << 20
+# The backward recomputes reset_after's c (no BN, native gemm) where the
+# cache's c would take at least this many bytes; below it the memory is small
+# and the recomputation's time is not (docs/performance.md, "Memory").
+
+
+def c_recompute_threshold(nbytes=None):
+    """The size of c (bytes) from which the backward recomputes it (see
+    steps.pyx); ``nbytes`` sets a new one (tests).  Returns the old."""
+    global _c_recompute_bytes
+    old = _c_recompute_bytes
+    if nbytes is not None:
+        _c_recompute_bytes = nbytes
+    return old
+
+
+cdef inline void* _ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def lean_input(x, cnp.dtype dtype, Py_ssize_t inputs):
+    """True when ``x`` needs no conversion: a NumPy array (T, B, inputs) with
+    T, B > 0, of ``dtype`` in native byte order, C-contiguous and aligned.
+
+    The layer's per-call check (batch-1 streaming calls it per step), in C.
+    """
+    return _lean(x, dtype.type_num, inputs)
+
+
+cdef inline bint _lean(object x, int type_num, Py_ssize_t inputs):
+    if not cnp.PyArray_CheckExact(x):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    return (cnp.PyArray_NDIM(a) == 3 and cnp.PyArray_DIM(a, 0) > 0
+            and cnp.PyArray_DIM(a, 1) > 0 and cnp.PyArray_DIM(a, 2) == inputs
+            and cnp.PyArray_TYPE(a) == type_num and cnp.PyArray_ISNOTSWAPPED(a)
+            and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
+
+
+_TUNED_CALLS = ("inference", "training", "backward")
+
+
+cdef int _tune_index(which) except -1:
+    # Engine.tune's index of a kind of call
+    try:
+        return _TUNED_CALLS.index(which)
+    except ValueError:
+        raise ValueError(f"which: expected one of {_TUNED_CALLS}, got {which!r}") from None
+
+
+cdef class Engine:
+    """One layer's CPU storage and caches; the lean per-call path.
+
+    Arrays handed in are C-contiguous, of the engine's dtype and of the sizes
+    the layer validated; this class does no validation.
+    """
+    cdef public object theta, grad, rolling
+    cdef public object cache           # dict of cache arrays (train), or None
+    cdef object spare                  # the last invalidated cache: its arrays are reused
+    cdef object work                   # dict of inference scratch, for one shape (wp)
+    cdef Py_ssize_t work_T, work_B     # its shape
+    cdef object fscratch               # the fused forward's scratch (the largest asked)
+    cdef Ptrs wp                       # the scratch's pointers (h0: the zero state)
+    cdef Dims d
+    cdef bint f64
+    cdef public Py_ssize_t cache_T, cache_B
+    cdef public bint adaptive          # pick team or one thread by timing (team.pyx)
+    cdef Tune tune[3]                  # inference, training forward, backward
+    cdef bint cache_c                  # the cache keeps no c: the backward recomputes it
+
+    def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
+                 bint reset_after, int act, bint bn, bint use_blas):
+        self.theta = theta
+        self.grad = grad
+        self.rolling = rolling
+        self.f64 = theta.dtype == np.float64
+        memset(&self.d, 0, sizeof(Dims))
+        self.d.In = inputs
+        self.d.H = outputs
+        dims_layout(&self.d)
+        self.d.reset_after = reset_after
+        self.d.act = act
+        self.d.bn = bn
+        self.d.use_blas = use_blas
+        self.cache = None
+        self.spare = None
+        self.work = None
+        self.fscratch = None
+        self.work_T = 0
+        self.work_B = 0
+        self.cache_T = 0
+        self.cache_B = 0
+        self.adaptive = env_adaptive()
+        for i in range(3):
+            tune_reset(&self.tune[i], 0, 0, True)
+
+    def tuning(self, which="inference"):
+        """The adaptive team's record for "inference" or "training" forwards or "backward".
+
+        ``state``: "new" (the next call warms up) or "on"; ``threads``: the
+        team size; ``mode``: "team" or "one thread"; ``seconds_per_step``: the
+        moving averages by mode (None: not timed); ``best``: the team's
+        fastest step; ``last_threads``: threads the last call was given (0:
+        none tuned yet).
+        """
+        return tune_report(&self.tune[_tune_index(which)])
+
+    def _tune_force(self, which, int mode):
+        # Tests: the next calls run in mode (1 team, 0 one thread).
+        tune_force(&self.tune[_tune_index(which)], mode)
+
+    def set_storage(self, theta, grad, rolling):
+        self.theta = theta
+        self.grad = grad
+        self.rolling = rolling
+
+    def invalidate(self):
+        """Drop the training cache (backward then needs a new training forward).
+
+        Its arrays are kept for the next training forward of the same shape
+        (no fresh pages to fault in per training step).
+        """
+        if self.cache is not None:
+            self.spare = self.cache
+        self.cache = None
+        self.cache_T = 0
+        self.cache_B = 0
+
+    cdef dict _scratch(self, Py_ssize_t T, Py_ssize_t B):
+        # Per-shape scratch: xp chunk (inference and training), step buffers
+        # (inference), zero state; their pointers are kept in self.wp.
+        cdef dict w = self.work
+        if w is not None and self.work_T == T and self.work_B == B:
+            return w
+        w = kernels.scratch(np, chunk_steps(T, B) * B, B, self.d.H, self.theta.dtype)
+        self.work = w
+        self.work_T = T
+        self.work_B = B
+        memset(&self.wp, 0, sizeof(Ptrs))
+        self.wp.xp = _ptr(w["xp"])
+        self.wp.hp = _ptr(w["hp"])
+        self.wp.z = _ptr(w["z"])
+        self.wp.r = _ptr(w["r"])
+        self.wp.c = _ptr(w["c"])
+        self.wp.sq = _ptr(w["sq"])
+        self.wp.h0 = _ptr(w["zeros"])
+        return w
+
+    cdef void* _fused_scratch(self, Py_ssize_t nbytes) except? NULL:
+        # The fused forward's scratch (batch mode's packs and step buffers),
+        # kept for the next call.
+        if nbytes == 0:
+            return NULL
+        if self.fscratch is None or self.fscratch.size < nbytes:
+            self.fscratch = None
+            self.fscratch = np.empty(nbytes, np.uint8)
+        return _ptr(self.fscratch)
+
+    def _packs(self, Py_ssize_t T, Py_ssize_t B, bint fwd):
+        # Buffers for the recurrent weights packed once per call, where the
+        # per-step gemms take the blocked path (B > 3) over several steps;
+        # (None, None) otherwise.  Allocated per call: no lasting memory.
+        cdef Py_ssize_t H = self.d.H
+        cdef bint dbl = self.f64
+        if self.d.use_blas or B <= 3 or T < 2:
+            return (None, None)
+        dt = self.theta.dtype
+        if self.d.reset_after:
+            n = prepack_size(dbl, 3 * H, H) if fwd else prepack_size(dbl, H, 3 * H)
+            return (aligned_empty(n, dt), None)
+        if fwd:
+            return (aligned_empty(prepack_size(dbl, 2 * H, H), dt),
+                    aligned_empty(prepack_size(dbl, H, H), dt))
+        return (aligned_empty(prepack_size(dbl, H, H), dt),
+                aligned_empty(prepack_size(dbl, H, 2 * H), dt))
+
+    def forward(self, x, h0, y, bint train, int nthreads):
+        """x (T, B, I), h0 (B, H) or None (zeros), y (T, B, H) written.
+
+        Training keeps x (not copied: the caller hands a private array), h_{-1..T-1},
+        z, r, c, s|q and BN's statistics for ``backward``; h0 is copied.
+        ``nthreads`` < 1: OpenMP's current count.  Returns h_{T-1}, a fresh
+        (B, H) array.
+        """
+        return self._run(<cnp.ndarray?>x, h0, y, train, nthreads)
+
+    def infer_lean(self, x, state, int nthreads):
+        """The layer's per-call path for inference from the carried state.
+
+        Where ``x`` needs no conversion (see ``lean_input``) and ``state`` is
+        None or (B, H): runs the forward from ``state`` (None: zeros) and
+        returns ``(y, h_{T-1})``, two fresh arrays.  Else None: the caller
+        takes its general path (which converts ``x`` or raises).
+        """
+        cdef cnp.ndarray xa
+        cdef cnp.npy_intp dims[3]
+        if not _lean(x, cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT, self.d.In):
+            return None
+        xa = <cnp.ndarray>x
+        dims[0] = cnp.PyArray_DIM(xa, 0)
+        dims[1] = cnp.PyArray_DIM(xa, 1)
+        dims[2] = self.d.H
+        if state is not None and cnp.PyArray_DIM(<cnp.ndarray?>state, 0) != dims[1]:
+            return None
+        y = cnp.PyArray_EMPTY(3, dims, cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT, 0)
+        return y, self._run(xa, state, y, False, nthreads)
+
+    cdef object _run(self, cnp.ndarray xa, h0, y, bint train, int nthreads):
+        cdef Py_ssize_t T = cnp.PyArray_DIM(xa, 0), B = cnp.PyArray_DIM(xa, 1)
+        cdef Py_ssize_t H = self.d.H
+        cdef Ptrs p
+        cdef Dims d
+        cdef Plan plan
+        cdef Tune* s = &self.tune[1 if train else 0]
+        cdef int mode = 1
+        cdef bint tuned
+        cdef double t0
+        cdef void* scratch = NULL
+        cdef dict cache
+        if self.cache is not None:
+            self.invalidate()
+        self._scratch(T, B)
+        self.d.T = T
+        self.d.B = B
+        self.d.nthreads = resolve_threads(nthreads)
+        p = self.wp
+        p.theta = _ptr(self.theta)
+        p.rolling = _ptr(self.rolling)
+        p.x = cnp.PyArray_DATA(xa)
+        self.d.c_recompute = train and self.d.reset_after and not self.d.bn \
+            and not self.d.use_blas \
+            and T * B * H * (<Py_ssize_t>self.theta.itemsize) >= _c_recompute_bytes
+        if train:
+            # without c where the backward recomputes it (steps.pyx)
+            cache = kernels.training_cache(np, xa, h0, H, self.d.bn, self.theta.dtype,
+                                           not self.d.c_recompute, self.spare)
+            self.spare = None
+            hs = cache["hs"]
+            p.h0 = _ptr(hs)
+            p.y = <char*>p.h0 + B * H * (<Py_ssize_t>hs.itemsize)
+            p.z = _ptr(cache["z"])
+            p.r = _ptr(cache["r"])
+            # without c in the cache: one step's scratch (the scratch's c)
+            p.c = _ptr(cache["c"]) if "c" in cache else self.wp.c
+            p.sq = _ptr(cache["sq"])
+            p.vu = _ptr(cache.get("vu"))
+            p.su = _ptr(cache.get("su"))
+            p.vw = _ptr(cache.get("vw"))
+            p.sw = _ptr(cache.get("sw"))
+        else:
+            if h0 is not None:
+                p.h0 = _ptr(h0)
+            p.y = _ptr(y)
+        # The path, chosen once: the adaptive team first picks the team or one
+        # thread (fused forward only: the batch mode's threads wait for no one,
+        # so it times one thread only once the team is slow), then the plan.
+        d = self.d
+        tuned = (not d.bn and not d.use_blas and self.adaptive and d.nthreads > 1
+                 and fused_team(d, 1 << 30) > 1)
+        if tuned:
+            mode = tune_begin(s, &d, not batch_mode(d, self.f64))
+        plan = plan_forward(d, self.f64)
+        if plan.path == PATH_STEPS:
+            packs = self._packs(T, B, True)
+            p.wpre = _ptr(packs[0])
+            p.wpre2 = _ptr(packs[1])
+            with nogil:
+                if self.f64:
+                    forward_steps(<double*>p.theta, d, p, train)
+                else:
+                    forward_steps(<float*>p.theta, d, p, train)
+        else:
+            scratch = self._fused_scratch(plan.scratch_bytes)
+            with nogil:
+                t0 = gru_now()
+                forward_fused(p.theta, d, p, train, self.f64, &plan, scratch)
+                if tuned:
+                    tune_record(s, mode, gru_now() - t0, d.T, plan.nt)
+        if train:
+            y[...] = hs[1:]
+            self.cache_c = self.d.c_recompute
+            self.d.c_recompute = 0
+            self.cache = cache
+            self.cache_T = T
+            self.cache_B = B
+        # The final state h_{T-1}, a fresh (B, H) array (the layer carries it).
+        cdef cnp.npy_intp dims[2]
+        dims[0] = B
+        dims[1] = H
+        cdef size_t es = 8 if self.f64 else 4
+        state = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT, 0)
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>state), <char*>p.y + (T - 1) * B * H * es,
+               B * H * es)
+        return state
+
+    def backward(self, dy, dstate, dx, dh0, int nthreads):
+        """dy (T, B, H), dstate (B, H) or None; writes dx (T, B, I), dh0 (B, H).
+
+        Parameter gradients accumulate into ``grad``.  The gradient buffers
+        hold one chunk of steps; for the darknet variant without BN the u and
+        w sublayers' gradients are equal and share one buffer.
+        """
+        cdef dict w = self.cache
+        cdef Py_ssize_t T = self.cache_T, B = self.cache_B, H = self.d.H
+        cdef Ptrs p
+        memset(&p, 0, sizeof(Ptrs))
+        self.d.T = T
+        self.d.B = B
+        self.d.nthreads = resolve_threads(nthreads)
+        self.d.c_recompute = self.cache_c
+        if dstate is None:
+            dh0[...] = 0
+        else:
+            dh0[...] = dstate
+        rows = chunk_steps(T, B) * B
+        bufs = kernels.backward_buffers(np, rows, B, H, self.theta.dtype,
+                                        not self.d.reset_after and not self.d.bn)
+        cbuf = np.empty((rows, H), self.theta.dtype) if self.cache_c else None
+        p.theta = _ptr(self.theta)
+        p.grad = _ptr(self.grad)
+        p.rolling = _ptr(self.rolling)
+        p.x = _ptr(w["x"])
+        p.h0 = _ptr(w["hs"])
+        p.z = _ptr(w["z"])
+        p.r = _ptr(w["r"])
+        p.c = _ptr(cbuf) if self.cache_c else _ptr(w["c"])
+        p.sq = _ptr(w["sq"])
+        p.vu = _ptr(w.get("vu"))
+        p.su = _ptr(w.get("su"))
+        p.vw = _ptr(w.get("vw"))
+        p.sw = _ptr(w.get("sw"))
+        p.dy = _ptr(dy)
+        p.dh = _ptr(dh0)
+        p.dx = _ptr(dx)
+        p.dau = _ptr(bufs["dau"])
+        p.daw = _ptr(bufs["daw"])
+        p.ds = _ptr(bufs["ds"])
+        packs = self._packs(T, B, False)
+        p.wpre = _ptr(packs[0])
+        p.wpre2 = _ptr(packs[1])
+        with nogil:
+            self._backward_tuned(p)
+
+    cdef void _backward_tuned(self, Ptrs p) noexcept nogil:
+        # The backward, on the team or one thread (team.pyx; its parallel
+        # regions meet at barriers as the fused forward's threads do).  Not
+        # with SciPy's BLAS: its threads are not the engine's to choose.
+        cdef Tune* s = &self.tune[2]
+        cdef Dims d = self.d
+        cdef int mode = 1
+        cdef double t0
+        cdef bint tuned = self.adaptive and d.nthreads > 1 and not d.use_blas
+        if tuned:
+            mode = tune_begin(s, &d, True)
+        t0 = gru_now()
+        if self.f64:
+            backward_steps(<double*>p.theta, d, p)
+        else:
+            backward_steps(<float*>p.theta, d, p)
+        if tuned:
+            tune_record(s, mode, gru_now() - t0, d.T, self.d.nthreads)

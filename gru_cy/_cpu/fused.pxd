@@ -1,0 +1,28 @@
+# The fused forward (fused.pyx): one parallel region per call, in unit slices
+# or in chunks of the batch.  The engine asks plan_forward which path a call
+# takes (before it allocates anything), gives the plan's scratch, then runs it.
+from gru_cy._cpu.layout cimport Dims, Ptrs
+
+cdef enum:
+    PATH_STEPS = 0    # the per-kernel step loop (steps.pyx): BN, BLAS, or a team
+                      # better spent on the input projection
+    PATH_UNITS = 1    # fused: each thread a slice of the H units, a barrier per step
+    PATH_BATCH = 2    # fused: chunks of the batch, (chunk, step) items, no barrier
+
+cdef struct Plan:
+    int path
+    int nt                    # the team the path asks for
+    int nchunks               # PATH_BATCH: chunks of rows
+    Py_ssize_t scratch_bytes  # the scratch forward_fused needs (64-byte aligned inside)
+
+# Whether the fused forward would split the batch among its threads (whose
+# threads wait for no one) rather than the units.
+cdef bint batch_mode(Dims d, bint dbl) noexcept nogil
+
+# The path of a forward of d's sizes (d.nthreads resolved, and set to 1 by the
+# adaptive team where it runs one thread).
+cdef Plan plan_forward(Dims d, bint dbl) noexcept nogil
+
+# Runs a PATH_UNITS or PATH_BATCH plan; scratch: plan.scratch_bytes bytes.
+cdef void forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl, Plan* plan,
+                        void* scratch) noexcept nogil

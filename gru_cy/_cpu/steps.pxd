@@ -1,0 +1,10 @@
+# The per-kernel step loops (steps.pyx): every configuration's forward and backward.
+from cython cimport floating
+
+from gru_cy._cpu.layout cimport Dims, Ptrs
+
+# x (T, B, I) -> y (T, B, H), with the training cache when train (Ptrs says where).
+cdef void forward_steps(floating* theta, Dims d, Ptrs p, bint train) noexcept nogil
+
+# dy (T, B, H), dh (B, H) dstate in / dh0 out -> dx (T, B, I); gradients +=.
+cdef void backward_steps(floating* theta, Dims d, Ptrs p) noexcept nogil

@@ -1,0 +1,269 @@
+"""A network of ``[gru]``, ``[connected]``, ``[softmax]`` and ``[cost]`` layers.
+
+The pieces follow Darknet's semantics so that a Darknet network loads and runs
+here unchanged (see ``gru_cy.darknet``, which depends on this module, never
+the reverse), with one deliberate difference: every backward returns and
+accumulates **true gradients** of the loss (Darknet keeps the negative
+gradient in ``delta``).  Tensors are time-major ``(T, B, features)``.
+"""
+import numpy as np
+
+from gru_cy import _validate as V
+from gru_cy import backends
+from gru_cy.layer import GRU
+from gru_cy.nn.losses import Cost, Softmax
+
+__all__ = ["Network"]
+
+
+class Network:
+    """A sequence of ``[gru]``, ``[connected]``, ``[softmax]`` and ``[cost]`` layers.
+
+    Tensors are time-major ``(T, B, features)``; a GRU sees them as such, the
+    other layers see ``T*B`` rows (Darknet's layout).  GRU states carry from
+    call to call as in Darknet (``predict`` included); ``reset_state`` clears
+    them.
+
+    Parameters
+    ----------
+    layers : list
+        ``gru_cy.GRU``, :class:`Connected`, :class:`Softmax`, :class:`Cost`.
+    inputs : int
+        Features per step of the input.
+    batch, subdivisions, time_steps : int
+        Darknet's ``[net]`` values as the GRU sees them: ``batch`` is the
+        sequences per call ``B`` (cfg ``batch / subdivisions``),
+        ``time_steps`` is ``T``.  An update's batch is
+        ``batch * subdivisions * time_steps`` rows.
+    learning_rate, momentum, decay, b1, b2, eps : float
+        Hyper-parameters passed to every layer's ``update``.
+    optimizer : {"sgd", "adam"}
+        Recorded for the cfg (``adam=1``); each layer holds its own.
+    seen : int
+        Darknet's counter of training rows (``B*T`` per training call).
+    """
+
+    def __init__(self, layers, inputs, batch=1, subdivisions=1, time_steps=1,
+                 learning_rate=0.001, momentum=0.9, decay=0.0001, optimizer="sgd",
+                 b1=0.9, b2=0.999, eps=1e-7, seen=0, clip=None):
+        if not layers:
+            raise ValueError("layers: expected at least one layer, got none")
+        self.layers = list(layers)
+        self.inputs = V.positive_int("inputs", inputs)
+        self.batch = V.positive_int("batch", batch)
+        self.subdivisions = V.positive_int("subdivisions", subdivisions)
+        self.time_steps = V.positive_int("time_steps", time_steps)
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
+        self.decay = float(decay)
+        self.optimizer = optimizer
+        self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
+        self.clip = clip
+        self.seen = int(seen)
+        # Darknet's file metadata (gru_cy.darknet reads and writes them)
+        self.options = {}             # [net] options read from a cfg (kept by save_cfg)
+        self.section_name = "net"
+        self.layer_options = None     # per-layer cfg options, likewise
+        self.header = (0, 2, 0)       # .weights version (major, minor, revision)
+        self.gru_order = "darknet"    # GRU sublayer order of the .weights file
+        self._rows = 0
+        self._calls = 0
+        self._shape = None
+        n = self.inputs
+        for i, layer in enumerate(self.layers):
+            if layer.inputs != n:
+                raise ValueError(f"layers[{i}] ({_layer_type(layer)}): expected "
+                                 f"{n} inputs (the previous layer's outputs), "
+                                 f"got {layer.inputs}")
+            n = layer.outputs
+        self.outputs = n
+
+    @property
+    def update_batch(self):
+        """Rows per update as Darknet counts them: B * subdivisions * T."""
+        return self.batch * self.subdivisions * self.time_steps
+
+    @property
+    def dtype(self):
+        for layer in self.layers:
+            if hasattr(layer, "dtype"):
+                return np.dtype(layer.dtype)
+        return np.dtype(np.float32)
+
+    @property
+    def device(self):
+        for layer in self.layers:
+            if hasattr(layer, "device"):
+                return layer.device
+        return "cpu"
+
+    def _check_x(self, x):
+        return V.array("x", x, self.dtype, ("T", "B", self.inputs), self._backend)
+
+    @property
+    def _backend(self):
+        for layer in self.layers:
+            if hasattr(layer, "device"):
+                return backends.get(layer.device)
+        return backends.get("cpu")
+
+    def forward(self, x, train=False):
+        """Run every layer; returns the last layer's output ``(T, B, outputs)``.
+
+        Parameters
+        ----------
+        x : ndarray, shape (T, B, inputs)
+        train : bool
+            Training forward: caches for ``backward``, batch statistics, and
+            ``seen += B*T``.
+        """
+        x = self._check_x(x)
+        T, B = x.shape[:2]
+        h = x
+        for layer in self.layers:
+            if isinstance(layer, GRU):
+                h = layer.forward(h.reshape(T, B, -1), train=train)
+            else:
+                h = layer.forward(h.reshape(T * B, -1), train=train)
+        if train:
+            self.seen += B * T
+            self._shape = (T, B)
+        return h.reshape(T, B, -1)
+
+    def predict(self, x):
+        """Inference forward with the state carried between calls (Darknet's network_predict).
+
+        Parameters
+        ----------
+        x : ndarray, shape (T, B, inputs) or (time_steps * batch, inputs)
+            Time-major input; the 2-D form is Darknet's flat input buffer of
+            the cfg's ``T`` and ``B`` (row ``t*B + b``).
+
+        Returns
+        -------
+        ndarray, shape (T, B, outputs), or (time_steps * batch, outputs) for 2-D input
+        """
+        if getattr(x, "ndim", None) == 2:
+            T, B = self.time_steps, self.batch
+            if x.shape[0] != T * B:
+                raise ValueError(f"x: expected (T, B, {self.inputs}) or Darknet's flat "
+                                 f"({T * B}, {self.inputs}) = (time_steps*batch, inputs), "
+                                 f"got {x.shape}")
+            y = self.forward(x.reshape(T, B, -1), train=False)
+            return y.reshape(T * B, -1)
+        return self.forward(x, train=False)
+
+    def _loss_layer(self):
+        """(index where backward starts, loss kind) from the final layers."""
+        n = len(self.layers)
+        last = n - 1
+        if isinstance(self.layers[last], Cost):
+            if last >= 1 and isinstance(self.layers[last - 1], Softmax):
+                return last - 2, "xent"
+            return last - 1, "sse"
+        if isinstance(self.layers[last], Softmax):
+            return last - 1, "xent"
+        return last, "none"
+
+    def loss(self, output, targets):
+        """The network's loss for ``output`` of a training forward.
+
+        Returns
+        -------
+        loss : float
+            Cross-entropy after a final ``[softmax]``, else ``scale * sse``
+            with a final ``[cost]``.
+        dstart : ndarray
+            The gradient where ``backward`` starts: w.r.t. the softmax's input
+            (``p - t``) or the cost's input.
+        """
+        start, kind = self._loss_layer()
+        if kind == "none":
+            raise ValueError("targets: this network ends without [softmax] or [cost]; "
+                             "compute the loss yourself and call backward(dy)")
+        # the layer after `start` computes the loss: [softmax] or [cost]
+        return self.layers[start + 1].loss(output, targets)
+
+    def backward(self, dy, start=None):
+        """Backpropagate ``dy`` = dL/d(output of layer ``start``); returns dL/dx.
+
+        Parameters
+        ----------
+        dy : ndarray, shape (T, B, features of that layer)
+        start : int or None
+            Index of the layer whose output ``dy`` refers to; default the last.
+        """
+        if self._shape is None:
+            raise ValueError("backward: expected a preceding forward(train=True), got none")
+        T, B = self._shape
+        start = len(self.layers) - 1 if start is None else start
+        d = dy
+        for layer in reversed(self.layers[:start + 1]):
+            if isinstance(layer, GRU):
+                d = layer.backward(d.reshape(T, B, -1))
+            else:
+                d = layer.backward(d.reshape(T * B, -1))
+        self._rows += T * B
+        return d.reshape(T, B, -1)
+
+    def train_step(self, x, targets):
+        """One Darknet training call: forward, loss, backward; update every
+        ``subdivisions`` calls.  Returns the loss (summed over rows)."""
+        y = self.forward(x, train=True)
+        start, _ = self._loss_layer()
+        loss, d = self.loss(y, targets)
+        self.backward(d.reshape(y.shape[0], y.shape[1], -1), start=start)
+        self._calls += 1
+        if self._calls % self.subdivisions == 0:
+            self.update()
+        return loss
+
+    def update(self, batch=None):
+        """Update every layer with the network's hyper-parameters.
+
+        ``batch`` defaults to the rows backpropagated since the last update
+        (``B*T`` per training call, i.e. Darknet's ``batch*subdivisions*T``
+        when called every ``subdivisions`` calls).
+        """
+        if batch is None:
+            if self._rows == 0:
+                raise ValueError("batch: expected a number of rows; none were "
+                                 "backpropagated since the last update")
+            batch = self._rows
+        for layer in self.layers:
+            if hasattr(layer, "update"):
+                layer.update(learning_rate=self.learning_rate, momentum=self.momentum,
+                             decay=self.decay, batch=batch, b1=self.b1, b2=self.b2,
+                             eps=self.eps, clip=self.clip)
+        self._rows = 0
+        self._shape = None
+
+    def zero_grad(self):
+        for layer in self.layers:
+            if hasattr(layer, "zero_grad"):
+                layer.zero_grad()
+        self._rows = 0
+
+    def reset_state(self):
+        """Forget every GRU's carried state (the next call starts from zeros)."""
+        for layer in self.layers:
+            if isinstance(layer, GRU):
+                layer.reset_state()
+
+    def to(self, device):
+        """Move every layer; returns self."""
+        for layer in self.layers:
+            if hasattr(layer, "to"):
+                layer.to(device)
+        self._shape = None
+        return self
+
+    def __repr__(self):
+        kinds = ", ".join(_layer_type(layer) for layer in self.layers)
+        return f"Network(inputs={self.inputs}, layers=[{kinds}])"
+
+
+def _layer_type(layer):
+    if isinstance(layer, GRU):
+        return "gru"
+    return getattr(layer, "type", type(layer).__name__)
