@@ -18,6 +18,7 @@ def _run(*args, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_smoke_json(tmp_path):
     out = tmp_path / "bench.json"
     res = _run("--configs", "D,stream", "--repeat", "1", "--min-time", "0.001",
@@ -48,6 +49,7 @@ def test_smoke_json(tmp_path):
     assert mem["gru_cy"]["peak_kib"] >= mem["gru_cy"]["rss_before_kib"] > 0
 
 
+@pytest.mark.slow
 def test_darknet_float64_only_gru_cy_and_numpy(tmp_path):
     out = tmp_path / "bench.json"
     res = _run("--configs", "D", "--tasks", "inference", "--variant", "darknet",
@@ -71,6 +73,7 @@ def test_bad_arguments_exit_2(args, capsys):
     assert "error" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_arguments_exit_2_through_cli():
     res = _run("--configs", "Q")
     assert res.returncode == 2
@@ -93,12 +96,12 @@ def test_calibration_is_not_set_by_one_stalled_call(monkeypatch):
     # warm-up 30 ms, then one call stalled at 11 ms among 0.25 ms ones: the
     # count follows the fast calls (0.05 s / 0.25 ms = 200), not the stall (5)
     times = iter([0.03, 0.011] + [0.00025] * 100)
-    monkeypatch.setattr(bench, "_timed", lambda fn: next(times))
-    assert bench._calibrate(lambda: None, 0.05) == 200
+    monkeypatch.setattr(bench.timing, "_timed", lambda fn: next(times))
+    assert bench.timing._calibrate(lambda: None, 0.05) == 200
     times = iter([0.2])                      # a call longer than a sample
-    assert bench._calibrate(lambda: None, 0.05) == 1
+    assert bench.timing._calibrate(lambda: None, 0.05) == 1
     times = iter([0.01, 0.01, 0.07])         # ... after the warm-up
-    assert bench._calibrate(lambda: None, 0.05) == 1
+    assert bench.timing._calibrate(lambda: None, 0.05) == 1
 
 
 def test_interleaving_rotates_the_order():

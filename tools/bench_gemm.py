@@ -1,11 +1,12 @@
 """Benchmark the engine's native gemm against NumPy's BLAS (OpenBLAS).
 
 Times the gemm shapes the GRU runs (forward input and recurrent projections,
-backward dh, dx and weight gradients) for the configurations (B, T, I, H)
-below, at each thread count, and prints GFLOP/s of both and their ratio
-(native / BLAS, > 1 means the native gemm is faster).  The two are timed
-interleaved in alternating blocks and the medians of the per-call times are compared,
-so a machine shared with other jobs slows both alike.
+backward dh, dx and weight gradients) for the benchmark configurations
+(B, T, I, H) of gru_cy.bench.configs, at each thread count, and prints
+GFLOP/s of both and their ratio (native / BLAS, > 1 means the native gemm is
+faster).  The two are timed interleaved in alternating blocks and the medians
+of the per-call times are compared, so a machine shared with other jobs slows
+both alike.
 
 Run from the repository root after an in-place build::
 
@@ -26,18 +27,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gru_cy._cpu.gemm import gemm_info, gemm_isa, gemm_strided_py, gemm_time  # noqa: E402
+from gru_cy.bench.configs import CONFIGS  # noqa: E402  (name: (B, T, I, H))
 
 try:
     from threadpoolctl import threadpool_info, threadpool_limits
 except ImportError:  # pragma: no cover - optional
     threadpool_info = threadpool_limits = None
-
-CONFIGS = {  # name: (B, T, I, H)
-    "A": (1, 128, 64, 128),
-    "B": (32, 64, 256, 256),
-    "C": (64, 100, 512, 1024),
-    "D": (128, 32, 32, 64),
-}
 
 
 def gru_shapes(B, T, I, H):

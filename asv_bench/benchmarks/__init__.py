@@ -1,18 +1,13 @@
 """asv benchmarks of gru_cy: shared sizes and fixtures.
 
-Configurations are those of issue 6 (``B`` batch, ``T`` steps, ``I`` inputs,
-``H`` outputs); config C, the largest, lives in the ``*SlowTier`` classes.
+Configurations are the project's benchmark sizes, ``gru_cy.bench.configs.CONFIGS``
+(``B`` batch, ``T`` steps, ``I`` inputs, ``H`` outputs); config C, the largest,
+lives in the ``*SlowTier`` classes.
 Every fixture is built from a fixed seed so that runs compare like with like.
 """
 import numpy as np
 
-CONFIGS = {
-    "A": (1, 128, 64, 128),
-    "B": (32, 64, 256, 256),
-    "C": (64, 100, 512, 1024),
-    "D": (128, 32, 32, 64),
-}
-"""name -> (B, T, I, H)."""
+from gru_cy.bench.configs import CONFIGS  # name -> (B, T, I, H)
 
 FAST_CONFIGS = ["A", "B", "D"]
 DTYPES = ["float32", "float64"]

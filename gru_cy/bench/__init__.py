@@ -1,0 +1,59 @@
+"""``gru-cy bench``: gru_cy side by side with NumPy, PyTorch and ONNX Runtime.
+
+Every engine runs the same math on the same weights: the layer's seeded
+parameters (with small random biases) are copied into
+
+- ``numpy``: a NumPy forward in the requested dtype written the way a careful
+  NumPy user would (input projections hoisted into one matmul, the three
+  recurrent products fused into one, or two for ``darknet``); inference and
+  streaming;
+- ``torch``: ``torch.nn.GRU`` through the SPEC section 4 mapping (gate blocks
+  r, z, n); variant ``reset_after`` only; inference, training and streaming;
+- ``ort``: ONNX Runtime's GRU operator, the graph built with ``onnx.helper``
+  (gate blocks z, r, h; ``W`` (1, 3H, I), ``R`` (1, 3H, H), ``B`` (1, 6H) =
+  input biases then recurrent biases; ``linear_before_reset`` 1 for
+  ``reset_after``, 0 for ``darknet``); float32 inference and streaming.
+
+PyTorch and ONNX Runtime are optional: an engine that cannot be imported is
+left out and said so.  Before anything is timed, every engine's output (and
+torch's ``dx``) is compared with gru_cy's; the largest absolute difference is
+shown in the table and a mismatch makes the command exit with status 1.
+
+Training step: gru_cy's ``forward(train=True)``, ``backward``, ``update``
+(SGD, momentum 0.9, decay 1e-4); torch's forward, ``backward`` with ``x``
+requiring its gradient (gru_cy's backward always returns ``dx``), and
+``torch.optim.SGD`` with the same momentum and weight decay.  Streaming:
+gru_cy's ``forward`` on one (1, 1, I) step with the carried state; torch with
+its state tensor passed back; ORT through I/O binding to buffers bound once
+(its fastest path); NumPy one step of the loop above.
+
+Timing: each repeat runs every engine once, in an order rotated per repeat
+(interleaved, so that a change in machine load hits all engines alike), with
+a wait before each sample until the process's threads are idle (CPU time
+below 10% of wall time over 20 ms), so that the previous engine's spinning
+worker threads have gone to sleep; the table shows medians.  A call shorter than
+``--min-time`` is repeated within a sample and the mean taken.
+
+Work counted for GFLOP/s: a forward is ``6 T B H (I + H)`` flops (the six
+products), a training step three times that (forward, the data gradients and
+the weight gradients); elementwise work is not counted.
+"""
+from . import cli, configs, engines, report, timing
+from .cli import EPILOG, main, parser
+from .configs import (CONFIGS, ENGINES, SEED, STREAM_SIZES, TARGET_PEERS, TARGETS, TASKS,
+                      flops)
+from .engines import (DECAY, ENGINE_CLASSES, LEARNING_RATE, MOMENTUM, STREAM_CHECK_STEPS,
+                      TOLERANCE, GruCyEngine, NumpyEngine, OrtEngine, TorchEngine,
+                      build_engines, check_outputs, make_problem)
+from .report import render, run
+from .timing import (CALIBRATE_MAX_CALLS, CALIBRATE_SHARE, SETTLE_BUSY, SETTLE_MAX_S,
+                     SETTLE_WINDOW_S, interleaved_medians, peak_memory, settle)
+
+__all__ = [
+    "CALIBRATE_MAX_CALLS", "CALIBRATE_SHARE", "CONFIGS", "DECAY", "ENGINES", "ENGINE_CLASSES",
+    "EPILOG", "GruCyEngine", "LEARNING_RATE", "MOMENTUM", "NumpyEngine", "OrtEngine", "SEED",
+    "SETTLE_BUSY", "SETTLE_MAX_S", "SETTLE_WINDOW_S", "STREAM_CHECK_STEPS", "STREAM_SIZES",
+    "TARGETS", "TARGET_PEERS", "TASKS", "TOLERANCE", "TorchEngine", "build_engines",
+    "check_outputs", "cli", "configs", "engines", "flops", "interleaved_medians", "main",
+    "make_problem", "parser", "peak_memory", "render", "report", "run", "settle", "timing",
+]

@@ -1,0 +1,44 @@
+"""The benchmark configurations and the project's performance targets.
+
+The one place for the sizes that ``gru-cy bench``, the asv benchmarks
+(``asv_bench/``) and ``tools/bench_gemm.py`` run; standard library only, so
+that it imports without NumPy, PyTorch or ONNX Runtime.
+"""
+
+CONFIGS = {
+    "A": (1, 128, 64, 128),
+    "B": (32, 64, 256, 256),
+    "C": (64, 100, 512, 1024),
+    "D": (128, 32, 32, 64),
+}
+"""name -> (B, T, I, H): batch, steps, inputs, outputs."""
+
+STREAM_SIZES = CONFIGS["A"]
+"""Batch-1 streaming uses config A's I and H, T single-step calls, B = 1."""
+
+ENGINES = ("gru_cy", "numpy", "torch", "ort")
+TASKS = ("inference", "train", "stream")
+
+TARGETS = {
+    ("inference", "A"): 0.8, ("inference", "B"): 0.8,
+    ("inference", "C"): 1.0, ("inference", "D"): 0.8,
+    ("stream", "stream"): 0.5,
+    ("train", "A"): 0.25, ("train", "B"): 0.8, ("train", "C"): 1.0, ("train", "D"): 0.5,
+}
+"""(task, config) -> the project's performance target: the largest gru_cy /
+fastest-peer time ratio accepted."""
+TARGET_PEERS = ("torch", "ort")
+"""The peers the performance targets compare with; NumPy is shown but judged
+against no target."""
+
+SEED = 20240601
+
+
+def flops(task, B, T, I, H):
+    """Floating-point operations counted for one call of ``task``."""
+    fwd = 6.0 * T * B * H * (I + H)
+    if task == "train":
+        return 3.0 * fwd
+    if task == "stream":
+        return 6.0 * H * (I + H)
+    return fwd
