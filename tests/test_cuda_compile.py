@@ -17,6 +17,8 @@ SRC = os.path.join(REPO, "src_kernels")
 ARCHS = ("80", "90")
 NVCC = shutil.which("nvcc")
 
+pytestmark = pytest.mark.slow           # every test runs a CUDA compiler
+
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 @pytest.mark.parametrize("arch", ARCHS)

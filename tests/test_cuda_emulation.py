@@ -21,19 +21,13 @@ from gru_cy.kernels import KERNEL_NAMES
 
 from cuda_emulation import emu
 from kernel_oracles import CASES, ORACLES, case_gemm, make
+from tolerances import tol
 
 try:
     from gru_cy._cpu import CPU_KERNELS, cpu_kernel
 except ImportError:  # the Cython engine is not built
     CPU_KERNELS, cpu_kernel = (), None
 
-# One tolerance table keyed by dtype.  float64: both sides evaluate the same
-# formulas, differing only in summation order (gemm, <= 35 terms of O(1)) and
-# libm vs. CUDA-math rounding: a few ulp, far below 1e-12.  float32: the CPU
-# twin and NumPy evaluate some formulas in double and round once; the kernels
-# sum up to 35 float32 products: |error| <~ 35 * 6e-8 * O(1) = 2e-6.
-TOL = {np.dtype(np.float64): dict(rtol=1e-12, atol=1e-12),
-       np.dtype(np.float32): dict(rtol=2e-5, atol=2e-5)}
 DTYPES = (np.float32, np.float64)
 
 
@@ -57,27 +51,29 @@ def test_every_kernel_has_a_case():
     assert {name for name, _, _ in CASES} == set(KERNEL_NAMES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("name, label, builder", CASES,
                          ids=[f"{n}-{lbl}" if lbl else n for n, lbl, _ in CASES])
 def test_kernel_matches_oracles(emulator, name, label, builder, dtype):
-    tol = TOL[np.dtype(dtype)]
+    close = tol(dtype, "kernel")
     args, bufs = make(builder, dtype)
     emulator.run(name, args)
 
     ref_args, ref_bufs = make(builder, dtype)
     ORACLES[name](ref_args)
     for key in bufs:
-        assert_allclose(bufs[key], ref_bufs[key], **tol, err_msg=f"{name}: {key} vs NumPy")
+        assert_allclose(bufs[key], ref_bufs[key], **close, err_msg=f"{name}: {key} vs NumPy")
 
     if name in CPU_KERNELS:
         cpu_args, cpu_bufs = make(builder, dtype)
         _run_cpu(name, cpu_args)
         for key in bufs:
-            assert_allclose(bufs[key], cpu_bufs[key], **tol,
+            assert_allclose(bufs[key], cpu_bufs[key], **close,
                             err_msg=f"{name}: {key} vs the Cython engine")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, label, builder",
                          [c for c in CASES if c[0] != "gemm"],
                          ids=[f"{n}-{lbl}" if lbl else n for n, lbl, _ in CASES if n != "gemm"])
@@ -93,6 +89,7 @@ def test_results_do_not_depend_on_the_grid(emulator, name, label, builder):
         assert_allclose(bufs[key], odd_bufs[key], rtol=0, atol=0, err_msg=f"{name}: {key}")
 
 
+@pytest.mark.slow
 def test_gemm_shared_memory_tiles_are_per_block(emulator):
     # A product spanning 3 x 2 tiles and 5 K slabs: a block that read another
     # block's staged tile (or a stale slab) would give wrong sums.
@@ -100,7 +97,7 @@ def test_gemm_shared_memory_tiles_are_per_block(emulator):
     emulator.run("gemm", args)
     ref, ref_bufs = make(lambda b: case_gemm(b, 1, 0, 150, 100, 70, 1.0, 0.0), np.float64)
     ORACLES["gemm"](ref)
-    assert_allclose(bufs["C"], ref_bufs["C"], **TOL[np.dtype(np.float64)])
+    assert_allclose(bufs["C"], ref_bufs["C"], **tol(np.float64, "kernel"))
 
 
 # ----------------------------------------------------------------- engine ---
@@ -120,13 +117,7 @@ def emulated_cuda(monkeypatch, emulated_launchers):
     return cuda_backend
 
 
-# Whole forward/backward passes chain gemms (different summation orders on
-# the two engines), BN divisions by per-step standard deviations and T steps
-# of accumulation, so the tolerance is looser than one kernel's.
-ENGINE_TOL = {np.dtype(np.float64): dict(rtol=1e-10, atol=1e-10),
-              np.dtype(np.float32): dict(rtol=1e-4, atol=1e-4)}
-
-
+@pytest.mark.slow
 @pytest.mark.skipif(cpu_kernel is None, reason="the Cython engine is not built")
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("bn", (False, True), ids=("nobn", "bn"))
@@ -136,6 +127,7 @@ def test_engine_mirrors_the_cython_drivers(emulated_cuda, variant, act, bn, dtyp
     _compare_engines(emulated_cuda, variant, act, bn, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu_kernel is None, reason="the Cython engine is not built")
 @pytest.mark.parametrize("bn", (False, True), ids=("nobn", "bn"))
 @pytest.mark.parametrize("variant", ("darknet", "reset_after"))
@@ -180,7 +172,7 @@ def _compare_engines(emulated_cuda, variant, act, bn, dtype):
                             y_infer=y_infer, y_zero=y_zero, theta=th))
     cpu, gpu = results
     for key in cpu:
-        assert_allclose(gpu[key], cpu[key], **ENGINE_TOL[dt], err_msg=key)
+        assert_allclose(gpu[key], cpu[key], **tol(dt, "engine"), err_msg=key)
 
 
 # -------------------------------------------------------------- launchers ---
@@ -237,6 +229,7 @@ def emulated_launchers(monkeypatch, emulator):
     return cuda
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_launchers_pass_the_kernel_arguments(emulated_launchers, dtype):
     # Every case through gru_cy.cuda.<name>(...), the code path a GPU runs up
@@ -250,10 +243,11 @@ def test_launchers_pass_the_kernel_arguments(emulated_launchers, dtype):
         ref_args, ref_bufs = make(builder, dtype)
         ORACLES[name](ref_args)
         for key in bufs:
-            assert_allclose(bufs[key], ref_bufs[key], **TOL[np.dtype(dtype)],
+            assert_allclose(bufs[key], ref_bufs[key], **tol(dtype, "kernel"),
                             err_msg=f"{name} {label}: {key}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu_kernel is None, reason="the Cython engine is not built")
 @pytest.mark.parametrize("bn, optimizer", ((False, "sgd"), (True, "adam")), ids=("sgd", "bn-adam"))
 @pytest.mark.parametrize("variant", ("darknet", "reset_after"))
@@ -268,21 +262,22 @@ def test_layer_api_on_emulated_cuda(monkeypatch, emulated_cuda, variant, bn, opt
     cpu, gpu = GRU(Ie, He, **kw), GRU(Ie, He, device="cuda", **kw)
     assert gpu.device == "cuda"
     rng = np.random.default_rng(9)
-    tol = ENGINE_TOL[np.dtype(np.float64)]
+    close = tol(np.float64, "engine")
     for it in range(2):
         x = rng.uniform(-1, 1, (Te, Be, Ie))
         dy = rng.uniform(-1, 1, (Te, Be, He))
-        assert_allclose(gpu.forward(x, train=True), cpu.forward(x, train=True), **tol)
-        assert_allclose(gpu.backward(dy), cpu.backward(dy), **tol)
-        assert_allclose(gpu.dh0, cpu.dh0, **tol)
+        assert_allclose(gpu.forward(x, train=True), cpu.forward(x, train=True), **close)
+        assert_allclose(gpu.backward(dy), cpu.backward(dy), **close)
+        assert_allclose(gpu.dh0, cpu.dh0, **close)
         cpu.update(learning_rate=0.1, clip=0.5 if it else None)
         gpu.update(learning_rate=0.1, clip=0.5 if it else None)
         for key, p in cpu.params.items():
-            assert_allclose(gpu.params[key], p, **tol, err_msg=key)
-    assert_allclose(gpu.forward(x), cpu.forward(x), **tol)
-    assert_allclose(gpu.state, cpu.state, **tol)
+            assert_allclose(gpu.params[key], p, **close, err_msg=key)
+    assert_allclose(gpu.forward(x), cpu.forward(x), **close)
+    assert_allclose(gpu.state, cpu.state, **close)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(cpu_kernel is None, reason="the Cython engine is not built")
 @pytest.mark.parametrize("head, optimizer", (("softmax", "sgd"), ("cost", "adam")))
 def test_network_on_emulated_cuda(monkeypatch, emulated_cuda, head, optimizer):
@@ -309,7 +304,7 @@ def test_network_on_emulated_cuda(monkeypatch, emulated_cuda, head, optimizer):
         nets[device] = Network(layers, C, batch=B, time_steps=T, learning_rate=0.1)
     assert nets["cuda"].layers[1].device == "cuda"
     rng = np.random.default_rng(4)
-    tol = ENGINE_TOL[np.dtype(np.float64)]
+    close = tol(np.float64, "engine")
     for it in range(3):
         x = rng.standard_normal((T, B, C))
         targets = rng.integers(0, C, (T, B)) if head == "softmax" else rng.random((T, B, C))
@@ -317,11 +312,11 @@ def test_network_on_emulated_cuda(monkeypatch, emulated_cuda, head, optimizer):
         for device, net in nets.items():
             on(device)
             losses[device] = net.train_step(x, targets)
-        assert_allclose(losses["cuda"], losses["cpu"], **tol)
+        assert_allclose(losses["cuda"], losses["cpu"], **close)
     for lc, lg in zip(nets["cpu"].layers, nets["cuda"].layers):
         for key, p in getattr(lc, "params", {}).items():
-            assert_allclose(lg.params[key], p, **tol, err_msg=key)
+            assert_allclose(lg.params[key], p, **close, err_msg=key)
     on("cuda")
     y = nets["cuda"].predict(x)
     on("cpu")
-    assert_allclose(y, nets["cpu"].predict(x), **tol)
+    assert_allclose(y, nets["cpu"].predict(x), **close)

@@ -14,17 +14,17 @@ from numpy.testing import assert_allclose
 from gru_cy import GRU, darknet
 from gru_cy.nn import Connected, Network, Softmax, Cost
 
+from tolerances import tol
+
 DATA = os.path.join(os.path.dirname(__file__), "data")
 CFG = os.path.join(DATA, "net_chargru_tiny.cfg")
 WEIGHTS = os.path.join(DATA, "net_chargru_tiny.weights")
 NPZ = os.path.join(DATA, "net_chargru_tiny.npz")
 SUBS = ("uz", "ur", "uh", "wz", "wr", "wh")
 
-# Darknet computes activations in double and was built with -Ofast; our float32
-# engine differs by rounding only, so 1e-5 absolute (SPEC section 5); with BN
-# the division by sqrt(var) + 1e-6 amplifies rounding, hence 1e-4.
-ATOL = 1e-5
-ATOL_BN = 1e-4
+# Darknet's numbers are float32 (tolerances.py: "darknet", "darknet_bn").
+DARKNET = tol(np.float32, "darknet")
+DARKNET_BN = tol(np.float32, "darknet_bn")
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +62,15 @@ def test_chargru_reproduces_darknet_over_six_calls(ref):
         x = ref["input"][c]                               # (T, B, inputs)
         T, B = x.shape[:2]
         h0 = gru0.forward(x)
-        assert_allclose(h0, ref["layer0_output"][c], rtol=0, atol=ATOL)
-        assert_allclose(gru0.state, ref["layer0_state"][c], rtol=0, atol=ATOL)
+        assert_allclose(h0, ref["layer0_output"][c], **DARKNET)
+        assert_allclose(gru0.state, ref["layer0_state"][c], **DARKNET)
         h1 = gru1.forward(h0)
-        assert_allclose(h1, ref["layer1_output"][c], rtol=0, atol=ATOL)
-        assert_allclose(gru1.state, ref["layer1_state"][c], rtol=0, atol=ATOL)
+        assert_allclose(h1, ref["layer1_output"][c], **DARKNET)
+        assert_allclose(gru1.state, ref["layer1_state"][c], **DARKNET)
         logits = fc.forward(h1.reshape(T * B, -1))
-        assert_allclose(logits.reshape(T, B, -1), ref["layer2_output"][c], rtol=0, atol=ATOL)
+        assert_allclose(logits.reshape(T, B, -1), ref["layer2_output"][c], **DARKNET)
         p = sm.forward(logits)
-        assert_allclose(p.reshape(T, B, -1), ref["layer3_output"][c], rtol=0, atol=ATOL)
+        assert_allclose(p.reshape(T, B, -1), ref["layer3_output"][c], **DARKNET)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -80,7 +80,7 @@ def test_chargru_predict_over_six_calls(ref, dtype):
     for c in range(int(ref["ncalls"])):
         y = net.predict(ref["input"][c])
         assert y.dtype == dtype
-        assert_allclose(y, ref["output"][c], rtol=0, atol=ATOL)
+        assert_allclose(y, ref["output"][c], **DARKNET)
 
 
 def test_save_load_gives_identical_bytes_and_numbers(ref, tmp_path):
@@ -92,7 +92,7 @@ def test_save_load_gives_identical_bytes_and_numbers(ref, tmp_path):
     darknet.save_cfg(net, cfg)
     net2 = darknet.load_network(cfg, out)
     for c in range(int(ref["ncalls"])):
-        assert_allclose(net2.predict(ref["input"][c]), ref["output"][c], rtol=0, atol=ATOL)
+        assert_allclose(net2.predict(ref["input"][c]), ref["output"][c], **DARKNET)
     darknet.save_weights(net2, tmp_path / "again.weights")
     assert _read(tmp_path / "again.weights") == _read(WEIGHTS)
 
@@ -203,7 +203,7 @@ def test_alexeyab_order_refused_by_default_and_loaded_explicitly(tmp_path, ref):
     for s in SUBS:
         assert_allclose(net.layers[1].params[f"{s}.weights"], ref[f"layer1_{s}_weights"],
                         rtol=0, atol=0)
-    assert_allclose(net.predict(ref["input"][0]), ref["output"][0], rtol=0, atol=ATOL)
+    assert_allclose(net.predict(ref["input"][0]), ref["output"][0], **DARKNET)
     darknet.save_weights(net, tmp_path / "back.weights")
     assert _read(tmp_path / "back.weights") == alexey
 
@@ -245,7 +245,7 @@ def test_old_headers_and_transposed_weights(tmp_path, ref, major, minor, seen_fm
     assert_allclose(net.layers[2].params["weights"], ref["layer2_weights"], rtol=0, atol=0)
     assert_allclose(net.layers[1].params["uh.weights"], ref["layer1_uh_weights"],
                     rtol=0, atol=0)
-    assert_allclose(net.predict(ref["input"][0]), ref["output"][0], rtol=0, atol=ATOL)
+    assert_allclose(net.predict(ref["input"][0]), ref["output"][0], **DARKNET)
     darknet.save_weights(net, tmp_path / "back.weights")
     assert _read(tmp_path / "back.weights") == blob
 
@@ -303,8 +303,8 @@ def test_bn_gru_network_matches_darknet_layer_vectors(tmp_path):
     net.layers[0].state = d["init_state"]
     for c in range(int(d["ncalls"])):
         assert_allclose(net.predict(d["calls_input"][c]), d["calls_output"][c],
-                        rtol=0, atol=ATOL_BN)
-        assert_allclose(net.layers[0].state, d["calls_state"][c], rtol=0, atol=ATOL_BN)
+                        **DARKNET_BN)
+        assert_allclose(net.layers[0].state, d["calls_state"][c], **DARKNET_BN)
     darknet.save_weights(net, tmp_path / "back.weights")
     assert _read(tmp_path / "back.weights") == _read(weights)
 

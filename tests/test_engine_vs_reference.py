@@ -16,48 +16,26 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from gru_cy import reference as ref
 
+from tolerances import tol
+
 try:
     from gru_cy import GRU
 except ImportError as exc:
     pytest.skip(f"gru_cy.GRU is not importable yet (engine not built or written): {exc}",
                 allow_module_level=True)
 
-# Tolerances keyed by dtype; atol is scaled by max(1, max|expected|) of each
-# tensor, since a weight gradient is a sum of T*B terms whose rounding grows
-# with the size of the sum, not of each entry.
-# - float64: the engine and the reference do the same operations in another
-#   order (gemm blocking, fused elementwise kernels): differences of a few ulp
-#   per operation, amplified by the chain over T steps and BN's 1/sd.
-#   1e-10 relative is ~1e5 ulp: any real bug is orders of magnitude larger
-#   (e.g. BN's 1e-6 epsilon misplaced is a 3e-5 relative change).
-# - float32: unit roundoff 6e-8; sums of up to ~30 terms and T up to 7 steps.
-#   Measured worst scaled error without BN training: 4.6e-7; 1e-4 relative /
-#   1e-5 absolute leaves >20x margin while a wrong formula is off by 1e-2 or more.
-# - float32 with BN training: BN divides by per-step batch standard deviations
-#   (B = 3 rows here, sd down to 0.009) and its backward by sd^2, amplifying
-#   float32 rounding: measured worst scaled error 6.3e-5 (7x3x5x11, min sd
-#   0.0087), 1.9e-5 at sd 0.029.  1e-3 / 3e-4 leaves ~5x margin; the exact BN
-#   formulas are held to 1e-10 by the float64 cases.
-TOLERANCE = {
-    np.float64: {"rtol": 1e-10, "atol": 1e-12},
-    np.float32: {"rtol": 1e-4, "atol": 1e-5},
-}
-TOLERANCE_BN_TRAIN = {
-    np.float64: TOLERANCE[np.float64],
-    np.float32: {"rtol": 1e-3, "atol": 3e-4},
-}
-
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
 BN = [pytest.param(False, id="nobn"), pytest.param(True, id="bn")]
 
 
 def check(actual, expected, dtype, what, bn_train=False):
-    """assert_allclose with the dtype's tolerance; ``what`` names config and tensor."""
-    tol = (TOLERANCE_BN_TRAIN if bn_train else TOLERANCE)[dtype]
+    """assert_allclose with the dtype's tolerance (tolerances.py: "reference",
+    "reference_bn_train"; atol scaled by the tensor's largest magnitude);
+    ``what`` names config and tensor."""
     expected = np.asarray(expected, dtype=np.float64)
-    atol = tol["atol"] * max(1.0, float(np.abs(expected).max(initial=0.0)))
-    assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=tol["rtol"],
-                    atol=atol, err_msg=what)
+    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
+    close = tol(dtype, "reference_bn_train" if bn_train else "reference", scale)
+    assert_allclose(np.asarray(actual, dtype=np.float64), expected, **close, err_msg=what)
 
 
 def make_case(T, B, I, H, bn, dtype, seed=0, variant="darknet", activation="tanh",

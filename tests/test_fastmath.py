@@ -6,23 +6,19 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+from tolerances import tol
+
 cell = pytest.importorskip("gru_cy._cpu.cell", reason="the Cython engine is not built")
 
 F32 = np.finfo(np.float32)
 TINY = float(F32.tiny)          # FLT_MIN, the smallest normal float32
 BIG = [1e30, float(F32.max), np.inf]
 
-# Error bounds against the exact value, for every finite float32 x.
-#  * absolute 1.2e-7 = 2 ulp of [0.5, 1): the final rounding (half an ulp) plus
-#    <= 1 eps (2^-23) of error carried from e^-|x| through 1/(1 + e) or
-#    (1 - e)/(1 + e).  An exhaustive C sweep over every third float32 bit
-#    pattern measured 8.9e-8 (logistic) and 9.0e-8 (tanh).
-#  * relative 2.5e-7 (~2.1 eps) where the exact result is a normal number: the
-#    same sweep measured 2.0e-7 (logistic) and 1.5e-7 (tanh, odd polynomial
-#    below |x| = 0.625, so no cancellation near 0).  Below FLT_MIN the
-#    logistic is flushed to 0 (absolute error < FLT_MIN).
-ATOL = 1.2e-7
-RTOL = 2.5e-7
+# Error bounds against the exact value, for every finite float32 x, absolute
+# and (where the exact result is a normal number) relative: tolerances.py's
+# "fastmath_abs" and "fastmath_rel".
+ABS_BOUND = tol(np.float32, "fastmath_abs")
+REL_BOUND = tol(np.float32, "fastmath_rel")
 
 
 def _ulps_around(points, k=40):
@@ -70,7 +66,7 @@ def test_absolute_error_bound(sweep, name):
         else (cell.fast_tanh_f32, tanh_ref)
     y = fast(sweep)
     assert y.dtype == np.float32 and y.shape == sweep.shape
-    assert_allclose(y.astype(np.float64), ref(sweep), rtol=0, atol=ATOL)
+    assert_allclose(y.astype(np.float64), ref(sweep), **ABS_BOUND)
 
 
 @pytest.mark.parametrize("name", ["logistic", "tanh"])
@@ -80,7 +76,7 @@ def test_relative_error_bound_on_normal_results(sweep, name):
     want = ref(sweep)
     keep = np.abs(want) >= TINY
     y = fast(sweep[keep]).astype(np.float64)
-    assert_allclose(y, want[keep], rtol=RTOL, atol=0)
+    assert_allclose(y, want[keep], **REL_BOUND)
 
 
 def test_logistic_special_values():
@@ -213,10 +209,6 @@ def _expected(name, a, act, shared=False):
 
 KERNELS = ["darknet_gates_forward", "darknet_state_forward", "reset_after_forward",
            "darknet_gates_backward", "darknet_reset_backward", "reset_after_backward"]
-# float32: inputs O(2), each output a product of <= 5 rounded float32 factors
-# plus the activations' <= 2.1 eps: |error| <~ 8 eps * O(10) = 1e-5 absolute,
-# 1e-6 relative.  float64: libm vs NumPy exp/tanh (<= 1 ulp) times <= 5 factors.
-TOL = {np.float32: dict(rtol=1e-6, atol=1e-5), np.float64: dict(rtol=1e-14, atol=1e-14)}
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -232,7 +224,7 @@ def test_row_kernels_follow_the_contract(name, H, dtype):
             got = _run(name, a, act, shared)
             want = _expected(name, a, act, shared)
             for i, (g, w) in enumerate(zip(got, want)):
-                assert_allclose(g, w, **TOL[dtype],
+                assert_allclose(g, w, **tol(dtype, "row"),
                                 err_msg=f"{name} act={act} shared={shared} output {i}")
 
 

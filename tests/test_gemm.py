@@ -1,15 +1,7 @@
 """The engine's gemm (gru_cy._cpu.gemm) against NumPy float64 products.
 
-Tolerance.  Every C element is alpha * (a K-term dot product) + beta * C,
-evaluated in the working precision.  The classical bound for a recursively
-summed dot product (Higham, Accuracy and Stability, eq. 3.5) is
-|fl(s) - s| <= gamma_K * sum_k |a_k b_k| with gamma_K = K u / (1 - K u) and
-u = eps / 2; the alpha and beta operations add two more roundings.  We assert
-|C - ref| <= (K + 2) * eps * max(|alpha| |op(A)| |op(B)| + |beta| |C0|), i.e.
-the bound with a factor-two margin, taken at its largest element (a scalar
-atol, as assert_allclose takes).  This is tight enough to catch any wrong
-index or missed term (an error of one whole term is O(1) relative), and valid
-for float32 and float64 alike.
+Tolerance: |C - ref| <= (K + 2) * eps * max(|alpha| |op(A)| |op(B)| + |beta| |C0|),
+a bound on a K-term dot product's rounding, justified in tolerances.py ("gemm").
 """
 import itertools
 import os
@@ -19,6 +11,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from gru_cy._cpu.gemm import gemm_info, gemm_isa, gemm_py, gemm_strided_py
+
+from tolerances import tol
 
 DTYPES = (np.float32, np.float64)
 TRANS = list(itertools.product((False, True), repeat=2))
@@ -76,9 +70,9 @@ def _reference(Ast, Bst, Cst, M, N, K, ta, tb, alpha, beta):
 
 
 def _check(C, ref, mag, K, dtype):
-    eps = np.finfo(dtype).eps
-    atol = (K + 2) * eps * max(float(mag.max()) if mag.size else 0.0, 1.0)
-    assert_allclose(C, ref, rtol=0, atol=atol)
+    bound = tol(dtype, "gemm")                  # eps, scaled here in the dtype's arithmetic
+    atol = (K + 2) * bound["atol"] * max(float(mag.max()) if mag.size else 0.0, 1.0)
+    assert_allclose(C, ref, rtol=bound["rtol"], atol=atol)
 
 
 def _run_case(rng, M, N, K, ta, tb, dtype, alpha, beta, pad, nthreads=1, use_blas=False):

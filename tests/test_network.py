@@ -9,13 +9,9 @@ from gru_cy.kernels import ACTIVATIONS
 from gru_cy.nn import Connected, Cost, Network, Softmax, mse, softmax, softmax_cross_entropy
 
 from kernel_oracles import act as act_ref, act_grad as act_grad_ref
+from tolerances import tol
 
-# Cython kernels vs the NumPy formulas: both evaluate Darknet's formula, the
-# kernel in double then rounded, NumPy in the array's precision: a few ulps.
-KTOL = {np.float32: 1e-6, np.float64: 1e-14}
-# Central differences with h = 1e-6 in float64: truncation O(h^2) and rounding
-# O(eps/h) ~ 1e-10 relative to the loss; 1e-7 leaves a margin for sums of ~1e2 terms.
-FD_TOL = 1e-7
+FD = tol(np.float64, "finite_diff_net")      # _fd's central differences
 
 
 def _fd(f, a, idx, h=1e-6):
@@ -42,13 +38,12 @@ def test_activation_kernels(dtype, act):
     assert_allclose(outs[0], outs[1], rtol=0, atol=0)       # thread count changes nothing
     y = outs[0]
     assert np.all(np.isfinite(y))
-    assert_allclose(y, act_ref(v.astype(np.float64), code), rtol=KTOL[dtype],
-                    atol=KTOL[dtype])
+    assert_allclose(y, act_ref(v.astype(np.float64), code), **tol(dtype, "activation"))
     d = rng.standard_normal(v.size).astype(dtype)
     dd = d.copy()
     cnet.py_activation_backward(dd, y, dd.size, code, 2)
-    assert_allclose(dd, d * act_grad_ref(y.astype(np.float64), code), rtol=KTOL[dtype],
-                    atol=KTOL[dtype])
+    assert_allclose(dd, d * act_grad_ref(y.astype(np.float64), code),
+                    **tol(dtype, "activation"))
 
 
 def test_kernel_wrappers_validate():
@@ -71,18 +66,18 @@ def test_losses_and_their_gradients(dtype):
     onehot = np.eye(5, dtype=dtype)[labels]
     p = softmax(logits)
     e = np.exp(logits.astype(np.float64) - logits.max(1, keepdims=True))
-    assert_allclose(p, e / e.sum(1, keepdims=True), rtol=KTOL[dtype], atol=KTOL[dtype])
+    assert_allclose(p, e / e.sum(1, keepdims=True), **tol(dtype, "activation"))
     loss, d = softmax_cross_entropy(logits, labels)
     loss2, d2 = softmax_cross_entropy(logits, onehot)
     assert loss == loss2
     assert_allclose(d, d2, rtol=0, atol=0)
     assert_allclose(loss, -np.log(p[np.arange(7), labels].astype(np.float64)).sum(),
-                    rtol=10 * KTOL[dtype])
+                    **tol(dtype, "loss"))
     assert_allclose(d, p - onehot, rtol=0, atol=0)
     y = rng.standard_normal((4, 3)).astype(dtype)
     t = rng.standard_normal((4, 3)).astype(dtype)
     loss, dy = mse(y, t)
-    assert_allclose(loss, 0.5 * ((y.astype(np.float64) - t) ** 2).sum(), rtol=10 * KTOL[dtype])
+    assert_allclose(loss, 0.5 * ((y.astype(np.float64) - t) ** 2).sum(), **tol(dtype, "loss"))
     assert_allclose(dy, y - t, rtol=0, atol=0)
     with pytest.raises(ValueError, match="targets: expected shape"):
         mse(y, t[:2])
@@ -97,7 +92,7 @@ def test_softmax_cross_entropy_is_the_true_gradient():
     _, d = softmax_cross_entropy(logits, t)
     for idx in [(0, 0), (1, 2), (2, 3)]:
         fd = _fd(lambda: softmax_cross_entropy(logits, t)[0], logits, idx)
-        assert_allclose(d[idx], fd, rtol=0, atol=FD_TOL)
+        assert_allclose(d[idx], fd, **FD)
 
 
 def _reference_connected(layer, x):
@@ -120,7 +115,8 @@ def test_connected_forward(act, bn):
         layer.params["scales"] = rng.standard_normal(3)
     layer.params["biases"] = rng.standard_normal(3)
     x = rng.standard_normal((6, 5))
-    assert_allclose(layer.forward(x), _reference_connected(layer, x), rtol=1e-13, atol=1e-13)
+    assert_allclose(layer.forward(x), _reference_connected(layer, x),
+                    **tol(np.float64, "connected"))
 
 
 @pytest.mark.parametrize("act", ["linear", "logistic", "tanh", "elu", "loggy"])
@@ -144,13 +140,13 @@ def test_connected_backward_is_the_true_gradient(act, bn):
     loss()
     dx = layer.backward(c)
     for idx in [(0, 0), (2, 3), (4, 1)]:
-        assert_allclose(dx[idx], _fd(loss, x, idx), rtol=0, atol=FD_TOL)
+        assert_allclose(dx[idx], _fd(loss, x, idx), **FD)
     keys = ["weights", "biases"] + (["scales"] if bn else [])
     for k in keys:
         w = layer.params[k]
         for idx in [tuple(0 for _ in w.shape), tuple(s - 1 for s in w.shape)]:
             g = layer.grads[k][idx]
-            assert_allclose(g, _fd(loss, w, idx), rtol=0, atol=FD_TOL)
+            assert_allclose(g, _fd(loss, w, idx), **FD)
 
 
 def test_connected_grads_accumulate_and_bn_needs_two_rows():
@@ -202,8 +198,8 @@ def test_connected_update_follows_darknet(optimizer):
                 m[key] = 0.9 * m[key] + 0.1 * gd
                 v[key] = 0.999 * v[key] + 0.001 * gd * gd
                 p -= lr * (m[key] / (1 - 0.9 ** t)) / (np.sqrt(v[key] / (1 - 0.999 ** t)) + 1e-7)
-        assert_allclose(layer.params["weights"], w, rtol=1e-14, atol=1e-14)
-        assert_allclose(layer.params["biases"], b, rtol=1e-14, atol=1e-14)
+        assert_allclose(layer.params["weights"], w, **tol(np.float64, "connected_update"))
+        assert_allclose(layer.params["biases"], b, **tol(np.float64, "connected_update"))
         assert not layer.grads["weights"].any()
     with pytest.raises(ValueError, match="batch"):
         layer.update()
@@ -232,12 +228,12 @@ def test_network_backward_is_the_true_gradient():
     _, d = net.loss(y, labels)
     dx = net.backward(d, start=2)
     for idx in [(0, 0, 0), (1, 1, 2), (2, 0, 1)]:
-        assert_allclose(dx[idx], _fd(loss, x, idx), rtol=0, atol=FD_TOL)
+        assert_allclose(dx[idx], _fd(loss, x, idx), **FD)
     for layer, key in ((net.layers[2], "weights"), (net.layers[1], "biases"),
                        (net.layers[0], "uh.weights"), (net.layers[0], "wz.weights")):
         w = layer.params[key]
         idx = tuple(s // 2 for s in w.shape)
-        assert_allclose(layer.grads[key][idx], _fd(loss, w, idx), rtol=0, atol=FD_TOL)
+        assert_allclose(layer.grads[key][idx], _fd(loss, w, idx), **FD)
 
 
 def test_softmax_layer_backward_is_its_jacobian():
@@ -249,7 +245,7 @@ def test_softmax_layer_backward_is_its_jacobian():
     dx = sm.backward(c)
     for idx in [(0, 0), (1, 4), (2, 5)]:
         assert_allclose(dx[idx], _fd(lambda: float((sm.forward(x) * c).sum()), x, idx),
-                        rtol=0, atol=FD_TOL)
+                        **FD)
 
 
 def test_train_step_updates_every_subdivisions_and_counts_seen():
@@ -315,4 +311,4 @@ def test_predict_carries_state_like_one_long_call():
     whole = net.predict(x)
     net.reset_state()
     parts = np.concatenate([net.predict(x[:2]), net.predict(x[2:3]), net.predict(x[3:])])
-    assert_allclose(parts, whole, rtol=1e-12, atol=1e-14)
+    assert_allclose(parts, whole, **tol(np.float64, "net_split"))

@@ -12,17 +12,14 @@ from numpy.testing import assert_allclose
 
 from gru_cy import reference as ref
 
+from tolerances import tol
+
 T, B, I, H = 3, 3, 4, 5
 
-# Central differences in float64 with step 1e-6 have truncation error
-# O(step^2 * f''') ~ 1e-12 and rounding error O(eps * |L| / step) ~ 1e-10 per
-# evaluation for |L| ~ 10; gradients here are O(0.1..10).  Measured worst
-# |analytic - numeric| over all 12 configurations: 1.5e-9, at most 12% of
-# atol + rtol*|numeric| below.  A wrong term is O(0.01) or more (see
-# test_gradient_check_catches_a_wrong_backward).
+# Central differences in float64 (tolerances.py: "finite_diff").
 FD_STEP = 1e-6
-FD_RTOL = 1e-6
-FD_ATOL = 1e-8
+FD = tol(np.float64, "finite_diff")
+LAST_BIT = tol(np.float64, "last_bit")
 
 
 def _setup(variant, activation, bn, seed=0):
@@ -70,13 +67,10 @@ def _check_gradients(variant, activation, bn, train, backward=ref.backward):
     _, _, cache = ref.forward(p, x, h0, **kw)
     dx, dh0, grads = backward(p, cache, w, v)
     assert sorted(grads) == sorted(ref.trainable_names(bn))
-    assert_allclose(dx, _central_difference(loss, x), rtol=FD_RTOL, atol=FD_ATOL,
-                    err_msg="dx")
-    assert_allclose(dh0, _central_difference(loss, h0), rtol=FD_RTOL, atol=FD_ATOL,
-                    err_msg="dh0")
+    assert_allclose(dx, _central_difference(loss, x), **FD, err_msg="dx")
+    assert_allclose(dh0, _central_difference(loss, h0), **FD, err_msg="dh0")
     for name, g in grads.items():
-        assert_allclose(g, _central_difference(loss, p[name]), rtol=FD_RTOL,
-                        atol=FD_ATOL, err_msg=name)
+        assert_allclose(g, _central_difference(loss, p[name]), **FD, err_msg=name)
 
 
 @pytest.mark.parametrize("variant", ref.VARIANTS)
@@ -122,7 +116,7 @@ def test_forward_basics(variant):
     # state carries: two calls equal one call over the concatenated input
     ya, ha, _ = ref.forward(p, x[:1], h0, variant=variant)
     yb, hb, _ = ref.forward(p, x[1:], ha, variant=variant)
-    assert_allclose(np.concatenate([ya, yb]), y, rtol=1e-15, atol=0)
+    assert_allclose(np.concatenate([ya, yb]), y, **LAST_BIT)
 
 
 def test_forward_one_step_by_hand():
@@ -142,10 +136,10 @@ def test_forward_one_step_by_hand():
     c_after = np.tanh(0.8 * x - 0.2 + r * ((-0.6) * h + 0.3))
     for variant, c in (("darknet", c_darknet), ("reset_after", c_after)):
         y, _, cache = ref.forward(p, [[[x]]], [[h]], variant=variant)
-        assert_allclose(cache["z"][0, 0, 0], z, rtol=1e-15)
-        assert_allclose(cache["r"][0, 0, 0], r, rtol=1e-15)
-        assert_allclose(cache["c"][0, 0, 0], c, rtol=1e-15)
-        assert_allclose(y[0, 0, 0], z * h + (1 - z) * c, rtol=1e-15)
+        assert_allclose(cache["z"][0, 0, 0], z, **LAST_BIT)
+        assert_allclose(cache["r"][0, 0, 0], r, **LAST_BIT)
+        assert_allclose(cache["c"][0, 0, 0], c, **LAST_BIT)
+        assert_allclose(y[0, 0, 0], z * h + (1 - z) * c, **LAST_BIT)
 
 
 def test_batch_norm_train_statistics_and_rolling_copy():
@@ -161,15 +155,17 @@ def test_batch_norm_train_statistics_and_rolling_copy():
         a = x[t] @ p["uz.weights"].T
         rm = 0.99 * rm + 0.01 * a.mean(axis=0)
         rv = 0.99 * rv + 0.01 * a.var(axis=0, ddof=1)
-    assert_allclose(cache["rolling"]["uz.rolling_mean"], rm, rtol=1e-14, atol=1e-15)
-    assert_allclose(cache["rolling"]["uz.rolling_variance"], rv, rtol=1e-14, atol=1e-15)
+    rolling = tol(np.float64, "rolling_reference")
+    assert_allclose(cache["rolling"]["uz.rolling_mean"], rm, **rolling)
+    assert_allclose(cache["rolling"]["uz.rolling_variance"], rv, **rolling)
     assert sorted(cache["rolling"]) == sorted(
         f"{s}.{k}" for s in ref.SUBLAYERS for k in ("rolling_mean", "rolling_variance"))
     # the normalised uz product at step 0 has mean 0 and (unbiased) std sd/(sd + 1e-6)
     a = x[0] @ p["uz.weights"].T
     vhat = (cache["out"]["uz"][0] - p["uz.biases"]) / p["uz.scales"]
     sd = a.std(axis=0, ddof=1)
-    assert_allclose(vhat, (a - a.mean(axis=0)) / (sd + 1e-6), rtol=1e-12, atol=1e-14)
+    assert_allclose(vhat, (a - a.mean(axis=0)) / (sd + 1e-6),
+                    **tol(np.float64, "bn_normalised"))
     with pytest.raises(ValueError, match="x"):
         ref.forward(p, x[:, :1], h0[:1], batch_normalize=True, train=True)
 
@@ -211,23 +207,23 @@ def test_init_params():
 
 
 # Update rules: every expected number below was worked out by hand from SPEC's
-# formulas; rtol 1e-15 allows only the last-bit rounding of the arithmetic.
+# formulas (held to LAST_BIT: the last-bit rounding of the arithmetic).
 
 def test_sgd_update_weight():
     # u = [.5, 0] - [.2, -.4] = [.3, .4]; u -= .01*4*[1, -2] -> [.26, .48]
     # w += (.1/4)*u -> [1.0065, -1.988]; u *= .9 -> [.234, .432]
     w, u = ref.sgd_update([1.0, -2.0], [0.5, 0.0], [0.2, -0.4], lr=0.1, momentum=0.9,
                           decay=0.01, batch=4, is_weight=True)
-    assert_allclose(w, [1.0065, -1.988], rtol=1e-15)
-    assert_allclose(u, [0.234, 0.432], rtol=1e-15)
+    assert_allclose(w, [1.0065, -1.988], **LAST_BIT)
+    assert_allclose(u, [0.234, 0.432], **LAST_BIT)
 
 
 def test_sgd_update_bias_gets_no_decay():
     # u = [.3, .4]; w += .025*u -> [1.0075, -1.99]; u *= .9 -> [.27, .36]
     w, u = ref.sgd_update([1.0, -2.0], [0.5, 0.0], [0.2, -0.4], lr=0.1, momentum=0.9,
                           decay=0.01, batch=4, is_weight=False)
-    assert_allclose(w, [1.0075, -1.99], rtol=1e-15)
-    assert_allclose(u, [0.27, 0.36], rtol=1e-15)
+    assert_allclose(w, [1.0075, -1.99], **LAST_BIT)
+    assert_allclose(u, [0.27, 0.36], **LAST_BIT)
 
 
 def test_sgd_update_clip_and_purity():
@@ -235,8 +231,8 @@ def test_sgd_update_clip_and_purity():
     w0, u0, g0 = np.array([1.0, -2.0]), np.array([0.5, 0.0]), np.array([0.2, -0.4])
     w, u = ref.sgd_update(w0, u0, g0, lr=0.1, momentum=0.9, decay=0.01, batch=4,
                           is_weight=False, clip=0.3)
-    assert_allclose(w, [1.0075, -1.9925], rtol=1e-15)
-    assert_allclose(u, [0.27, 0.27], rtol=1e-15)
+    assert_allclose(w, [1.0075, -1.9925], **LAST_BIT)
+    assert_allclose(u, [0.27, 0.27], **LAST_BIT)
     assert_allclose(w0, [1.0, -2.0], atol=0)
     assert_allclose(u0, [0.5, 0.0], atol=0)
     assert_allclose(g0, [0.2, -0.4], atol=0)
@@ -247,9 +243,9 @@ def test_adam_update_first_step():
     # m/(1-.9) = .7; v/(1-.999) = .49, sqrt = .7; w = 1 - .01*.7/(.7 + 1e-7)
     w, m, v = ref.adam_update([1.0], [0.0], [0.0], [0.5], lr=0.01, b1=0.9, b2=0.999,
                               eps=1e-7, decay=0.1, batch=2, t=1)
-    assert_allclose(m, [0.07], rtol=1e-15)
-    assert_allclose(v, [0.00049], rtol=1e-15)
-    assert_allclose(w, [1.0 - 0.01 * 0.7 / (0.7 + 1e-7)], rtol=1e-15)
+    assert_allclose(m, [0.07], **LAST_BIT)
+    assert_allclose(v, [0.00049], **LAST_BIT)
+    assert_allclose(w, [1.0 - 0.01 * 0.7 / (0.7 + 1e-7)], **LAST_BIT)
 
 
 def test_adam_update_third_step_with_clip():
@@ -257,7 +253,7 @@ def test_adam_update_third_step_with_clip():
     # v = .999*.04 + .001*.25 = .04021; 1-.9^3 = .271; 1-.999^3 = .002997001
     w, m, v = ref.adam_update([-2.0], [0.1], [0.04], [-1.0], lr=0.001, b1=0.9,
                               b2=0.999, eps=1e-7, decay=0.0, batch=8, t=3, clip=0.5)
-    assert_allclose(m, [0.04], rtol=1e-15)
-    assert_allclose(v, [0.04021], rtol=1e-15)
+    assert_allclose(m, [0.04], **LAST_BIT)
+    assert_allclose(v, [0.04021], **LAST_BIT)
     expected = -2.0 - 0.001 * (0.04 / 0.271) / (np.sqrt(0.04021 / 0.002997001) + 1e-7)
-    assert_allclose(w, [expected], rtol=1e-15)
+    assert_allclose(w, [expected], **LAST_BIT)
