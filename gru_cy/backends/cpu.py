@@ -1,7 +1,7 @@
 """The CPU backend: NumPy arrays and the Cython engine (``gru_cy._cpu``)."""
 import numpy as np
 
-from gru_cy.backends import Backend, to_host
+from gru_cy.backends.base import Backend, to_host
 
 
 class CpuBackend(Backend):

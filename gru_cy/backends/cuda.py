@@ -7,7 +7,7 @@ and that raises ``RuntimeError`` saying why when CUDA cannot be used.
 import numpy as np
 
 from gru_cy import cuda
-from gru_cy.backends import Backend, to_host
+from gru_cy.backends.base import Backend, to_host
 from gru_cy.kernels import (backward_buffers, chunk_steps, param_layout, scratch,
                             training_cache)
 
