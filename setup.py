@@ -107,9 +107,13 @@ class BuildPy(build_py):
             f.write(f"BUILD_INFO = {BUILD_INFO!r}\n")
 
 
+JOBS = os.cpu_count() or 1
+"""The engine is eight modules: cythonize and compile them in parallel."""
+
 setup(
     ext_modules=cythonize([ext(name) for name in EXTENSIONS],
                           compiler_directives=DIRECTIVES,
-                          build_dir="build/cython"),
+                          build_dir="build/cython", nthreads=JOBS),
     cmdclass={"build_py": BuildPy},
+    options={"build_ext": {"parallel": JOBS}},
 )
