@@ -53,8 +53,7 @@ try:
 except ImportError:
     have_torch = False
 
-CONFIGS = {"A": (1, 128, 64, 128), "B": (32, 64, 256, 256),
-           "C": (64, 100, 512, 1024), "D": (128, 32, 32, 64)}
+from gru_cy.bench.configs import CONFIGS
 
 
 def median_ms(fn, sync, repeat=10):

@@ -445,8 +445,8 @@ static inline void gk_direct_d(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(d, gk_direc
 
 /* C (M, N) = A (M, K) @ B.T + bias (B stored (N, K)) for M <= GK_DIRECT_MAX_M,
  * serially, without a plan: the fused forward's per-step products at batch 1
- * to 3 (three per step and thread, whose plans and separate bias passes took
- * 10% of config A's time).  Same path, chunks and arithmetic as gk_plan's
+ * to 3 (three per step and thread; plans and separate bias passes cost too
+ * much there: docs/performance.md).  Same path, chunks and arithmetic as gk_plan's
  * direct path with alpha = 1, beta = 0, then bias added: the same bits. */
 #define GK_GEMV_BIAS(T, SFX)                                                         \
 static inline void gk_gemv_bias_##SFX(T *C, const T *A, const T *B, const T *bias,  \

@@ -373,9 +373,8 @@ static void GK_FN(gk_tile)(gk_ctx *x, ptrdiff_t t, int tid)
         int mode = kb > 0 ? 1 : (beta == 0 ? 0 : (beta == 1 ? 1 : 2));
         /* A narrow tile reads each A panel once or twice, and a tile of one
          * panel's rows (the batch mode's 8-row chunks) keeps its rows in L1
-         * anyway: use A in place (full panels) rather than pack it.  Packing
-         * an 8 x 256 A for each of config B's per-step products took 3.4% of
-         * its forward's cycles; in place, B ran 8.22 ms against 8.37. */
+         * anyway: use A in place (full panels) rather than pack it
+         * (docs/performance.md, "The gemm"). */
         int inplace = j1 - j0 <= 2 * GK_NR || mc <= GK_MR;
         const GK_T *A = (const GK_T *)x->A;
         ptrdiff_t ars = x->transA ? 1 : x->lda, aks = x->transA ? x->lda : 1;

@@ -112,7 +112,8 @@ static inline int gru_step_read(int *done)
 #endif
 
 /* A barrier for the fused forward's team, met once or twice per step.
- * libgomp's barrier costs ~0.5 us here.  This one: each thread publishes the
+ * libgomp's barrier costs too much there (docs/performance.md, "The
+ * barrier").  This one: each thread publishes the
  * number of barriers it has arrived at (its epoch) on a cache line of its
  * own, and waits until every other thread's epoch has reached its own.  A
  * barrier then costs one cache-line transfer per teammate, which is what
