@@ -1,6 +1,9 @@
-"""Argument checks: the one place that raises for bad input.
+"""Argument checks shared by the public classes and the commands.
 
-Every message names the argument, the expected and the received value.
+The public classes check their arguments here (or, for checks of their own,
+in the same words) before anything is allocated; below them nothing raises
+for bad input.  Every message names the argument, the expected and the
+received value.
 """
 import argparse
 import math
@@ -72,10 +75,11 @@ def array(name, a, dtype, shape, backend=None):
     of ``dtype`` and the given shape.
 
     ``shape`` is a tuple of ints, axis names (str: any positive size, named in
-    messages) or None (any positive size); its length fixes ndim.  Float input of another precision is converted; integer, bool,
-    complex and object input is a TypeError; a size 0 is a ValueError.
-    Read-only and non-contiguous input is copied; NumPy, CuPy and torch
-    arrays move to the backend's device.
+    messages) or None (any positive size); its length fixes ndim.  Float input
+    of another precision is converted; integer, bool, complex and object input
+    is a TypeError; a size 0 is a ValueError.  Non-contiguous input is copied
+    (read-only input is used as it is: the kernels only read their inputs);
+    NumPy, CuPy and torch arrays move to the backend's device.
     """
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
@@ -147,3 +151,10 @@ def cli_number(kind, *, positive=True):
 
     parse.__name__ = what.replace(" ", "_")
     return parse
+
+
+# The argparse types of the commands (gru-cy train, gradcheck, bench).
+POSITIVE_INT = cli_number(int)
+NONNEGATIVE_INT = cli_number(int, positive=False)
+POSITIVE_FLOAT = cli_number(float)
+NONNEGATIVE_FLOAT = cli_number(float, positive=False)

@@ -389,13 +389,17 @@ def load_weights(net, path, gru_order=None):
     net.gru_order = order
 
 
-def weights_bytes(net):
-    """The Darknet ``.weights`` content of ``net`` as bytes (see :func:`save_weights`)."""
+def _darknet_variant_only(net, what):
+    """ValueError naming the first GRU layer whose variant Darknet has not."""
     for i, layer in enumerate(net.layers):
         if isinstance(layer, GRU) and layer.variant != "darknet":
             raise ValueError(f"layer {i} [gru]: variant {layer.variant!r} cannot be "
-                             f"saved in Darknet format (Darknet files hold the "
-                             f"'darknet' variant only)")
+                             f"{what} (Darknet has the 'darknet' variant only)")
+
+
+def weights_bytes(net):
+    """The Darknet ``.weights`` content of ``net`` as bytes (see :func:`save_weights`)."""
+    _darknet_variant_only(net, "saved in Darknet format")
     major, minor, revision = (int(v) for v in net.header)
     seen64, transpose = _header_rules(major, minor)
     seen = int(net.seen)
@@ -491,11 +495,7 @@ def _section(name, original, values):
 
 def cfg_text(net):
     """Darknet cfg text describing ``net`` (see :func:`save_cfg`)."""
-    for i, layer in enumerate(net.layers):
-        if isinstance(layer, GRU) and layer.variant != "darknet":
-            raise ValueError(f"layer {i} [gru]: variant {layer.variant!r} cannot be "
-                             f"written to a Darknet cfg (Darknet has the 'darknet' "
-                             f"variant only)")
+    _darknet_variant_only(net, "written to a Darknet cfg")
     adam = any(getattr(layer, "optimizer", "sgd") == "adam" for layer in net.layers)
     net_values = {
         "batch": net.batch * net.subdivisions,

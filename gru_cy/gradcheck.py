@@ -69,7 +69,7 @@ import time
 
 import numpy as np
 from scipy.differentiate import derivative
-from gru_cy._validate import cli_number
+from gru_cy import _validate as V
 from gru_cy.backends import to_host
 
 VARIANTS = ("darknet", "reset_after")
@@ -434,12 +434,6 @@ def check_all(inputs=3, outputs=4, batch=2, steps=3, device="cpu", seed=0,
             for variant in VARIANTS for activation in ACTIVATIONS for bn in (False, True)]
 
 
-_POS_INT = cli_number(int)
-_NONNEG_INT = cli_number(int, positive=False)
-_POS_FLOAT = cli_number(float)
-_NONNEG_FLOAT = cli_number(float, positive=False)
-
-
 def _parser():
     p = argparse.ArgumentParser(
         prog="gru-cy gradcheck",
@@ -447,24 +441,24 @@ def _parser():
                     "trainable parameter) against SciPy finite differences in float64, for "
                     "L = sum(w*y) + sum(v*h_T) with fixed random w, v.  Exit status: 0 when "
                     "every tensor passes, 1 when any fails, 2 on bad usage.")
-    p.add_argument("--inputs", type=_POS_INT, default=3, help="I (default 3)")
-    p.add_argument("--outputs", type=_POS_INT, default=4, help="H (default 4)")
-    p.add_argument("--batch", type=_POS_INT, default=2, help="B (default 2)")
-    p.add_argument("--steps", type=_POS_INT, default=3,
+    p.add_argument("--inputs", type=V.POSITIVE_INT, default=3, help="I (default 3)")
+    p.add_argument("--outputs", type=V.POSITIVE_INT, default=4, help="H (default 4)")
+    p.add_argument("--batch", type=V.POSITIVE_INT, default=2, help="B (default 2)")
+    p.add_argument("--steps", type=V.POSITIVE_INT, default=3,
                    help="sequence length T (default 3)")
     p.add_argument("--variant", choices=VARIANTS, default="darknet")
     p.add_argument("--activation", choices=ACTIVATIONS, default="tanh")
     p.add_argument("--batch-normalize", action="store_true",
                    help="enable batch normalisation (needs --batch >= 2)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--seed", type=_NONNEG_INT, default=0, help="random seed (default 0)")
-    p.add_argument("--eps", type=_POS_FLOAT, default=DEFAULT_EPS,
+    p.add_argument("--seed", type=V.NONNEGATIVE_INT, default=0, help="random seed (default 0)")
+    p.add_argument("--eps", type=V.POSITIVE_FLOAT, default=DEFAULT_EPS,
                    help=f"initial finite-difference step (default {DEFAULT_EPS:g})")
-    p.add_argument("--rtol", type=_NONNEG_FLOAT, default=DEFAULT_RTOL,
+    p.add_argument("--rtol", type=V.NONNEGATIVE_FLOAT, default=DEFAULT_RTOL,
                    help=f"relative tolerance (default {DEFAULT_RTOL:g})")
-    p.add_argument("--atol", type=_NONNEG_FLOAT, default=DEFAULT_ATOL,
+    p.add_argument("--atol", type=V.NONNEGATIVE_FLOAT, default=DEFAULT_ATOL,
                    help=f"absolute tolerance (default {DEFAULT_ATOL:g})")
-    p.add_argument("--max-coords", type=_NONNEG_INT, default=DEFAULT_MAX_COORDS,
+    p.add_argument("--max-coords", type=V.NONNEGATIVE_INT, default=DEFAULT_MAX_COORDS,
                    help="coordinates checked per tensor, a seeded random subset of larger "
                         f"tensors; 0 checks all (default {DEFAULT_MAX_COORDS})")
     p.add_argument("--json", metavar="FILE",

@@ -29,7 +29,11 @@ ACT_LOGISTIC = 0
 ACT_TANH = 1
 
 BN_EPS = 1e-6
+"""Batch normalisation's epsilon: vhat = (v - mu) / (sqrt(var) + BN_EPS)."""
 BN_MOMENTUM = 0.99
+BN_NEW = 0.01
+"""Rolling statistics: rolling = BN_MOMENTUM * rolling + BN_NEW * batch statistic, as SPEC
+writes it (0.01, not 1 - 0.99, which rounds to another double)."""
 
 KERNELS = {
     # --- gemm -------------------------------------------------------------

@@ -11,7 +11,6 @@ import numpy as np
 from gru_cy import _validate as V
 from gru_cy.backends import DEVICES
 from gru_cy.kernels import ACT_LOGISTIC, ACT_TANH, param_layout, param_size, rolling_shape
-from gru_cy.optim import OPTIMIZERS
 from gru_cy.trainable import Trainable
 
 SUBLAYERS = ("uz", "ur", "uh", "wz", "wr", "wh")
@@ -66,9 +65,9 @@ class GRU(Trainable):
         if not isinstance(batch_normalize, (bool, np.bool_)):
             raise TypeError(f"batch_normalize: expected a bool, got {batch_normalize!r}")
         self.batch_normalize = bool(batch_normalize)
-        V.choice("optimizer", optimizer, OPTIMIZERS)
         device = V.choice("device", device, DEVICES)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        if seed is not None and (isinstance(seed, bool)
+                                 or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         self.gemm = V.choice("gemm", gemm, GEMMS)
         layout = param_layout(self.inputs, self.outputs, self.batch_normalize)

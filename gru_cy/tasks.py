@@ -32,7 +32,7 @@ from . import darknet
 from .backends import to_host
 from .layer import GRU
 from .nn import Connected, Cost, Network, Softmax
-from ._validate import cli_number
+from . import _validate as V
 
 __all__ = ["adding_batch", "copy_batch", "train_main", "generate_main", "Progress"]
 
@@ -272,10 +272,6 @@ class _Text:
 
 # --- commands ----------------------------------------------------------------------
 
-_POS_INT = cli_number(int)
-_POS_FLOAT = cli_number(float)
-_NONNEG_FLOAT = cli_number(float, positive=False)
-
 def train_parser():
     p = argparse.ArgumentParser(
         prog="gru-cy train",
@@ -285,32 +281,32 @@ def train_parser():
                    help="built-in task (default adding; exclusive with --text)")
     p.add_argument("--text", metavar="FILE",
                    help="train a character-level language model on FILE instead")
-    p.add_argument("--iterations", type=_POS_INT, default=None,
+    p.add_argument("--iterations", type=V.POSITIVE_INT, default=None,
                    help="maximum training iterations (default 4000; text 1000)")
-    p.add_argument("--steps", type=_POS_INT, default=None,
+    p.add_argument("--steps", type=V.POSITIVE_INT, default=None,
                    help="sequence length T (default adding 50, copy 20, text 32)")
-    p.add_argument("--hidden", type=_POS_INT, default=None,
+    p.add_argument("--hidden", type=V.POSITIVE_INT, default=None,
                    help="GRU outputs H (default 64; text 128)")
-    p.add_argument("--batch", type=_POS_INT, default=None,
+    p.add_argument("--batch", type=V.POSITIVE_INT, default=None,
                    help="sequences per iteration B (default 50; text 16)")
-    p.add_argument("--learning-rate", type=_POS_FLOAT, default=None,
+    p.add_argument("--learning-rate", type=V.POSITIVE_FLOAT, default=None,
                    help="learning rate (default adam 0.01, sgd 0.1; text with adam 0.003)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    p.add_argument("--momentum", type=_NONNEG_FLOAT, default=0.9)
-    p.add_argument("--decay", type=_NONNEG_FLOAT, default=0.0,
+    p.add_argument("--momentum", type=V.NONNEGATIVE_FLOAT, default=0.9)
+    p.add_argument("--decay", type=V.NONNEGATIVE_FLOAT, default=0.0,
                    help="Darknet's weight decay (default 0)")
-    p.add_argument("--clip", type=_POS_FLOAT, default=None,
+    p.add_argument("--clip", type=V.POSITIVE_FLOAT, default=None,
                    help="clamp each summed gradient element to [-CLIP, CLIP]")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--threads", type=_POS_INT, default=None,
+    p.add_argument("--threads", type=V.POSITIVE_INT, default=None,
                    help="OpenMP threads (default: OpenMP's choice)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--eval-every", type=_POS_INT, default=50,
+    p.add_argument("--eval-every", type=V.POSITIVE_INT, default=50,
                    help="iterations between held-out evaluations (default 50)")
-    p.add_argument("--eval-size", type=_POS_INT, default=500,
+    p.add_argument("--eval-size", type=V.POSITIVE_INT, default=500,
                    help="held-out sequences (default 500)")
-    p.add_argument("--target", type=_NONNEG_FLOAT, default=0.1,
+    p.add_argument("--target", type=V.NONNEGATIVE_FLOAT, default=0.1,
                    help="stop once the held-out loss stays below TARGET * baseline "
                         "(default 0.1; 0 never stops early)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
@@ -452,10 +448,10 @@ def generate_parser():
                     "'gru-cy train --text FILE --save PATH' (or Darknet's rnn).")
     p.add_argument("--cfg", required=True, help="the model's .cfg")
     p.add_argument("--weights", required=True, help="the model's .weights")
-    p.add_argument("--length", type=_POS_INT, default=200,
+    p.add_argument("--length", type=V.POSITIVE_INT, default=200,
                    help="bytes to generate (default 200)")
     p.add_argument("--seed-text", default="\n", help="text fed first (default a newline)")
-    p.add_argument("--temperature", type=_POS_FLOAT, default=0.7,
+    p.add_argument("--temperature", type=V.POSITIVE_FLOAT, default=0.7,
                    help="sampling temperature (default 0.7, as Darknet's rnn)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     return p

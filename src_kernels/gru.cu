@@ -1,5 +1,5 @@
 // GRU step kernels, batch normalisation, bias and column sums: the CUDA twins
-// of the kernels of the same names in gru_cy/_cpu/gru.pyx.  Contracts (shapes,
+// of the kernels of the same names in gru_cy/_cpu/cell.pyx.  Contracts (shapes,
 // write rule) in gru_cy/kernels.py; sizes T, B, I, H; gate blocks [z | r | h].
 //
 // Elementwise kernels run a grid-stride loop over the B*H (or R*C) elements;

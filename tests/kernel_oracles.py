@@ -12,6 +12,7 @@ a call, padding and the parts a kernel must not touch included.
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from gru_cy import reference
 from gru_cy.kernels import ACTIVATIONS, BN_EPS, BN_MOMENTUM, KERNEL_NAMES
 
 B, H, T = 3, 5, 4
@@ -422,29 +423,21 @@ def ref_col_sum(a):
     a["out"][:C] = _f(a["out"][:C]) + _f(mat(a["A"], a["R"], C, a["lda"])).sum(0)
 
 
-def _clipped(a):
-    g = _f(a["g"])
-    return np.clip(g, -a["clip"], a["clip"]) if a["clip"] > 0 else g
-
-
 def ref_sgd_update(a):
+    # reference.py's rule, weights (decay) then the rest
     n, nd = a["n"], a["n_decay"]
-    w, u = _f(a["w"]), _f(a["u"]) - _clipped(a)
-    u[:nd] -= a["decay"] * a["batch"] * w[:nd]
-    a["w"][:n] = w + (a["lr"] / a["batch"]) * u
-    a["u"][:n] = a["momentum"] * u
+    clip = a["clip"] if a["clip"] > 0 else None
+    for part, is_weight in ((slice(0, nd), True), (slice(nd, n), False)):
+        a["w"][part], a["u"][part] = reference.sgd_update(
+            a["w"][part], a["u"][part], a["g"][part], lr=a["lr"], momentum=a["momentum"],
+            decay=a["decay"], batch=a["batch"], is_weight=is_weight, clip=clip)
     a["g"][:n] = 0
 
 
 def ref_adam_update(a):
-    t = a["t"]
-    w = _f(a["w"])
-    g = _clipped(a) + a["decay"] * a["batch"] * w
-    m = a["b1"] * _f(a["m"]) + (1 - a["b1"]) * g
-    v = a["b2"] * _f(a["v"]) + (1 - a["b2"]) * g * g
-    a["m"][:], a["v"][:] = m, v
-    a["w"][:] = w - a["lr"] * (m / (1 - a["b1"] ** t)) / (
-        np.sqrt(v / (1 - a["b2"] ** t)) + a["eps"])
+    a["w"][:], a["m"][:], a["v"][:] = reference.adam_update(
+        a["w"], a["m"], a["v"], a["g"], lr=a["lr"], b1=a["b1"], b2=a["b2"], eps=a["eps"],
+        decay=a["decay"], batch=a["batch"], t=a["t"], clip=a["clip"] if a["clip"] > 0 else None)
     a["g"][:] = 0
 
 

@@ -135,6 +135,7 @@ def test_engine_chunks_of_steps(monkeypatch, emulated_cuda, variant, bn):
     # 6 rows = 2 steps of B = 3 per chunk: T = 3 runs a chunk of 2 steps and
     # one of 1 (the CPU engine, with 512 rows, one chunk; same sums otherwise).
     from gru_cy import kernels
+    import gru_cy._cpu.engine  # noqa: F401  (imported first: it checks CHUNK_ROWS at import)
     monkeypatch.setattr(kernels, "CHUNK_ROWS", 6)
     assert kernels.chunk_steps(3, 3) == 2
     _compare_engines(emulated_cuda, variant, 1, bn, np.float64)

@@ -440,3 +440,12 @@ def test_lean_inference_path_matches_the_general_path(dtype):
     assert eng.infer_lean(x.astype(other), None, 1) is None
     assert eng.infer_lean(x[..., :4].copy(), None, 1) is None
     assert eng.infer_lean(x, np.zeros((3, 7), dtype), 1) is None    # batch mismatch
+
+
+def test_engine_refuses_a_missing_dy():
+    # The engine does no validation, but what would crash it is refused.
+    layer = make()
+    layer.forward(rand(3, 2, 3), train=True)
+    eng = layer._engine
+    with pytest.raises(ValueError, match="dy"):
+        eng.backward(None, None, np.empty((3, 2, 3)), np.empty((2, 4)), 1)

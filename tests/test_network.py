@@ -8,20 +8,11 @@ from gru_cy._cpu import net as cnet
 from gru_cy.kernels import ACTIVATIONS
 from gru_cy.nn import Connected, Cost, Network, Softmax, mse, softmax, softmax_cross_entropy
 
+from finite_differences import central_difference
 from kernel_oracles import act as act_ref, act_grad as act_grad_ref
 from tolerances import tol
 
-FD = tol(np.float64, "finite_diff_net")      # _fd's central differences
-
-
-def _fd(f, a, idx, h=1e-6):
-    old = a[idx]
-    a[idx] = old + h
-    fp = f()
-    a[idx] = old - h
-    fm = f()
-    a[idx] = old
-    return (fp - fm) / (2 * h)
+FD = tol(np.float64, "finite_diff_net")      # central_difference, h = 1e-6
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -91,7 +82,7 @@ def test_softmax_cross_entropy_is_the_true_gradient():
     t = rng.dirichlet(np.ones(4), 3)
     _, d = softmax_cross_entropy(logits, t)
     for idx in [(0, 0), (1, 2), (2, 3)]:
-        fd = _fd(lambda: softmax_cross_entropy(logits, t)[0], logits, idx)
+        fd = central_difference(lambda: softmax_cross_entropy(logits, t)[0], logits, idx)
         assert_allclose(d[idx], fd, **FD)
 
 
@@ -140,13 +131,13 @@ def test_connected_backward_is_the_true_gradient(act, bn):
     loss()
     dx = layer.backward(c)
     for idx in [(0, 0), (2, 3), (4, 1)]:
-        assert_allclose(dx[idx], _fd(loss, x, idx), **FD)
+        assert_allclose(dx[idx], central_difference(loss, x, idx), **FD)
     keys = ["weights", "biases"] + (["scales"] if bn else [])
     for k in keys:
         w = layer.params[k]
         for idx in [tuple(0 for _ in w.shape), tuple(s - 1 for s in w.shape)]:
             g = layer.grads[k][idx]
-            assert_allclose(g, _fd(loss, w, idx), **FD)
+            assert_allclose(g, central_difference(loss, w, idx), **FD)
 
 
 def test_connected_grads_accumulate_and_bn_needs_two_rows():
@@ -228,12 +219,12 @@ def test_network_backward_is_the_true_gradient():
     _, d = net.loss(y, labels)
     dx = net.backward(d, start=2)
     for idx in [(0, 0, 0), (1, 1, 2), (2, 0, 1)]:
-        assert_allclose(dx[idx], _fd(loss, x, idx), **FD)
+        assert_allclose(dx[idx], central_difference(loss, x, idx), **FD)
     for layer, key in ((net.layers[2], "weights"), (net.layers[1], "biases"),
                        (net.layers[0], "uh.weights"), (net.layers[0], "wz.weights")):
         w = layer.params[key]
         idx = tuple(s // 2 for s in w.shape)
-        assert_allclose(layer.grads[key][idx], _fd(loss, w, idx), **FD)
+        assert_allclose(layer.grads[key][idx], central_difference(loss, w, idx), **FD)
 
 
 def test_softmax_layer_backward_is_its_jacobian():
@@ -243,9 +234,12 @@ def test_softmax_layer_backward_is_its_jacobian():
     c = rng.standard_normal((3, 6))
     sm.forward(x, train=True)
     dx = sm.backward(c)
+
+    def loss():
+        return float((sm.forward(x) * c).sum())
+
     for idx in [(0, 0), (1, 4), (2, 5)]:
-        assert_allclose(dx[idx], _fd(lambda: float((sm.forward(x) * c).sum()), x, idx),
-                        **FD)
+        assert_allclose(dx[idx], central_difference(loss, x, idx), **FD)
 
 
 def test_train_step_updates_every_subdivisions_and_counts_seen():
@@ -312,3 +306,21 @@ def test_predict_carries_state_like_one_long_call():
     net.reset_state()
     parts = np.concatenate([net.predict(x[:2]), net.predict(x[2:3]), net.predict(x[3:])])
     assert_allclose(parts, whole, **tol(np.float64, "net_split"))
+
+
+def test_read_only_inputs_are_accepted():
+    # e.g. np.load(..., mmap_mode="r"): the kernels only read their inputs
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6, 4))
+    t = rng.standard_normal((6, 4))
+    labels = rng.integers(0, 4, 6)
+    for a in (x, t, labels):
+        a.setflags(write=False)
+    layer = Connected(4, 3, batch_normalize=True, dtype=np.float64, seed=0)
+    y = layer.forward(x, train=True)
+    dy = np.ones_like(y)
+    dy.setflags(write=False)
+    assert layer.backward(dy).shape == x.shape
+    assert_allclose(softmax(x).sum(axis=1), 1, **tol(np.float64, "activation"))
+    assert softmax_cross_entropy(x, labels)[1].shape == x.shape
+    assert mse(x, t)[1].shape == x.shape

@@ -11,15 +11,19 @@ The grid: both variants x both activations x BN x float32/float64 x 1 and 2
 threads x batch 1, 3, 16, 40 x a short sequence and one long enough for two
 chunks of the input projection (CHUNK_ROWS), with the backward's candidate
 recomputation forced on and off (reset_after without BN), and with and
-without the adaptive team.  Per case: a training forward from a random h0,
+without the adaptive team; then gemm="native" and "blas" x H 24, 40 and 64 x
+batch 3 and 64 x 2 threads and num_threads=None (chunked sequences).  Per case: a training forward from a random h0,
 a backward with dstate, an SGD update, a second training forward and backward
 (gradients of the updated weights), an inference forward from the carried
 state, then the same with Adam.  Every output, dx, dh0, gradient, updated
 parameter and rolling statistic is recorded.  A small Darknet-style network
-(GRU, connected with BN, softmax) trains two steps too (``net/...`` keys).
+(GRU, connected with BN, softmax) trains two steps too (``net/...`` keys);
+its connected layer and losses run the engine's kernels since 9987a11 (NumPy
+expressions before), so these keys differ from older builds in the last bits.
 
-``compare`` prints the number of arrays and elements compared and every key
-that differs (with its largest difference), and exits 1 if any does.
+``compare`` prints every key that differs (with the sums of both arrays) and
+a count per group of keys (the GRU layer's cases; ``net``), and exits 1 if
+any differs.
 """
 import argparse
 import hashlib
@@ -52,12 +56,14 @@ def _recompute_hook():
     raise RuntimeError("no c_recompute_threshold in the engine")
 
 
-def _case(out, key, variant, act, bn, dtype, threads, B, chunked, optimizer):
+def _case(out, key, variant, act, bn, dtype, threads, B, chunked, optimizer, H=H,
+          gemm="native"):
     import gru_cy
     T = _steps(B, chunked)
     rng = np.random.default_rng(zlib.crc32(key.encode()))
     layer = gru_cy.GRU(I, H, variant=variant, activation=act, batch_normalize=bn,
-                       optimizer=optimizer, dtype=dtype, seed=B * 7 + T, num_threads=threads)
+                       optimizer=optimizer, dtype=dtype, seed=B * 7 + T, num_threads=threads,
+                       gemm=gemm)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     h0 = rng.standard_normal((B, H)).astype(dtype)
     dy = rng.standard_normal((T, B, H)).astype(dtype)
@@ -127,6 +133,17 @@ def record(path):
                               optimizer)
                     finally:
                         hook(old)
+    # Paths the main grid does not reach: SciPy's BLAS; H below one 32-unit
+    # granule and H not a multiple of it; full 16-row batch chunks (B = 64 on
+    # two threads); OpenMP's own thread count (num_threads=None).
+    os.environ["GRU_CY_ADAPTIVE"] = "1"
+    extras = [(h, B, threads, gemm) for gemm in ("native", "blas") for h in (24, 40, 64)
+              for B in (3, 64) for threads in (2, None)]
+    for (h, B, threads, gemm), variant, bn, dtype in itertools.product(
+            extras, VARIANTS, (False, True), (np.float32, np.float64)):
+        key = (f"extra/{variant}/bn{int(bn)}/{np.dtype(dtype).name}/t{threads}/B{B}/H{h}"
+               f"/{gemm}")
+        _case(out, key, variant, "tanh", bn, dtype, threads, B, True, "sgd", H=h, gemm=gemm)
     for dtype in (np.float32, np.float64):
         for threads in (1, 2):
             _network(out, dtype, threads)
@@ -160,9 +177,15 @@ def compare(old_path, new_path):
         elif old[k][0] != new[k][0]:
             print(f"differs: {k} (sum {old[k][2]!r} -> {new[k][2]!r})")
             bad += 1
-    elements = sum(v[1] for v in old.values())
-    print(f"compared {len(old)} arrays, {elements} elements: "
-          f"{'all bit-identical' if not bad else f'{bad} differ'}")
+    groups = {}
+    for k in old:
+        g = groups.setdefault("net" if k.startswith("net/") else "gru", [0, 0, 0])
+        g[0] += 1
+        g[1] += old[k][1]
+        g[2] += k in new and old[k][0] != new[k][0]
+    for name, (arrays, elements, differ) in sorted(groups.items()):
+        print(f"{name}: {arrays} arrays, {elements} elements: "
+              f"{'all bit-identical' if not differ else f'{differ} differ'}")
     return 1 if bad else 0
 
 

@@ -7,7 +7,10 @@ Every fixture is built from a fixed seed so that runs compare like with like.
 """
 import numpy as np
 
-from gru_cy.bench.configs import CONFIGS  # name -> (B, T, I, H)
+try:
+    from gru_cy.bench.configs import CONFIGS  # name -> (B, T, I, H)
+except ImportError:  # commits before gru_cy/bench/ became a package
+    from gru_cy.bench import CONFIGS
 
 FAST_CONFIGS = ["A", "B", "D"]
 DTYPES = ["float32", "float64"]

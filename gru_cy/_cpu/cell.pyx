@@ -24,7 +24,9 @@ from gru_cy._cpu.common cimport team
 
 cnp.import_array()
 
-cdef double BN_EPS = 1e-6
+cdef double BN_EPS = 1e-6          # gru_cy.kernels' BN_EPS, BN_MOMENTUM, BN_NEW
+cdef double BN_MOMENTUM = 0.99     # (engine.pyx checks at import that they agree)
+cdef double BN_NEW = 0.01
 
 
 # ---------------------------------------------------------------- forward ---
@@ -88,8 +90,8 @@ cdef inline void _bn_train_column(floating* Y, floating* vhat, floating* sd,
             vhat[k] = v
             Y[k] = scales[c] * v + biases[c]
         sd[g * ld + c] = <floating>sqrt(var)
-        rolling_mean[c] = <floating>(0.99 * rolling_mean[c] + 0.01 * mu)
-        rolling_variance[c] = <floating>(0.99 * rolling_variance[c] + 0.01 * var)
+        rolling_mean[c] = <floating>(BN_MOMENTUM * rolling_mean[c] + BN_NEW * mu)
+        rolling_variance[c] = <floating>(BN_MOMENTUM * rolling_variance[c] + BN_NEW * var)
 
 
 cdef void bn_forward_infer(floating* Y, const floating* rolling_mean,
@@ -333,94 +335,106 @@ cdef inline void _col_sum_block(floating* out, const floating* A, Py_ssize_t R,
 
 # ------------------------------------------------------ test-tier wrappers ---
 # py_<name>(arrays..., sizes..., scalars..., nthreads): the kernel on the data
-# of flat C-contiguous arrays of one float type (None = NULL).
+# of flat C-contiguous arrays of one float type (None = NULL where the contract
+# allows it); the kernel's inputs may be read-only.
 
 cdef inline floating* _p(floating[::1] a) noexcept:
     return NULL if a is None else &a[0]
 
 
-def py_bias_forward(floating[::1] Y, floating[::1] bias, Py_ssize_t R, Py_ssize_t C,
+cdef inline const floating* _c(const floating[::1] a) noexcept:
+    return NULL if a is None else &a[0]
+
+
+def bn_constants():
+    """(BN_EPS, BN_MOMENTUM, BN_NEW) as the kernels use them (engine.pyx checks them)."""
+    return BN_EPS, BN_MOMENTUM, BN_NEW
+
+
+def py_bias_forward(floating[::1] Y, const floating[::1] bias, Py_ssize_t R, Py_ssize_t C,
                     Py_ssize_t ldy, int nthreads=1):
-    bias_forward(_p(Y), _p(bias), R, C, ldy, nthreads)
+    bias_forward(_p(Y), _c(bias), R, C, ldy, nthreads)
 
 
 def py_bn_forward_train(floating[::1] Y, floating[::1] vhat, floating[::1] sd,
                         floating[::1] rolling_mean, floating[::1] rolling_variance,
-                        floating[::1] scales, floating[::1] biases, Py_ssize_t G,
+                        const floating[::1] scales, const floating[::1] biases, Py_ssize_t G,
                         Py_ssize_t B, Py_ssize_t C, Py_ssize_t ld, int nthreads=1):
     bn_forward_train(_p(Y), _p(vhat), _p(sd), _p(rolling_mean), _p(rolling_variance),
-                     _p(scales), _p(biases), G, B, C, ld, nthreads)
+                     _c(scales), _c(biases), G, B, C, ld, nthreads)
 
 
-def py_bn_forward_infer(floating[::1] Y, floating[::1] rolling_mean,
-                        floating[::1] rolling_variance, floating[::1] scales,
-                        floating[::1] biases, Py_ssize_t R, Py_ssize_t C, Py_ssize_t ldy,
-                        int nthreads=1):
-    bn_forward_infer(_p(Y), _p(rolling_mean), _p(rolling_variance), _p(scales),
-                     _p(biases), R, C, ldy, nthreads)
+def py_bn_forward_infer(floating[::1] Y, const floating[::1] rolling_mean,
+                        const floating[::1] rolling_variance, const floating[::1] scales,
+                        const floating[::1] biases, Py_ssize_t R, Py_ssize_t C,
+                        Py_ssize_t ldy, int nthreads=1):
+    bn_forward_infer(_p(Y), _c(rolling_mean), _c(rolling_variance), _c(scales), _c(biases),
+                     R, C, ldy, nthreads)
 
 
 def py_gru_darknet_gates_forward(floating[::1] z, floating[::1] r, floating[::1] s,
-                                 floating[::1] xp, floating[::1] hp, floating[::1] hprev,
-                                 Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldx,
-                                 Py_ssize_t ldh, int nthreads=1):
-    gru_darknet_gates_forward(_p(z), _p(r), _p(s), _p(xp), _p(hp), _p(hprev), B, H, ldx,
+                                 const floating[::1] xp, const floating[::1] hp,
+                                 const floating[::1] hprev, Py_ssize_t B, Py_ssize_t H,
+                                 Py_ssize_t ldx, Py_ssize_t ldh, int nthreads=1):
+    gru_darknet_gates_forward(_p(z), _p(r), _p(s), _c(xp), _c(hp), _c(hprev), B, H, ldx,
                               ldh, nthreads)
 
 
-def py_gru_darknet_state_forward(floating[::1] c, floating[::1] h, floating[::1] xp,
-                                 floating[::1] hp, floating[::1] z, floating[::1] hprev,
-                                 Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldx,
-                                 Py_ssize_t ldh, int act, int nthreads=1):
-    gru_darknet_state_forward(_p(c), _p(h), _p(xp), _p(hp), _p(z), _p(hprev), B, H, ldx,
+def py_gru_darknet_state_forward(floating[::1] c, floating[::1] h, const floating[::1] xp,
+                                 const floating[::1] hp, const floating[::1] z,
+                                 const floating[::1] hprev, Py_ssize_t B, Py_ssize_t H,
+                                 Py_ssize_t ldx, Py_ssize_t ldh, int act, int nthreads=1):
+    gru_darknet_state_forward(_p(c), _p(h), _c(xp), _c(hp), _c(z), _c(hprev), B, H, ldx,
                               ldh, act, nthreads)
 
 
 def py_gru_reset_after_forward(floating[::1] z, floating[::1] r, floating[::1] q,
-                               floating[::1] c, floating[::1] h, floating[::1] xp,
-                               floating[::1] hp, floating[::1] hprev, Py_ssize_t B,
-                               Py_ssize_t H, Py_ssize_t ldx, Py_ssize_t ldh, int act,
-                               int nthreads=1):
-    gru_reset_after_forward(_p(z), _p(r), _p(q), _p(c), _p(h), _p(xp), _p(hp), _p(hprev),
+                               floating[::1] c, floating[::1] h, const floating[::1] xp,
+                               const floating[::1] hp, const floating[::1] hprev,
+                               Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldx, Py_ssize_t ldh,
+                               int act, int nthreads=1):
+    gru_reset_after_forward(_p(z), _p(r), _p(q), _p(c), _p(h), _c(xp), _c(hp), _c(hprev),
                             B, H, ldx, ldh, act, nthreads)
 
 
 def py_gru_darknet_gates_backward(floating[::1] dau, floating[::1] daw, floating[::1] dh,
-                                  floating[::1] dy, floating[::1] z, floating[::1] c,
-                                  floating[::1] hprev, Py_ssize_t B, Py_ssize_t H,
-                                  Py_ssize_t ldd, int act, int nthreads=1):
-    gru_darknet_gates_backward(_p(dau), _p(daw), _p(dh), _p(dy), _p(z), _p(c), _p(hprev),
+                                  const floating[::1] dy not None, const floating[::1] z,
+                                  const floating[::1] c, const floating[::1] hprev,
+                                  Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldd, int act,
+                                  int nthreads=1):
+    gru_darknet_gates_backward(_p(dau), _p(daw), _p(dh), _c(dy), _c(z), _c(c), _c(hprev),
                                B, H, ldd, act, nthreads)
 
 
 def py_gru_darknet_reset_backward(floating[::1] dau, floating[::1] daw, floating[::1] dh,
-                                  floating[::1] ds, floating[::1] r, floating[::1] hprev,
-                                  Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldd,
-                                  int nthreads=1):
-    gru_darknet_reset_backward(_p(dau), _p(daw), _p(dh), _p(ds), _p(r), _p(hprev), B, H,
+                                  const floating[::1] ds, const floating[::1] r,
+                                  const floating[::1] hprev, Py_ssize_t B, Py_ssize_t H,
+                                  Py_ssize_t ldd, int nthreads=1):
+    gru_darknet_reset_backward(_p(dau), _p(daw), _p(dh), _c(ds), _c(r), _c(hprev), B, H,
                                ldd, nthreads)
 
 
 def py_gru_reset_after_backward(floating[::1] dau, floating[::1] daw, floating[::1] dh,
-                                floating[::1] dy, floating[::1] z, floating[::1] r,
-                                floating[::1] q, floating[::1] c, floating[::1] hprev,
+                                const floating[::1] dy not None, const floating[::1] z,
+                                const floating[::1] r, const floating[::1] q,
+                                const floating[::1] c, const floating[::1] hprev,
                                 Py_ssize_t B, Py_ssize_t H, Py_ssize_t ldd, int act,
                                 int nthreads=1):
-    gru_reset_after_backward(_p(dau), _p(daw), _p(dh), _p(dy), _p(z), _p(r), _p(q), _p(c),
-                             _p(hprev), B, H, ldd, act, nthreads)
+    gru_reset_after_backward(_p(dau), _p(daw), _p(dh), _c(dy), _c(z), _c(r), _c(q), _c(c),
+                             _c(hprev), B, H, ldd, act, nthreads)
 
 
 def py_bn_backward(floating[::1] dY, floating[::1] dscales, floating[::1] dbiases,
-                   floating[::1] vhat, floating[::1] sd, floating[::1] scales,
-                   Py_ssize_t G, Py_ssize_t B, Py_ssize_t C, Py_ssize_t ld,
-                   int nthreads=1):
-    bn_backward(_p(dY), _p(dscales), _p(dbiases), _p(vhat), _p(sd), _p(scales), G, B, C,
+                   const floating[::1] vhat, const floating[::1] sd,
+                   const floating[::1] scales, Py_ssize_t G, Py_ssize_t B, Py_ssize_t C,
+                   Py_ssize_t ld, int nthreads=1):
+    bn_backward(_p(dY), _p(dscales), _p(dbiases), _c(vhat), _c(sd), _c(scales), G, B, C,
                 ld, nthreads)
 
 
-def py_col_sum(floating[::1] out, floating[::1] A, Py_ssize_t R, Py_ssize_t C,
+def py_col_sum(floating[::1] out, const floating[::1] A, Py_ssize_t R, Py_ssize_t C,
                Py_ssize_t lda, int nthreads=1):
-    col_sum(_p(out), _p(A), R, C, lda, nthreads)
+    col_sum(_p(out), _c(A), R, C, lda, nthreads)
 
 
 # The float32 activations of the row kernels, for tests/test_fastmath.py.  Not

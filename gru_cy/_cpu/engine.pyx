@@ -3,20 +3,23 @@
 
 ``Engine`` holds the pointers of one layer's storage (the flat ``theta``,
 ``grad`` and ``rolling`` arrays of ``gru_cy.kernels.param_layout``), its
-training cache and its scratch, and runs a call in three steps, all before the
-GIL is released: choose the path (``fused.plan_forward``, after the adaptive
-team has picked the team or one thread), allocate what that path needs, run
-it.  The paths are the fused forward (``fused.pyx``) and the per-kernel step
-loops (``steps.pyx``); every path gives the same bits.
+training cache and its scratch.  A forward call prepares its buffers (the
+per-shape scratch; the training cache), then chooses its path once
+(``fused.plan_forward``, after the adaptive team has picked the team or one
+thread), allocates what that path needs and runs it with the GIL released.
+The paths are the fused forward (``fused.pyx``) and the per-kernel step loops
+(``steps.pyx``); every path gives the same bits.
 
 Arrays handed in are C-contiguous, of the engine's dtype and of the sizes the
-layer validated (``gru_cy.layer``); this module does no validation and nothing
-under ``nogil`` raises.
+layer validated (``gru_cy.layer``); this module does no validation beyond
+refusing what would crash (a missing ``dy``), and nothing under ``nogil``
+raises.
 """
 cimport numpy as cnp
 import numpy as np
 from libc.string cimport memcpy, memset
 
+from gru_cy._cpu.cell import bn_constants
 from gru_cy._cpu.fused cimport PATH_STEPS, Plan, batch_mode, forward_fused, plan_forward
 from gru_cy._cpu.gemm cimport prepack_size
 from gru_cy._cpu.gemm import aligned_empty
@@ -47,6 +50,13 @@ def _check_layout():
         if got != want:
             raise ImportError(f"layout.pxd's parameter offsets {got} for I={I}, H={H} "
                               f"differ from gru_cy.kernels.param_layout's {want}")
+        if kernels.rolling_shape(H) != (2, 6 * H):
+            raise ImportError(f"the engine keeps the rolling statistics as (2, 6H), "
+                              f"gru_cy.kernels.rolling_shape says {kernels.rolling_shape(H)}")
+    want = (kernels.BN_EPS, kernels.BN_MOMENTUM, kernels.BN_NEW)
+    if bn_constants() != want:
+        raise ImportError(f"cell.pyx's BN constants {bn_constants()} differ from "
+                          f"gru_cy.kernels' {want}")
 
 
 _check_layout()
@@ -89,6 +99,20 @@ cdef inline bint _lean(object x, int type_num, Py_ssize_t inputs):
             and cnp.PyArray_DIM(a, 1) > 0 and cnp.PyArray_DIM(a, 2) == inputs
             and cnp.PyArray_TYPE(a) == type_num and cnp.PyArray_ISNOTSWAPPED(a)
             and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
+
+
+cdef void _cache_ptrs(Ptrs* p, dict cache):
+    # The training cache's pointers (kernels.training_cache): h_{-1..T-1}, the
+    # gates, c (where kept), s|q, BN's normalised values and deviations.
+    p.h0 = _ptr(cache["hs"])
+    p.z = _ptr(cache["z"])
+    p.r = _ptr(cache["r"])
+    p.c = _ptr(cache.get("c"))
+    p.sq = _ptr(cache["sq"])
+    p.vu = _ptr(cache.get("vu"))
+    p.su = _ptr(cache.get("su"))
+    p.vw = _ptr(cache.get("vw"))
+    p.sw = _ptr(cache.get("sw"))
 
 
 _TUNED_CALLS = ("inference", "training", "backward")
@@ -162,11 +186,6 @@ cdef class Engine:
     def _tune_force(self, which, int mode):
         # Tests: the next calls run in mode (1 team, 0 one thread).
         tune_force(&self.tune[_tune_index(which)], mode)
-
-    def set_storage(self, theta, grad, rolling):
-        self.theta = theta
-        self.grad = grad
-        self.rolling = rolling
 
     def invalidate(self):
         """Drop the training cache (backward then needs a new training forward).
@@ -290,17 +309,10 @@ cdef class Engine:
                                            not self.d.c_recompute, self.spare)
             self.spare = None
             hs = cache["hs"]
-            p.h0 = _ptr(hs)
+            _cache_ptrs(&p, cache)
             p.y = <char*>p.h0 + B * H * (<Py_ssize_t>hs.itemsize)
-            p.z = _ptr(cache["z"])
-            p.r = _ptr(cache["r"])
-            # without c in the cache: one step's scratch (the scratch's c)
-            p.c = _ptr(cache["c"]) if "c" in cache else self.wp.c
-            p.sq = _ptr(cache["sq"])
-            p.vu = _ptr(cache.get("vu"))
-            p.su = _ptr(cache.get("su"))
-            p.vw = _ptr(cache.get("vw"))
-            p.sw = _ptr(cache.get("sw"))
+            if "c" not in cache:
+                p.c = self.wp.c      # one step's scratch (the scratch's c)
         else:
             if h0 is not None:
                 p.h0 = _ptr(h0)
@@ -357,6 +369,9 @@ cdef class Engine:
         cdef dict w = self.cache
         cdef Py_ssize_t T = self.cache_T, B = self.cache_B, H = self.d.H
         cdef Ptrs p
+        if w is None or dy is None:
+            raise ValueError("backward: expected dy and a training cache, got "
+                             f"dy={type(dy).__name__}, cache={'none' if w is None else 'kept'}")
         memset(&p, 0, sizeof(Ptrs))
         self.d.T = T
         self.d.B = B
@@ -374,15 +389,9 @@ cdef class Engine:
         p.grad = _ptr(self.grad)
         p.rolling = _ptr(self.rolling)
         p.x = _ptr(w["x"])
-        p.h0 = _ptr(w["hs"])
-        p.z = _ptr(w["z"])
-        p.r = _ptr(w["r"])
-        p.c = _ptr(cbuf) if self.cache_c else _ptr(w["c"])
-        p.sq = _ptr(w["sq"])
-        p.vu = _ptr(w.get("vu"))
-        p.su = _ptr(w.get("su"))
-        p.vw = _ptr(w.get("vw"))
-        p.sw = _ptr(w.get("sw"))
+        _cache_ptrs(&p, w)
+        if self.cache_c:
+            p.c = _ptr(cbuf)
         p.dy = _ptr(dy)
         p.dh = _ptr(dh0)
         p.dx = _ptr(dx)

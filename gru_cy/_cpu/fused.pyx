@@ -61,7 +61,7 @@ cdef struct FusedArg:
     int next                 # the next item, step-major
     int* steps_done          # per chunk: its steps finished
     void* wpk[3]
-    void* upk[3]             # U packed once too (upk[0]), shared
+    void* upk                # U packed once too, shared
     int pack_parts           # each pack (U, W's) in this many parts, claimed as
     int npieces              # the first npieces items
     int packs_done           # pack parts finished
@@ -317,7 +317,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef int c
     cdef floating* U = theta
     cdef floating* bias = theta + d.ob
-    cdef floating* Upk[3]            # U packed (shared), or NULL
+    cdef floating* Upk[3]            # U packed (shared)
     cdef floating* Wpk[3]            # W packed (shared): [wz; wr; wh] | [wz; wr], wh
     cdef floating* x = <floating*>p.x
     cdef floating* y = <floating*>p.y
@@ -329,8 +329,9 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* rt
     cdef floating* ct
     cdef floating* sqt
+    Upk[0] = <floating*>a.upk       # (_slice_gemm reads one whole-layer pack)
+    Upk[1] = Upk[2] = NULL
     for b in range(3):
-        Upk[b] = <floating*>a.upk[b]
         Wpk[b] = <floating*>a.wpk[b]
     # this thread's step buffers: xp and hp of at most 2 * BATCH_ROWS rows
     xpc = <floating*>(<char*>a.bufs + tid * a.buf_bytes)
@@ -388,12 +389,11 @@ cdef void _fused_thread_d(void* arg, int tid, int n) noexcept nogil:
 
 cdef void _batch_pack_ptrs(FusedArg* a, floating* out) noexcept nogil:
     # Batch mode: U, then W as _pack_w packs the whole layer, go to out
-    # (64-byte aligned); a.upk[0] and a.wpk point at them.  The team packs
+    # (64-byte aligned); a.upk and a.wpk point at them.  The team packs
     # them (_batch_pack_piece): the first a.npieces items of the call.
     cdef Py_ssize_t H = a.d.H, I = a.d.In, g
     cdef floating* Wpk[3]
-    a.upk[0] = out
-    a.upk[1] = a.upk[2] = NULL
+    a.upk = out
     _pack_w_ptrs(H, H, a.d.reset_after,
                  out + _pack_elems(floating is double, 3 * H, I, sizeof(floating)), Wpk)
     for g in range(3):
@@ -409,7 +409,7 @@ cdef void _batch_pack_piece(floating* theta, FusedArg* a, int k) noexcept nogil:
     cdef int parts = a.pack_parts, part = k % parts, which = k // parts
     cdef floating* Wpk[3]
     if which == 0:
-        prepack_part(theta, 3 * H, I, I, True, part, parts, <floating*>a.upk[0])
+        prepack_part(theta, 3 * H, I, I, True, part, parts, <floating*>a.upk)
         return
     for g in range(3):
         Wpk[g] = <floating*>a.wpk[g]
@@ -455,7 +455,10 @@ cdef Plan plan_forward(Dims d, bint dbl) noexcept nogil:
             plan.nchunks = <int>(d.B // (BATCH_ROWS // 2))
             plan.nt = fused_team(d, plan.nchunks)
         if plan.nchunks * d.T >= (1 << 30):
-            return plan                 # items are counted in an int
+            # items are counted in an int: the per-kernel loop
+            plan.nt = d.nthreads
+            plan.nchunks = 0
+            return plan
         if plan.nt > plan.nchunks:
             plan.nt = plan.nchunks
         plan.path = PATH_BATCH

@@ -381,10 +381,11 @@ def gemm_isa(level=None):
     return _ISA_NAMES[gk_isa()]
 
 
-def py_gemm(floating[::1] C, floating[::1] A, floating[::1] B, Py_ssize_t M,
+def py_gemm(floating[::1] C, const floating[::1] A, const floating[::1] B, Py_ssize_t M,
             Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
             bint transA, bint transB, double alpha, double beta, int nthreads=1):
-    """Test tier: ``gemm`` on flat arrays of one float type (kernels.py order)."""
+    """Test tier: ``gemm`` on flat arrays of one float type (kernels.py order; A and B
+    may be read-only)."""
     with nogil:
         gemm(&C[0], &A[0], &B[0], M, N, K, lda, ldb, ldc, transA, transB,
              <floating>alpha, <floating>beta, nthreads)

@@ -182,7 +182,8 @@ cdef void mse_backward(floating* dX, floating* loss, const floating* Y,
 
 
 # --- Tier 2: thin wrappers -------------------------------------------------
-# Flat C-contiguous arrays of one float type; the sizes are checked against them.
+# Flat C-contiguous arrays of one float type (inputs may be read-only); the sizes
+# are checked against them.
 
 cdef int _size(Py_ssize_t have, str name, Py_ssize_t n) except -1:
     if have < n:
@@ -204,7 +205,7 @@ def py_activation_forward(floating[::1] Y, Py_ssize_t n, int act, int nthreads=1
         activation_forward(&Y[0], n, act, nthreads)
 
 
-def py_activation_backward(floating[::1] dY, floating[::1] Y, Py_ssize_t n, int act,
+def py_activation_backward(floating[::1] dY, const floating[::1] Y, Py_ssize_t n, int act,
                            int nthreads=1):
     """dY[:n] *= act'(x) with Y = act(x), in place."""
     _check_act(act)
@@ -214,7 +215,7 @@ def py_activation_backward(floating[::1] dY, floating[::1] Y, Py_ssize_t n, int 
         activation_backward(&dY[0], &Y[0], n, act, nthreads)
 
 
-def py_softmax_forward(floating[::1] P, floating[::1] X, Py_ssize_t R, Py_ssize_t C,
+def py_softmax_forward(floating[::1] P, const floating[::1] X, Py_ssize_t R, Py_ssize_t C,
                        Py_ssize_t ldx, int nthreads=1):
     """P (R, C) = row-wise softmax of X (rows of stride ldx)."""
     if ldx < C:
@@ -226,7 +227,8 @@ def py_softmax_forward(floating[::1] P, floating[::1] X, Py_ssize_t R, Py_ssize_
 
 
 def py_softmax_cross_entropy_backward(floating[::1] dX, floating[::1] loss,
-                                      floating[::1] P, floating[::1] target, Py_ssize_t R,
+                                      const floating[::1] P, const floating[::1] target,
+                                      Py_ssize_t R,
                                       Py_ssize_t C, double scale, int nthreads=1):
     """dX = scale*(P - target); loss[r] = -sum_c target*log(P)."""
     _size(dX.shape[0], "dX", R * C)
@@ -238,8 +240,8 @@ def py_softmax_cross_entropy_backward(floating[::1] dX, floating[::1] loss,
                                        <floating>scale, nthreads)
 
 
-def py_mse_backward(floating[::1] dX, floating[::1] loss, floating[::1] Y,
-                    floating[::1] target, Py_ssize_t R, Py_ssize_t C, double scale,
+def py_mse_backward(floating[::1] dX, floating[::1] loss, const floating[::1] Y,
+                    const floating[::1] target, Py_ssize_t R, Py_ssize_t C, double scale,
                     int nthreads=1):
     """dX = scale*(Y - target); loss[r] = sum_c (Y - target)^2 / 2."""
     _size(dX.shape[0], "dX", R * C)

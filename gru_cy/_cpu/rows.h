@@ -159,10 +159,19 @@ gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,       
     }                                                                                \
 }                                                                                    \
                                                                                      \
+/* daz and dah of one unit, from g (the gradient reaching h):                       \
+   h = z*hprev + (1 - z)*c, z = sig(a_z), c = act(a_h); act'(x) through c:            \
+   1 - c^2 (tanh), c*(1 - c) (logistic).  Both variants' backward rows use it. */     \
+static inline void                                                                   \
+gru_zh_grad_##SFX(T g, T zj, T cj, T hprevj, int is_tanh, T* daz, T* dah)            \
+{                                                                                    \
+    *daz = g * (hprevj - cj) * zj * (1 - zj);                                        \
+    *dah = g * (1 - zj) * (is_tanh ? (1 - cj * cj) : cj * (1 - cj));                 \
+}                                                                                    \
+                                                                                     \
 /* Differentiates h = z*hprev + (1 - z)*c, c = act(uh(x) + wh(s)):                   \
-   g = dh + dy; dau/daw [0:H] = daz, [2H:3H] = dah; dh = g*z; act'(x) through c:     \
-   1 - c^2 (tanh), c*(1 - c) (logistic).  The flags are constants at each call       \
-   (has_daw: daw distinct from dau), so every loop is branch-free. */                                                                                               \
+   g = dh + dy; dau/daw [0:H] = daz, [2H:3H] = dah; dh = g*z.  The flags are         \
+   constants at each call (has_daw: daw distinct from dau): no branch in a loop. */  \
 static inline void                                                                   \
 gru_darknet_gates_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,            \
                                  const T* GRU_R dy, const T* GRU_R z,                \
@@ -170,18 +179,15 @@ gru_darknet_gates_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,       
                                  ptrdiff_t H, int is_tanh, int has_daw)              \
 {                                                                                    \
     for (ptrdiff_t j = 0; j < H; j++) {                                              \
-        T g = dh[j] + dy[j];                                                         \
-        T zj = z[j];                                                                 \
-        T cj = c[j];                                                                 \
-        T daz = g * (hprev[j] - cj) * zj * (1 - zj);                                 \
-        T dah = g * (1 - zj) * (is_tanh ? (1 - cj * cj) : cj * (1 - cj));            \
+        T g = dh[j] + dy[j], daz, dah;                                               \
+        gru_zh_grad_##SFX(g, z[j], c[j], hprev[j], is_tanh, &daz, &dah);              \
         dau[j] = daz;                                                                \
         dau[2 * H + j] = dah;                                                        \
         if (has_daw) {                                                               \
             daw[j] = daz;                                                            \
             daw[2 * H + j] = dah;                                                    \
         }                                                                            \
-        dh[j] = g * zj;                                                              \
+        dh[j] = g * z[j];                                                            \
     }                                                                                \
 }                                                                                    \
                                                                                      \
@@ -232,12 +238,9 @@ gru_reset_after_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,         
                                ptrdiff_t H, int is_tanh, int has_daw)                \
 {                                                                                    \
     for (ptrdiff_t j = 0; j < H; j++) {                                              \
-        T g = dh[j] + dy[j];                                                         \
-        T zj = z[j];                                                                 \
+        T g = dh[j] + dy[j], daz, dah;                                               \
         T rj = r[j];                                                                 \
-        T cj = c[j];                                                                 \
-        T daz = g * (hprev[j] - cj) * zj * (1 - zj);                                 \
-        T dah = g * (1 - zj) * (is_tanh ? (1 - cj * cj) : cj * (1 - cj));            \
+        gru_zh_grad_##SFX(g, z[j], c[j], hprev[j], is_tanh, &daz, &dah);              \
         T dar = dah * q[j] * rj * (1 - rj);                                          \
         dau[j] = daz;                                                                \
         dau[H + j] = dar;                                                            \
@@ -247,7 +250,7 @@ gru_reset_after_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,         
             daw[H + j] = dar;                                                        \
             daw[2 * H + j] = dah * rj;                                               \
         }                                                                            \
-        dh[j] = g * zj;                                                              \
+        dh[j] = g * z[j];                                                            \
     }                                                                                \
 }                                                                                    \
                                                                                      \

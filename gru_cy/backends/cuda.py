@@ -47,11 +47,6 @@ class Engine:
         layout = param_layout(self.inputs, self.outputs, True)
         self.oW, self.ob, self.os = (layout[k][0] for k in ("W", "biases", "scales"))
 
-    def set_storage(self, theta, grad, rolling):
-        self.theta = theta
-        self.grad = grad
-        self.rolling = rolling
-
     def invalidate(self):
         """Drop the training cache (backward then needs a new training forward)."""
         self.cache = None

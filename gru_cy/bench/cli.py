@@ -3,7 +3,7 @@ import argparse
 import json
 import sys
 
-from gru_cy._validate import cli_number
+from gru_cy import _validate as V
 
 from .configs import CONFIGS, ENGINES
 from .report import render, run
@@ -54,10 +54,10 @@ def parser():
     p.add_argument("--configs", default=",".join(CONFIG_NAMES),
                    type=lambda v: _parse_list(v, CONFIG_NAMES),
                    help=f"comma-separated subset of {','.join(CONFIG_NAMES)} (default: all)")
-    p.add_argument("--repeat", type=cli_number(int), default=5,
+    p.add_argument("--repeat", type=V.POSITIVE_INT, default=5,
                    help="samples per engine and measurement (default 5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--threads", type=cli_number(int), default=None,
+    p.add_argument("--threads", type=V.POSITIVE_INT, default=None,
                    help="threads for every engine (default: gru_cy's default, "
                         "OpenMP's count, given to the others too)")
     p.add_argument("--variant", choices=("reset_after", "darknet", "both"),
@@ -70,7 +70,7 @@ def parser():
     p.add_argument("--tasks", default="inference,train",
                    type=lambda v: _parse_list(v, ("inference", "train")),
                    help="for configs A-D: inference,train (default both)")
-    p.add_argument("--min-time", type=cli_number(float), default=0.05,
+    p.add_argument("--min-time", type=V.POSITIVE_FLOAT, default=0.05,
                    help="shortest sample in seconds; faster calls are repeated (default 0.05)")
     p.add_argument("--peakmem", default=None,
                    help="config whose training step's peak memory is measured for "

@@ -1,8 +1,9 @@
 """The benchmark configurations and the project's performance targets.
 
 The one place for the sizes that ``gru-cy bench``, the asv benchmarks
-(``asv_bench/``) and ``tools/bench_gemm.py`` run; standard library only, so
-that it imports without NumPy, PyTorch or ONNX Runtime.
+(``asv_bench/``), ``tools/bench_gemm.py`` and ``tools/gpu_check.sh`` run.  The
+module itself imports nothing; its package imports NumPy, never PyTorch or
+ONNX Runtime (the benchmark's engines import those when they run).
 """
 
 CONFIGS = {

@@ -139,7 +139,9 @@ class Connected(Trainable):
                              "got none (or it was invalidated)")
         be, nt, c, G = self._backend, self._threads(), self._cache, self._grads
         x, y = c["x"], c["y"]
-        g = V.array("dy", dy, self.dtype, y.shape, be).copy()
+        g = V.array("dy", dy, self.dtype, y.shape, be)
+        if g is dy:
+            g = g.copy()       # the kernels below overwrite it
         # y = act(a): g = dy * act'(a)
         be.activation_backward(g, y, self._act, nt)
         if self.batch_normalize:
