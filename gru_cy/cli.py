@@ -74,8 +74,14 @@ def main(argv=None):
     args = p.parse_args(argv[:1])
     module, func, _ = COMMANDS[args.command]
     try:
-        fn = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as e:
-        print(f"gru-cy {args.command}: not available in this build ({e})", file=sys.stderr)
-        return 2
-    return fn(argv[1:])
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as e:
+            print(f"gru-cy {args.command}: not available in this build ({e})",
+                  file=sys.stderr)
+            return 2
+        return fn(argv[1:])
+    except KeyboardInterrupt:
+        # Ctrl-C: a line, not a traceback; 130 = 128 + SIGINT, as shells report it
+        print(f"\ngru-cy {args.command}: interrupted", file=sys.stderr)
+        return 130

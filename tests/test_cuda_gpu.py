@@ -137,6 +137,37 @@ def test_to_round_trip_keeps_everything():
     assert_allclose(layer.state, state, rtol=0, atol=0)
 
 
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("head, optimizer", (("softmax", "sgd"), ("cost", "adam")))
+def test_network_parity(head, optimizer):
+    # GRU, connected (BN, leaky), softmax or cost on the GPU against the CPU:
+    # the connected layer and the losses run the CUDA kernels (net.cu).
+    import cupy
+    from gru_cy import GRU
+    from gru_cy.nn import Connected, Cost, Network, Softmax
+    T, B, C = 4, 3, 5
+    nets = []
+    for device in ("cpu", "cuda"):
+        kw = dict(optimizer=optimizer, dtype=np.float64, device=device)
+        layers = [GRU(C, 6, batch_normalize=True, seed=1, **kw),
+                  Connected(6, C, activation="leaky", batch_normalize=True, seed=2, **kw),
+                  Softmax(C) if head == "softmax" else Cost(C, scale=0.5)]
+        nets.append(Network(layers, C, batch=B, time_steps=T, learning_rate=0.1))
+    close = tol(np.float64, "gpu_layer")
+    rng = np.random.default_rng(4)
+    for it in range(3):
+        x = rng.standard_normal((T, B, C))
+        t = rng.integers(0, C, (T, B)) if head == "softmax" else rng.random((T, B, C))
+        loss_c = nets[0].train_step(x, t)
+        loss_g = nets[1].train_step(cupy.asarray(x), cupy.asarray(t))
+        assert_allclose(loss_g, loss_c, **close, err_msg=f"loss (iteration {it})")
+    for lc, lg in zip(*(n.layers for n in nets)):
+        for key, p in getattr(lc, "params", {}).items():
+            assert_allclose(_host(lg.params[key]), p, **close, err_msg=key)
+    assert_allclose(_host(nets[1].predict(cupy.asarray(x))), nets[0].predict(x), **close)
+
+
 @pytest.mark.slow
 @pytest.mark.cuda
 @needs_gpu

@@ -141,3 +141,18 @@ def test_generate_bad_usage_exits_2(tmp_path):
     assert "no such file" in r.stderr
     r = _run("generate")
     assert r.returncode == 2
+
+
+def test_ctrl_c_is_a_message_and_exit_130():
+    # A long run interrupted as a user would: no traceback, the shell's status.
+    import signal
+    loud = [a for a in SMALL if a != "--quiet"]
+    p = subprocess.Popen([sys.executable, "-m", "gru_cy", "train", "--iterations", "100000",
+                          "--target", "0", *loud], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    first = p.stderr.readline()           # the progress bar's first line: training runs
+    assert first.startswith("["), first
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
