@@ -322,10 +322,10 @@ cdef class Engine:
         # so it times one thread only once the team is slow), then the plan.
         d = self.d
         tuned = (not d.bn and not d.use_blas and self.adaptive and d.nthreads > 1
-                 and fused_team(d, 1 << 30) > 1)
+                 and fused_team(&d, 1 << 30) > 1)
         if tuned:
-            mode = tune_begin(s, &d, not batch_mode(d, self.f64))
-        plan = plan_forward(d, self.f64)
+            mode = tune_begin(s, &d, not batch_mode(&d, self.f64))
+        plan = plan_forward(&d, self.f64)
         if plan.path == PATH_STEPS:
             packs = self._packs(T, B, True)
             p.wpre = _ptr(packs[0])

@@ -42,13 +42,6 @@ from gru_cy._cpu.common cimport (gru_bar, gru_bar_arrive, gru_bar_await, gru_bar
 from gru_cy._cpu.layout cimport Dims, Ptrs, chunk_steps
 from gru_cy._cpu.team cimport fused_team
 
-cdef enum:
-    FUSED_GRAN = 32          # units per granule of a thread's slice
-    BATCH_ROWS = 16          # batch mode: B >= 2 * 16, chunks of 16..31 rows, or of 8..15
-                             # where that makes fewer than two chunks per thread
-    BATCH_MAX_WEIGHTS = 2097152 # batch mode: U and W at most this many bytes (each chunk
-                                # reads them at every step: they must stay in cache)
-
 
 cdef struct FusedArg:
     void* theta
@@ -431,14 +424,7 @@ cdef inline Py_ssize_t _batch_buf_bytes(Dims d, bint dbl) noexcept nogil:
     return _round64(2 * (2 * BATCH_ROWS) * 3 * d.H * (8 if dbl else 4))
 
 
-cdef bint batch_mode(Dims d, bint dbl) noexcept nogil:
-    # A team of two or more on chunks of BATCH_ROWS rows, weights that stay in
-    # each core's cache.
-    return fused_team(d, d.B // BATCH_ROWS) > 1 and \
-        3 * d.H * (d.In + d.H) * (8 if dbl else 4) <= BATCH_MAX_WEIGHTS
-
-
-cdef Plan plan_forward(Dims d, bint dbl) noexcept nogil:
+cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
     cdef Plan plan
     plan.path = PATH_STEPS
     plan.nt = d.nthreads
@@ -462,8 +448,8 @@ cdef Plan plan_forward(Dims d, bint dbl) noexcept nogil:
         if plan.nt > plan.nchunks:
             plan.nt = plan.nchunks
         plan.path = PATH_BATCH
-        plan.scratch_bytes = (64 + _round64(_batch_pack_bytes(d, dbl))
-                              + plan.nt * _batch_buf_bytes(d, dbl)
+        plan.scratch_bytes = (64 + _round64(_batch_pack_bytes(d[0], dbl))
+                              + plan.nt * _batch_buf_bytes(d[0], dbl)
                               + plan.nchunks * sizeof(int))
         return plan
     plan.nt = fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN)

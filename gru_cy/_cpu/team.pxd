@@ -19,9 +19,23 @@ cdef struct Tune:
 # one per processor.
 cdef int resolve_threads(int nthreads) noexcept nogil
 
-# Threads for the fused forward: at most `units` (granules or chunks of rows),
-# one when a step's recurrent product is too small to share.
-cdef int fused_team(Dims d, Py_ssize_t units) noexcept nogil
+cdef enum:
+    FUSED_MIN_FLOPS = 50000  # recurrent flops per step below which one thread runs,
+    FUSED_MIN_CALL = 1000000 # and per call (a region costs microseconds to open)
+
+
+cdef inline int fused_team(Dims* d, Py_ssize_t units) noexcept nogil:
+    # Threads for the fused forward: at most `units` (granules or chunks of
+    # rows), one when a step's recurrent product is too small to share.
+    # d.nthreads: resolved by the engine (resolve_threads).  Inline: every
+    # forward call asks it, batch-1 streaming included.
+    cdef int nt = d.nthreads
+    cdef double per_step = 6.0 * d.B * d.H * d.H
+    if per_step < FUSED_MIN_FLOPS or per_step * d.T < FUSED_MIN_CALL:
+        return 1
+    if nt > units:
+        nt = <int>units
+    return nt if nt >= 1 else 1
 
 cdef void tune_reset(Tune* s, Py_ssize_t B, int nt, bint early) noexcept nogil
 # A tuned call of d's shape starts: its mode (1 team, 0 one thread: then

@@ -42,10 +42,6 @@ from gru_cy._cpu.common cimport (gru_bar, gru_bar_arrive, gru_bar_await, gru_bar
 from gru_cy._cpu.layout cimport Dims
 
 cdef enum:
-    FUSED_MIN_FLOPS = 50000  # recurrent flops per step below which one thread runs,
-    FUSED_MIN_CALL = 1000000 # and per call (a region costs microseconds to open)
-
-cdef enum:
     TUNE_NEW = 0             # the next call warms up (first touch of buffers): untimed
     TUNE_ON = 1
     TUNE_WAIT = 8            # calls before the other mode is timed again (first wait)
@@ -64,17 +60,6 @@ cdef int resolve_threads(int nthreads) noexcept nogil:
     cdef int procs = gru_num_procs()
     if procs >= 1 and nt > procs:
         nt = procs
-    return nt if nt >= 1 else 1
-
-
-cdef int fused_team(Dims d, Py_ssize_t units) noexcept nogil:
-    # d.nthreads: resolved by the engine (resolve_threads).
-    cdef int nt = d.nthreads
-    cdef double per_step = 6.0 * d.B * d.H * d.H
-    if per_step < FUSED_MIN_FLOPS or per_step * d.T < FUSED_MIN_CALL:
-        return 1
-    if nt > units:
-        nt = <int>units
     return nt if nt >= 1 else 1
 
 
@@ -232,7 +217,7 @@ def fused_team_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, int nthreads,
     d.B = B
     d.H = H
     d.nthreads = resolve_threads(nthreads)
-    return fused_team(d, units)
+    return fused_team(&d, units)
 
 
 def tune_trace(team_times, one_times, int used=2, steps=None, bint early=True):
