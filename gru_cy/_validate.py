@@ -103,6 +103,31 @@ def array(name, a, dtype, shape, backend=None):
     return a
 
 
+def lengths(value, B, T):
+    """Sequence lengths: a (B,) integer array-like (NumPy, CuPy, torch, list)
+    with 1 <= lengths[b] <= T, as a host int64 array; None stays None."""
+    if value is None:
+        return None
+    from gru_cy.backends.base import to_host
+    try:
+        arr = to_host(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"lengths: expected a ({B},) integer array, got "
+                        f"{type(value).__name__} ({exc})") from None
+    if arr.dtype == bool or arr.dtype.kind not in "iu":
+        raise TypeError(f"lengths: expected a ({B},) integer array, got dtype {arr.dtype}")
+    if arr.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},) (one length per sequence of "
+                         f"the batch), got {arr.shape}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 1 or hi > T:
+        bad = lo if lo < 1 else hi
+        b = int(np.flatnonzero(arr == bad)[0])
+        raise ValueError(f"lengths: expected integers in [1, T = {T}], got "
+                         f"lengths[{b}] = {bad}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
 def update_args(learning_rate, momentum, decay, batch, b1, b2, eps, clip, rows):
     """The hyper-parameters of ``update()``, checked (SPEC "Update").
 

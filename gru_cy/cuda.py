@@ -172,6 +172,7 @@ _ELEMENTS = {
     "adam_update": lambda a: a["n"],
     "activation_forward": lambda a: a["n"],
     "activation_backward": lambda a: a["n"],
+    "seq_gather": lambda a: a["R"] * a["C"],
 }
 _LINES = {
     "bn_forward_train": lambda a: a["C"],
@@ -377,6 +378,11 @@ def softmax_cross_entropy_backward(dX, loss, P, target, R, C, scale):
 def mse_backward(dX, loss, Y, target, R, C, scale):
     """dX = scale*(Y - target); loss per row."""
     _launch("mse_backward", (dX, loss, Y, target, R, C, scale))
+
+
+def seq_gather(Y, X, rows, R, C, ldy, ldx):
+    """Y[i, :C] = X[rows[i], :C] where rows[i] >= 0, else 0 (rows: int64)."""
+    _launch("seq_gather", (Y, X, rows, R, C, ldy, ldx))
 
 
 # ---------------------------------------------------------- device addresses --

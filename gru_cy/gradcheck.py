@@ -190,20 +190,31 @@ def _check_positive_float(name, value, allow_zero=False):
 
 
 class _Loss:
-    """L(x, h0, params) = sum(w * y) + sum(v * h_T), evaluated without side effects."""
+    """L(x, h0, params) = sum(w * y) + sum(v * h_T), evaluated without side effects.
 
-    def __init__(self, layer, x, h0, w, v):
+    Every evaluation runs with the same ``lengths`` and, for a stack with
+    dropout, the same dropout masks (the generator is set back before each).
+    """
+
+    def __init__(self, layer, x, h0, w, v, lengths=None):
         self.layer = layer
         self.x, self.h0, self.w, self.v = x, h0, w, v
+        self.lengths = lengths
         self.rolling = {k: _to_numpy(a) for k, a in layer.params.items() if "rolling" in k}
+        self.dropout_state = getattr(layer, "dropout_state", None)
 
     def restore_rolling(self):
         for k, a in self.rolling.items():
             self.layer.params[k] = a
 
+    def forward(self, x, h0):
+        if self.dropout_state is not None:
+            self.layer.dropout_state = self.dropout_state
+        return self.layer.forward(x, train=True, h0=h0, lengths=self.lengths)
+
     def __call__(self, x, h0):
         try:
-            y = _to_numpy(self.layer.forward(x, train=True, h0=h0))
+            y = _to_numpy(self.forward(x, h0))
             hT = _to_numpy(self.layer.state)
         finally:
             self.restore_rolling()
@@ -276,8 +287,9 @@ def _layer_float64(layer):
 
 def check(inputs=3, outputs=4, batch=2, steps=3, variant="darknet", activation="tanh",
           batch_normalize=False, device="cpu", seed=0, eps=DEFAULT_EPS, rtol=DEFAULT_RTOL,
-          atol=DEFAULT_ATOL, max_coords=DEFAULT_MAX_COORDS, layer=None):
-    """Check a GRU layer's backward against SciPy finite differences.
+          atol=DEFAULT_ATOL, max_coords=DEFAULT_MAX_COORDS, layer=None, lengths=None,
+          reverse=False, num_layers=1, bidirectional=False, dropout=0.0):
+    """Check a GRU layer's (or a ``StackedGRU``'s) backward against SciPy finite differences.
 
     Parameters
     ----------
@@ -301,7 +313,15 @@ def check(inputs=3, outputs=4, batch=2, steps=3, variant="darknet", activation="
     max_coords : int or None
         Coordinates checked per tensor (a seeded random subset when the tensor
         is larger); None checks every coordinate.
-    layer : gru_cy.GRU, optional
+    lengths : integer array (batch,) or None
+        Sequence lengths of a padded batch (``forward(..., lengths=)``).
+    reverse : bool
+        A reverse GRU (one layer).
+    num_layers, bidirectional, dropout : int, bool, float
+        Check a ``gru_cy.StackedGRU`` of these (built when ``num_layers > 1``,
+        ``bidirectional`` or ``dropout > 0``); dropout masks are fixed: every
+        evaluation draws the same ones.
+    layer : gru_cy.GRU or gru_cy.StackedGRU, optional
         A float64 layer to check instead of building one.  Its parameters are
         used as they are and restored afterwards (its state too); its
         gradients are zeroed and hold this check's gradients on return.
@@ -339,10 +359,23 @@ def check(inputs=3, outputs=4, batch=2, steps=3, variant="darknet", activation="
             raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-        from gru_cy import GRU
-        layer = GRU(inputs, outputs, variant=variant, activation=activation,
-                    batch_normalize=bool(batch_normalize), dtype=np.float64,
-                    device=device, seed=seed)
+        _check_positive_int("num_layers", num_layers)
+        dropout = _check_positive_float("dropout", dropout, allow_zero=True)
+        if num_layers > 1 or bidirectional or dropout > 0:
+            if reverse:
+                raise ValueError("reverse: expected False for a stack (use bidirectional), "
+                                 "got True")
+            from gru_cy import StackedGRU
+            layer = StackedGRU(inputs, outputs, num_layers=num_layers,
+                               bidirectional=bool(bidirectional), dropout=dropout,
+                               variant=variant, activation=activation,
+                               batch_normalize=bool(batch_normalize), dtype=np.float64,
+                               device=device, seed=seed)
+        else:
+            from gru_cy import GRU
+            layer = GRU(inputs, outputs, variant=variant, activation=activation,
+                        batch_normalize=bool(batch_normalize), dtype=np.float64,
+                        device=device, seed=seed, reverse=bool(reverse))
         # A generic point: Darknet's initial biases (0) and scales (1) are special values.
         for k, a in list(layer.params.items()):
             if k.endswith(".biases"):
@@ -353,8 +386,8 @@ def check(inputs=3, outputs=4, batch=2, steps=3, variant="darknet", activation="
         saved_state = None
     else:
         _layer_float64(layer)
-        outputs, inputs = layer.params["uz.weights"].shape
-        batch_normalize = "uz.scales" in layer.params
+        outputs, inputs = layer.outputs, layer.inputs
+        batch_normalize = layer.batch_normalize
         variant = getattr(layer, "variant", variant)
         activation = getattr(layer, "activation", activation)
         device = getattr(layer, "device", device)
@@ -365,21 +398,32 @@ def check(inputs=3, outputs=4, batch=2, steps=3, variant="darknet", activation="
                          f"by B - 1), got {batch}")
 
     T, B, I, H = steps, batch, inputs, outputs
-    x = rng.uniform(-1.0, 1.0, (T, B, I))
-    h0 = rng.uniform(-1.0, 1.0, (B, H))
-    w = rng.uniform(-1.0, 1.0, (T, B, H))
-    v = rng.uniform(-1.0, 1.0, (B, H))
+    if lengths is not None:
+        lengths = V.lengths(lengths, B, T)
+    nstates = getattr(layer, "num_layers", 0) * getattr(layer, "directions", 0)
+    state_shape = (nstates, B, H) if nstates else (B, H)
+    out = H * getattr(layer, "directions", 1)
+    batch_first = getattr(layer, "batch_first", False)
+    x = rng.uniform(-1.0, 1.0, (B, T, I) if batch_first else (T, B, I))
+    h0 = rng.uniform(-1.0, 1.0, state_shape)
+    w = rng.uniform(-1.0, 1.0, (B, T, out) if batch_first else (T, B, out))
+    v = rng.uniform(-1.0, 1.0, state_shape)
     config = {"inputs": int(I), "outputs": int(H), "batch": int(B), "steps": int(T),
               "variant": str(variant), "activation": str(activation),
               "batch_normalize": bool(batch_normalize), "device": str(device),
               "seed": int(seed), "eps": eps, "rtol": rtol, "atol": atol,
-              "max_coords": max_coords}
+              "max_coords": max_coords,
+              "lengths": None if lengths is None else [int(n) for n in lengths],
+              "reverse": bool(getattr(layer, "reverse", False)),
+              "num_layers": int(getattr(layer, "num_layers", 1)),
+              "bidirectional": bool(getattr(layer, "bidirectional", False)),
+              "dropout": float(getattr(layer, "dropout", 0.0))}
 
-    loss = _Loss(layer, x, h0, w, v)
+    loss = _Loss(layer, x, h0, w, v, lengths)
     try:
         layer.zero_grad()
         try:
-            layer.forward(x, train=True, h0=h0)
+            loss.forward(x, h0)
             analytic = {"x": _to_numpy(layer.backward(w, v)), "h0": _to_numpy(layer.dh0)}
         finally:
             # After the backward: replacing a parameter invalidates the cache.
@@ -416,11 +460,12 @@ def check(inputs=3, outputs=4, batch=2, steps=3, variant="darknet", activation="
 
 def check_all(inputs=3, outputs=4, batch=2, steps=3, device="cpu", seed=0,
               eps=DEFAULT_EPS, rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL,
-              max_coords=DEFAULT_MAX_COORDS):
+              max_coords=DEFAULT_MAX_COORDS, **shape):
     """Run :func:`check` on every variant x activation x batch normalisation.
 
-    Parameters are those of :func:`check`; ``batch`` must be >= 2 because half
-    of the matrix uses batch normalisation.
+    Parameters are those of :func:`check` (``shape``: its ``lengths``,
+    ``reverse``, ``num_layers``, ``bidirectional``, ``dropout``); ``batch``
+    must be >= 2 because half of the matrix uses batch normalisation.
 
     Returns
     -------
@@ -430,8 +475,17 @@ def check_all(inputs=3, outputs=4, batch=2, steps=3, device="cpu", seed=0,
     """
     return [check(inputs=inputs, outputs=outputs, batch=batch, steps=steps, variant=variant,
                   activation=activation, batch_normalize=bn, device=device, seed=seed,
-                  eps=eps, rtol=rtol, atol=atol, max_coords=max_coords)
+                  eps=eps, rtol=rtol, atol=atol, max_coords=max_coords, **shape)
             for variant in VARIANTS for activation in ACTIVATIONS for bn in (False, True)]
+
+
+def _lengths_arg(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers (e.g. 3,1), got {text!r}") from None
+    return np.array(values, np.int64)
 
 
 def _parser():
@@ -461,6 +515,16 @@ def _parser():
     p.add_argument("--max-coords", type=V.NONNEGATIVE_INT, default=DEFAULT_MAX_COORDS,
                    help="coordinates checked per tensor, a seeded random subset of larger "
                         f"tensors; 0 checks all (default {DEFAULT_MAX_COORDS})")
+    p.add_argument("--lengths", type=_lengths_arg, default=None, metavar="N,N,...",
+                   help="sequence lengths of a padded batch, one per sequence "
+                        "(e.g. 3,1 with --batch 2)")
+    p.add_argument("--reverse", action="store_true", help="a reverse-direction layer")
+    p.add_argument("--layers", type=V.POSITIVE_INT, default=1,
+                   help="check a StackedGRU of this many layers (default 1)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="check a bidirectional StackedGRU")
+    p.add_argument("--dropout", type=V.NONNEGATIVE_FLOAT, default=0.0,
+                   help="dropout between the stack's layers, masks fixed (default 0)")
     p.add_argument("--json", metavar="FILE",
                    help="also write the results as JSON to FILE")
     p.add_argument("--all", action="store_true",
@@ -491,12 +555,14 @@ def main(argv=None):
     common = dict(inputs=args.inputs, outputs=args.outputs, batch=args.batch,
                   steps=args.steps, device=args.device, seed=args.seed, eps=args.eps,
                   rtol=args.rtol, atol=args.atol, max_coords=args.max_coords or None)
+    shape = dict(lengths=args.lengths, reverse=args.reverse, num_layers=args.layers,
+                 bidirectional=args.bidirectional, dropout=args.dropout)
     try:
         if args.all:
-            results = check_all(**common)
+            results = check_all(**common, **shape)
         else:
             results = [check(variant=args.variant, activation=args.activation,
-                             batch_normalize=args.batch_normalize, **common)]
+                             batch_normalize=args.batch_normalize, **common, **shape)]
     except (ValueError, TypeError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

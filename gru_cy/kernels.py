@@ -102,6 +102,12 @@ KERNELS = {
     "col_sum": (
         "out, A, R, C, lda",
         "out[c] += sum_{r < R} A[r, c], r ascending."),
+    # --- sequences --------------------------------------------------------
+    "seq_gather": (
+        "Y, X, rows, R, C, ldy, ldx",
+        "rows: (R,) int64.  For i < R, c < C: Y[i*ldy + c] = X[rows[i]*ldx + c] "
+        "where rows[i] >= 0, else 0.  Packs the running sequences of a padded "
+        "batch (gru_cy.sequences) and unpacks them, zeros in the padding."),
     # --- update -----------------------------------------------------------
     "sgd_update": (
         "w, u, g, n, n_decay, lr, momentum, decay, batch, clip",

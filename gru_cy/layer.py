@@ -9,6 +9,7 @@ GPU), which never raises.  Storage, gradients, the optimiser and ``to()`` are
 import numpy as np
 
 from gru_cy import _validate as V
+from gru_cy import sequences
 from gru_cy.backends import DEVICES
 from gru_cy.kernels import ACT_LOGISTIC, ACT_TANH, param_layout, param_size, rolling_shape
 from gru_cy.trainable import Trainable
@@ -49,15 +50,21 @@ class GRU(Trainable):
         off).  Results are bit-identical for any thread count.
     gemm : {"native", "blas"}
         The engine's own gemm, or SciPy's BLAS.
+    reverse : bool
+        Read each sequence backwards, from its last valid step to step 0
+        (ONNX's ``direction="reverse"``, the reverse half of torch's
+        bidirectional GRU); ``y[t]`` is the state after reading ``x[t]``.
 
     Notes
     -----
     Tensors are time-major: ``x`` is (T, B, I), ``y`` (T, B, H), states (B, H).
+    Padded batches of unequal lengths: see :meth:`forward` and
+    ``gru_cy.sequences``.
     """
 
     def __init__(self, inputs, outputs, variant="darknet", activation="tanh",
                  batch_normalize=False, optimizer="sgd", dtype=np.float32,
-                 device="cpu", seed=None, num_threads=None, gemm="native"):
+                 device="cpu", seed=None, num_threads=None, gemm="native", reverse=False):
         self.inputs = V.positive_int("inputs", inputs)
         self.outputs = V.positive_int("outputs", outputs)
         self.variant = V.choice("variant", variant, VARIANTS)
@@ -70,6 +77,11 @@ class GRU(Trainable):
                                  or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         self.gemm = V.choice("gemm", gemm, GEMMS)
+        if not isinstance(reverse, (bool, np.bool_)):
+            raise TypeError(f"reverse: expected a bool, got {reverse!r}")
+        self.reverse = bool(reverse)
+        self._seq = None           # (Packing, segment caches) of a packed training forward
+        self._packing = None       # the last Packing (reused while lengths repeat)
         layout = param_layout(self.inputs, self.outputs, self.batch_normalize)
         self._layout = layout
         self._init_storage(param_size(self.inputs, self.outputs, self.batch_normalize),
@@ -117,9 +129,12 @@ class GRU(Trainable):
                                     self.batch_normalize, self.gemm == "blas")
 
     def _invalidate(self):
+        self._seq = None
         self._engine.invalidate()
 
     def _moved(self, backend):
+        self._seq = None
+        self._packing = None
         self._state = None if self._state is None else backend.asarray(self._state)
         self._dh0 = None if self._dh0 is None else backend.asarray(self._dh0)
         self._engine = self._make_engine()
@@ -148,7 +163,7 @@ class GRU(Trainable):
         return self._dh0
 
     # ------------------------------------------------------------ forward --
-    def forward(self, x, train=False, h0=None):
+    def forward(self, x, train=False, h0=None, lengths=None):
         """Run the layer over a sequence.
 
         Parameters
@@ -158,13 +173,27 @@ class GRU(Trainable):
             Training mode: batch statistics for BN (rolling statistics
             advance T times), and a cache for ``backward``.
         h0 : array (B, H) or None
-            Initial state; None uses the carried state, else zeros.
+            Initial state; None uses the carried state (when its batch is B),
+            else zeros.
+        lengths : integer array (B,) or None
+            Valid steps of each sequence of a padded batch, 1 <= lengths[b]
+            <= T, in any order.  Sequence b runs steps 0 .. lengths[b]-1 only
+            (reverse: lengths[b]-1 down to 0): ``y[t, b]`` is 0 for t >=
+            lengths[b], its final state (returned by ``state``, carried to
+            the next call) is its state after its last valid step, and BN's
+            batch statistics of a step are taken over the sequences running
+            at it (in training every step needs two; the rolling statistics
+            advance ``max(lengths)`` times).  The work is proportional to
+            ``sum(lengths)``.
 
         Returns
         -------
         y : array (T, B, H) of the layer's dtype, a fresh array.
         """
         n = self.num_threads
+        if lengths is not None or self.reverse:
+            return self._forward_packed(x, train, h0, lengths)
+        self._seq = None
         if not train and h0 is None:
             # Fast path (batch-1 streaming calls this per step): x needs no
             # conversion, the carried state fits; checked and run in C.
@@ -179,13 +208,7 @@ class GRU(Trainable):
         if not backend.lean_input(x, self.dtype, self.inputs):
             x = V.array("x", x, self.dtype, ("T", "B", self.inputs), backend)
         T, B = x.shape[:2]
-        if h0 is not None:
-            h0 = V.array("h0", h0, self.dtype, (B, self.outputs), backend)
-        elif self._state is not None:
-            if self._state.shape[0] != B:
-                raise ValueError(f"x: expected batch {self._state.shape[0]} to match the "
-                                 f"carried state, got {B} (pass h0 or call reset_state())")
-            h0 = self._state
+        h0 = self._initial_state(h0, B)
         if train and self.batch_normalize and B == 1:
             raise ValueError("x: batch normalisation in training needs a batch of at "
                              "least 2 sequences, got B = 1")
@@ -198,6 +221,48 @@ class GRU(Trainable):
 
     __call__ = forward
 
+    def _forward_packed(self, x, train, h0, lengths):
+        # Lengths or reverse: the packed batch of gru_cy.sequences.
+        be = self._backend
+        x = V.array("x", x, self.dtype, ("T", "B", self.inputs), be)
+        T, B = x.shape[:2]
+        lengths = V.lengths(lengths, B, T)
+        if lengths is None:
+            lengths = np.full(B, T, np.int64)
+        h0 = self._initial_state(h0, B)
+        # Fewer engine calls with padded rows, except where BN's batch
+        # statistics must see the running sequences only.
+        costs = (None if train and self.batch_normalize else
+                 sequences.segment_costs(self.inputs, self.outputs, self.dtype.itemsize))
+        pk = self._packing
+        if pk is None or not pk.matches(lengths, T, self.reverse, costs):
+            pk = sequences.Packing(lengths, T, self.reverse, costs)
+        if train and self.batch_normalize and pk.min_running < 2:
+            raise ValueError(f"lengths: batch normalisation in training needs at least 2 "
+                             f"running sequences at every step, got 1 at steps "
+                             f">= {int(np.sort(lengths)[-2])} (lengths {lengths.tolist()})")
+        self._packing = pk
+        self._seq = None
+        self._engine.invalidate()
+        y = be.xp.empty((T, B, self.outputs), self.dtype)
+        final, records = sequences.forward(self._engine, be, pk, x, h0, y, self.outputs,
+                                           bool(train), self._threads())
+        self._state = final
+        if train:
+            self._seq = (pk, records)
+        return y
+
+    def _initial_state(self, h0, B):
+        # h0 checked, else the carried state when its batch is B, else None (zeros).
+        if h0 is not None:
+            return V.array("h0", h0, self.dtype, (B, self.outputs), self._backend)
+        if self._state is not None:
+            if self._state.shape[0] != B:
+                raise ValueError(f"x: expected batch {self._state.shape[0]} to match the "
+                                 f"carried state, got {B} (pass h0 or call reset_state())")
+            return self._state
+        return None
+
     # ----------------------------------------------------------- backward --
     def backward(self, dy, dstate=None):
         """Backpropagate through the last training forward.
@@ -205,9 +270,10 @@ class GRU(Trainable):
         Parameters
         ----------
         dy : array (T, B, H)
-            dL/dy.
+            dL/dy (with lengths: the padding is not read).
         dstate : array (B, H) or None
-            dL/dh_{T-1} (the final state), if the loss depends on it.
+            dL/d(final state), if the loss depends on it (with lengths: each
+            sequence's state after its last valid step).
 
         Returns
         -------
@@ -215,6 +281,8 @@ class GRU(Trainable):
         parameter's gradient into ``grads``.
         """
         eng = self._engine
+        if self._seq is not None:
+            return self._backward_packed(dy, dstate)
         if eng.cache is None:
             raise ValueError("backward: expected a preceding forward(x, train=True) "
                              "(none since the last update, parameter change, inference "
@@ -230,6 +298,21 @@ class GRU(Trainable):
         eng.backward(dy, dstate, dx, dh0, self._threads())
         self._dh0 = dh0
         self._rows += T * B
+        return dx
+
+    def _backward_packed(self, dy, dstate):
+        pk, records = self._seq
+        T, B = pk.T, pk.B
+        be = self._backend
+        dy = V.array("dy", dy, self.dtype, (T, B, self.outputs), be)
+        if dstate is not None:
+            dstate = V.array("dstate", dstate, self.dtype, (B, self.outputs), be)
+        dx = be.xp.empty((T, B, self.inputs), self.dtype)
+        dh0 = be.xp.empty((B, self.outputs), self.dtype)
+        sequences.backward(self._engine, be, pk, records, dy, dstate, dx, dh0,
+                           self.outputs, self._threads())
+        self._dh0 = dh0
+        self._rows += pk.rows
         return dx
 
     # ------------------------------------------------------------ interop --
@@ -248,4 +331,5 @@ class GRU(Trainable):
         return (f"GRU(inputs={self.inputs}, outputs={self.outputs}, "
                 f"variant={self.variant!r}, activation={self.activation!r}, "
                 f"batch_normalize={self.batch_normalize}, optimizer={self.optimizer!r}, "
-                f"dtype={self.dtype.name}, device={self.device!r})")
+                f"dtype={self.dtype.name}, device={self.device!r}"
+                + (", reverse=True)" if self.reverse else ")"))

@@ -152,3 +152,119 @@ def torch_state_dict(layer):
     for side, bkey in (("u", "bias_ih_l0"), ("w", "bias_hh_l0")):
         out[bkey] = np.concatenate([host(f"{side}{g}.biases") for g in _GATES])
     return {k: out[k] for k in TORCH_KEYS}
+
+
+# ------------------------------------------------------- stacks (StackedGRU) --
+
+def _host(a):
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def _stacked_keys(model):
+    """{torch key: (sublayer, side, kind)} of every layer and direction."""
+    keys = {}
+    for k, dirs in enumerate(model.layers):
+        for d, layer in enumerate(dirs):
+            sfx = f"_l{k}" + ("_reverse" if d else "")
+            keys[f"weight_ih{sfx}"] = (layer, "u", "weights")
+            keys[f"weight_hh{sfx}"] = (layer, "w", "weights")
+            if model.bias:
+                keys[f"bias_ih{sfx}"] = (layer, "u", "biases")
+                keys[f"bias_hh{sfx}"] = (layer, "w", "biases")
+    return keys
+
+
+def _check_stacked(model):
+    _check_layer(model.layers[0][0])
+
+
+def load_stacked(model, state_dict):
+    """Load a ``torch.nn.GRU`` state dict into a ``gru_cy.StackedGRU`` (all or nothing).
+
+    Keys ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+    ``bias_hh_l{k}`` and their ``_reverse`` twins, with an optional common
+    prefix (``"gru."``); torch tensors or NumPy arrays.  A model with
+    ``bias=False`` takes no bias keys.  Every weight must be present, of its
+    shape, and finite.
+    """
+    _check_stacked(model)
+    if not hasattr(state_dict, "keys"):
+        raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+    want = _stacked_keys(model)
+    keys = list(state_dict.keys())
+    for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"state_dict: expected string keys, got {key!r}")
+    prefix = ""
+    for key in keys:
+        for name in want:
+            if key.endswith(name):
+                prefix = key[: len(key) - len(name)]
+                break
+        else:
+            continue
+        break
+    H = model.outputs
+    found = {}
+    for key in keys:
+        name = key[len(prefix):] if key.startswith(prefix) else key
+        if name not in want:
+            hint = (" (the model has bias=False)" if name.startswith("bias_")
+                    and not model.bias else "")
+            raise ValueError(f"state_dict: unexpected key {key!r}{hint}; expected "
+                             f"{prefix}{{{', '.join(want)}}}")
+        found[name] = _to_numpy(state_dict[key], key)
+    missing = [k for k in want if k not in found]
+    if missing:
+        raise ValueError(f"state_dict: missing {', '.join(map(repr, missing))} for a "
+                         f"StackedGRU of {model.num_layers} layer(s), "
+                         f"bidirectional={model.bidirectional}, bias={model.bias}")
+    new = []
+    for name, (layer, side, kind) in want.items():
+        arr = found[name]
+        shape = ((3 * H, layer.inputs if side == "u" else H) if kind == "weights"
+                 else (3 * H,))
+        if arr.shape != shape:
+            raise ValueError(f"state_dict[{name!r}]: expected shape {shape}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"state_dict[{name!r}]: expected finite values, got NaN or inf")
+        for g, gate in enumerate(_GATES):
+            new.append((layer, f"{side}{gate}.{kind}", arr[g * H:(g + 1) * H]))
+    for layer, key, arr in new:
+        layer.params[key] = np.ascontiguousarray(arr, dtype=layer.dtype)
+
+
+def stacked_state_dict(model):
+    """A ``gru_cy.StackedGRU``'s weights as an ``nn.GRU`` state dict of NumPy arrays."""
+    _check_stacked(model)
+    out = {}
+    for name, (layer, side, kind) in _stacked_keys(model).items():
+        out[name] = np.concatenate([_host(layer.params[f"{side}{g}.{kind}"])
+                                    for g in _GATES])
+    return out
+
+
+def stacked_from_torch(cls, module, kwargs):
+    """``cls`` (StackedGRU) built from a ``torch.nn.GRU`` module's attributes and weights."""
+    for attr in ("input_size", "hidden_size", "num_layers", "bidirectional", "batch_first",
+                 "bias", "state_dict"):
+        if not hasattr(module, attr):
+            raise TypeError(f"module: expected a torch.nn.GRU (with {attr!r}), got "
+                            f"{type(module).__name__}")
+    if getattr(module, "mode", "GRU") != "GRU":
+        raise ValueError(f"module: expected a GRU, got mode {module.mode!r}")
+    if getattr(module, "proj_size", 0):
+        raise ValueError("module.proj_size: gru_cy has no projections, got "
+                         f"{module.proj_size}")
+    sd = module.state_dict()
+    first = next(iter(sd.values()))
+    dtype = np.float64 if "float64" in str(getattr(first, "dtype", "")) else np.float32
+    args = dict(num_layers=int(module.num_layers), bidirectional=bool(module.bidirectional),
+                batch_first=bool(module.batch_first), bias=bool(module.bias),
+                dropout=float(getattr(module, "dropout", 0.0)), variant="reset_after",
+                activation="tanh", dtype=dtype)
+    args.update(kwargs)
+    device = args.pop("device", "cpu")
+    model = cls(int(module.input_size), int(module.hidden_size), **args)
+    model.load_torch_state_dict(sd)
+    return model.to(device)

@@ -80,6 +80,18 @@ __device__ void mse_backward_body(T* dX, T* loss, const T* Y, const T* target, l
     }
 }
 
+// Y: rows of stride ldy; X: rows of stride ldx; rows (R,):
+//   Y[i, :C] = X[rows[i], :C] where rows[i] >= 0, else 0
+template <typename T>
+__device__ void seq_gather_body(T* Y, const T* X, const long long* rows, long long R,
+                                long long C, long long ldy, long long ldx) {
+    for (long long e = global_index(); e < R * C; e += grid_stride()) {
+        const long long i = e / C, c = e % C;
+        const long long j = rows[i];
+        Y[i * ldy + c] = j >= 0 ? X[j * ldx + c] : T(0);
+    }
+}
+
 }  // namespace gru_cy
 
 extern "C" __global__ void activation_forward_f32(float* Y, long long n, int act) {
@@ -127,4 +139,15 @@ extern "C" __global__ void mse_backward_f64(double* dX, double* loss, const doub
                                             const double* target, long long R, long long C,
                                             double scale) {
     gru_cy::mse_backward_body<double>(dX, loss, Y, target, R, C, scale);
+}
+
+extern "C" __global__ void seq_gather_f32(float* Y, const float* X, const long long* rows,
+                                          long long R, long long C, long long ldy,
+                                          long long ldx) {
+    gru_cy::seq_gather_body<float>(Y, X, rows, R, C, ldy, ldx);
+}
+extern "C" __global__ void seq_gather_f64(double* Y, const double* X, const long long* rows,
+                                          long long R, long long C, long long ldy,
+                                          long long ldx) {
+    gru_cy::seq_gather_body<double>(Y, X, rows, R, C, ldy, ldx);
 }

@@ -195,6 +195,15 @@ def case_mse_backward(buf):
                 R=R, C=C, scale=0.25)
 
 
+def case_seq_gather(buf):
+    # 7 source rows of stride 16, 9 gathered rows of stride 15 (2 padding: zeros,
+    # one source row twice), 13 columns.
+    R, C, ldy, ldx = 9, 13, 15, 16
+    rows = np.array([3, -1, 0, 6, 2, 2, -1, 5, 1], np.int64)
+    return dict(Y=buf("Y", R * ldy, fill=7), X=buf("X", 7 * ldx), rows=rows, R=R, C=C,
+                ldy=ldy, ldx=ldx)
+
+
 def _cases():
     out = []
     for tA in (0, 1):
@@ -206,7 +215,7 @@ def _cases():
     simple = ("bias_forward", "bn_forward_train", "bn_forward_infer",
               "gru_darknet_gates_forward", "gru_darknet_reset_backward", "bn_backward",
               "col_sum", "softmax_forward", "softmax_cross_entropy_backward",
-              "mse_backward")
+              "mse_backward", "seq_gather")
     for name in simple:
         out.append((name, "", globals()[f"case_{name}"]))
     for act in (0, 1):
@@ -294,6 +303,14 @@ def ref_gemm(a):
     C = mat(a["C"], M, N, a["ldc"])
     prod = a["alpha"] * (_f(A) @ _f(Bm))
     C[...] = prod if a["beta"] == 0 else prod + a["beta"] * _f(C)
+
+
+def ref_seq_gather(a):
+    R, C = a["R"], a["C"]
+    Y = mat(a["Y"], R, C, a["ldy"])
+    X = mat(a["X"], (a["X"].size - C) // a["ldx"] + 1, C, a["ldx"])
+    for i, j in enumerate(a["rows"][:R]):
+        Y[i] = X[j] if j >= 0 else 0
 
 
 def ref_bias_forward(a):

@@ -14,6 +14,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(REPO, "src_kernels")
 
 
+INDEX_ARRAYS = ("rows",)
+"""Pointer arguments holding int64 indices (all others hold the element type)."""
+
+
 def _entries():
     out = {}
     for path in sorted(glob.glob(os.path.join(SRC, "*.cu"))):
@@ -44,12 +48,13 @@ def test_cuda_argument_order_and_types(name):
         params = entries[f"{name}_{suffix}"]
         assert tuple(p for _, p in params) == expected
         for ctype, pname in params:
-            # Pointers and scalars are of the element type; sizes long long;
-            # flags (transA, transB, act) and Adam's t int.
+            # Pointers and scalars are of the element type (index arrays:
+            # long long); sizes long long; flags (transA, transB, act) and
+            # Adam's t int.
             base = ctype.replace("const ", "").rstrip("*")
             assert base in (real, "long long", "int"), (pname, ctype)
             if ctype.endswith("*"):
-                assert base == real, (pname, ctype)
+                assert base == (("long long" if pname in INDEX_ARRAYS else real)), (pname, ctype)
             elif pname in ("transA", "transB", "act", "t"):
                 assert ctype == "int", (pname, ctype)
 

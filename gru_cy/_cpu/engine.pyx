@@ -136,6 +136,7 @@ cdef class Engine:
     cdef public object cache           # dict of cache arrays (train), or None
     cdef object spare                  # the last invalidated cache: its arrays are reused
     cdef object work                   # dict of inference scratch, for one shape (wp)
+    cdef dict works                    # the scratch of the last shapes, by (T, B)
     cdef Py_ssize_t work_T, work_B     # its shape
     cdef object fscratch               # the fused forward's scratch (the largest asked)
     cdef Ptrs wp                       # the scratch's pointers (h0: the zero state)
@@ -163,6 +164,7 @@ cdef class Engine:
         self.cache = None
         self.spare = None
         self.work = None
+        self.works = {}
         self.fscratch = None
         self.work_T = 0
         self.work_B = 0
@@ -199,13 +201,37 @@ cdef class Engine:
         self.cache_T = 0
         self.cache_B = 0
 
+    def take_cache(self):
+        """The training cache as an opaque record, the engine left without one.
+
+        Its arrays are the record's alone (not kept for reuse): a padded
+        batch's segments (``gru_cy.sequences``) each keep their own cache
+        and hand it back with :meth:`put_cache` before their backward.
+        """
+        rec = (self.cache, self.cache_T, self.cache_B, self.cache_c)
+        self.cache = None
+        self.cache_T = 0
+        self.cache_B = 0
+        return rec
+
+    def put_cache(self, rec):
+        """Make a record of :meth:`take_cache` the training cache again."""
+        self.cache, self.cache_T, self.cache_B, self.cache_c = rec
+
     cdef dict _scratch(self, Py_ssize_t T, Py_ssize_t B):
         # Per-shape scratch: xp chunk (inference and training), step buffers
         # (inference), zero state; their pointers are kept in self.wp.
         cdef dict w = self.work
         if w is not None and self.work_T == T and self.work_B == B:
             return w
-        w = kernels.scratch(np, chunk_steps(T, B) * B, B, self.d.H, self.theta.dtype)
+        # The last few shapes' scratch is kept: a padded batch's segments
+        # (gru_cy.sequences) call with a few shapes in turn.
+        w = self.works.pop((T, B), None)
+        if w is None:
+            w = kernels.scratch(np, chunk_steps(T, B) * B, B, self.d.H, self.theta.dtype)
+            while len(self.works) >= 8:
+                del self.works[next(iter(self.works))]
+        self.works[(T, B)] = w
         self.work = w
         self.work_T = T
         self.work_B = B

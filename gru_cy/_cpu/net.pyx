@@ -4,7 +4,7 @@
 Tier 1: ``noexcept nogil`` pointer functions with the names, argument order
 and write rule of ``gru_cy.kernels.KERNELS`` (``activation_forward``,
 ``activation_backward``, ``softmax_forward``,
-``softmax_cross_entropy_backward``, ``mse_backward``), each with a trailing
+``softmax_cross_entropy_backward``, ``mse_backward``, ``seq_gather``), each with a trailing
 ``nthreads``.  Tier 2: ``py_<name>`` wrappers taking flat C-contiguous arrays of one float
 type (typed memoryviews), sizes, scalars and ``nthreads``; they check the
 sizes against the arrays and are what the CPU backend
@@ -20,6 +20,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport exp, expm1, tanh, log, fabs
 from libc.float cimport FLT_MIN, DBL_MIN
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
 
 from gru_cy._cpu.common cimport team
 
@@ -182,6 +184,21 @@ cdef void mse_backward(floating* dX, floating* loss, const floating* Y,
 
 
 # --- Tier 2: thin wrappers -------------------------------------------------
+cdef void seq_gather(floating* Y, const floating* X, const int64_t* rows, Py_ssize_t R,
+                     Py_ssize_t C, Py_ssize_t ldy, Py_ssize_t ldx,
+                     int nthreads) noexcept nogil:
+    # Y[i, :C] = X[rows[i], :C] (rows of strides ldy / ldx), zeros where rows[i] < 0.
+    cdef Py_ssize_t i
+    cdef int64_t j
+    cdef int nt = team(R, R * C, nthreads)
+    for i in prange(R, schedule="static", num_threads=nt):
+        j = rows[i]
+        if j >= 0:
+            memcpy(Y + i * ldy, X + j * ldx, C * sizeof(floating))
+        else:
+            memset(Y + i * ldy, 0, C * sizeof(floating))
+
+
 # Flat C-contiguous arrays of one float type (inputs may be read-only); the sizes
 # are checked against them.
 
@@ -250,3 +267,24 @@ def py_mse_backward(floating[::1] dX, floating[::1] loss, const floating[::1] Y,
     _size(target.shape[0], "target", R * C)
     with nogil:
         mse_backward(&dX[0], &loss[0], &Y[0], &target[0], R, C, <floating>scale, nthreads)
+
+
+def py_seq_gather(floating[::1] Y, const floating[::1] X, const int64_t[::1] rows,
+                  Py_ssize_t R, Py_ssize_t C, Py_ssize_t ldy, Py_ssize_t ldx,
+                  int nthreads=1):
+    """Y[i, :C] = X[rows[i], :C] where rows[i] >= 0, else 0 (rows of strides ldy, ldx)."""
+    cdef Py_ssize_t i, nx
+    if C < 0 or R < 0:
+        raise ValueError(f"R, C: expected >= 0, got R={R}, C={C}")
+    if ldy < C or ldx < C:
+        raise ValueError(f"ldy, ldx: expected >= C = {C}, got ldy={ldy}, ldx={ldx}")
+    _size(rows.shape[0], "rows", R)
+    _size(Y.shape[0], "Y", (R - 1) * ldy + C if R > 0 else 0)
+    if R == 0 or C == 0:
+        return
+    nx = (X.shape[0] - C) // ldx + 1 if X.shape[0] >= C else 0
+    for i in range(R):
+        if rows[i] >= nx:
+            raise ValueError(f"rows[{i}]: expected < {nx} (rows of X), got {rows[i]}")
+    with nogil:
+        seq_gather(&Y[0], &X[0], &rows[0], R, C, ldy, ldx, nthreads)

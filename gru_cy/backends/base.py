@@ -96,6 +96,13 @@ class Backend:
         R, C = Y.shape
         self._run("mse_backward", (dX, loss, Y, target, R, C, scale), nthreads)
 
+    # -- sequences
+    def seq_gather(self, Y, X, rows, C, ldy, ldx, nthreads):
+        """Y[i, :C] = X[rows[i], :C] where rows[i] >= 0, else 0; Y and X flat
+        arrays with rows of strides ldy and ldx, rows an int64 array on the
+        backend."""
+        self._run("seq_gather", (Y, X, rows, rows.size, C, ldy, ldx), nthreads)
+
     # -- update rules (flat vectors; the first n_decay elements are weights)
     def sgd_update(self, w, u, g, n_decay, lr, momentum, decay, batch, clip, nthreads):
         """Darknet's SGD step in place; zeroes g."""

@@ -53,6 +53,17 @@ class Engine:
         self.cache_T = 0
         self.cache_B = 0
 
+    def take_cache(self):
+        """The training cache as an opaque record, the engine left without one
+        (as the CPU engine's)."""
+        rec = (self.cache, self.cache_T, self.cache_B)
+        self.invalidate()
+        return rec
+
+    def put_cache(self, rec):
+        """Make a record of :meth:`take_cache` the training cache again."""
+        self.cache, self.cache_T, self.cache_B = rec
+
     def _k(self, name, *args):
         cuda._call(name, self.dtype, args)
 

@@ -131,7 +131,8 @@ class Emulator:
             v = args[pname]
             if ctype.endswith("*"):
                 if isinstance(v, np.ndarray):
-                    assert v.dtype == dtype, (pname, v.dtype, dtype)
+                    want = np.int64 if "long long" in ctype else dtype
+                    assert v.dtype == want, (pname, v.dtype, want)
                     v = v.ctypes.data
                 values.append(v)
             else:

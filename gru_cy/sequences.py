@@ -1,0 +1,252 @@
+"""Padded batches of unequal lengths and the reverse direction, on any engine.
+
+A padded batch ``x`` (T, B, I) with ``lengths`` (B,) runs as a *packed*
+batch, the way cuDNN and ``torch.nn.utils.rnn.pack_padded_sequence`` run it:
+
+* the sequences are ordered by decreasing length (a stable sort, inside
+  gru_cy: the caller never sorts), so that at step t the ``n_t`` sequences
+  still running are the first ``n_t`` of that order;
+* the valid rows are gathered into one contiguous array, step after step,
+  ``n_t`` rows per step (``seq_gather``, a kernel of both engines).  A reverse
+  layer gathers sequence b's steps in the order ``lengths[b]-1, ..., 0``;
+* the steps are cut into *segments* of equal ``n_t``; each segment is one
+  call of the layer's engine on a contiguous (steps, n, I) block, starting
+  from the first n rows of the carried state.  Every forward path of the
+  engine (fused, batch mode, step loops) runs unchanged, and the work is
+  proportional to ``sum(lengths)``, not ``B*T``;
+* outputs are scattered back to the padded layout (zeros in the padding), the
+  final states back to the caller's order.
+
+The backward walks the segments in reverse, each with the training cache its
+forward kept (``Engine.take_cache`` / ``put_cache``); the gradient of a
+sequence's final state enters at its last step, padded ``dy`` is never read
+and ``dx`` is zero in the padding.  Batch normalisation of a step runs over
+the sequences still running at that step (its batch statistics and the
+rolling statistics); the rolling statistics advance once per step actually
+run (``max(lengths)`` times).
+"""
+import numpy as np
+
+__all__ = ["Packing", "forward", "backward"]
+
+
+def segment_costs(I, H, itemsize):
+    """(per call, per step, per row-step) seconds of a forward call of the
+    engine: a model for merging segments, measured on config B's sizes
+    (I = H = 256, float32, 2 threads: a call costs about 70 us more than its
+    steps, a step 3-4 us plus 4 us per row) and scaled with the products'
+    sizes: rows with the flops, steps with the recurrent weights' bytes,
+    calls with the packing of those weights."""
+    w_bytes = 3.0 * H * H * itemsize
+    row = 6.0 * H * (I + H) / 1e11
+    step = max(0.5e-6, w_bytes / 2e11)
+    call = 20e-6 + w_bytes / 1.6e10
+    return call, step, row
+
+
+_CHUNK = 16
+"""The CPU engine's fused forward splits batches of 32 rows and more into chunks
+of 16 (``BATCH_ROWS``, gru_cy/_cpu/fused.pxd); below, a batch costs per row as
+much as a whole chunk would."""
+
+
+def _merge(base, costs):
+    # Cover the runs of equal counts `base` [(t0, steps, n)] with calls that
+    # each run `n` of their first run for all their steps (fewer calls, some
+    # padded rows): the cheapest cover under `costs`, by dynamic programming.
+    call, step, row = costs
+    S = len(base)
+    best = [0.0] * (S + 1)
+    cut = [0] * (S + 1)
+    for j in range(1, S + 1):
+        best[j] = float("inf")
+        steps = 0
+        for i in range(j, 0, -1):       # calls covering runs i-1 .. j-1
+            steps += base[i - 1][1]
+            n = base[i - 1][2]
+            if n > _CHUNK:
+                n = -(-n // _CHUNK) * _CHUNK    # the batch mode's chunks of rows
+            c = best[i - 1] + call + steps * (step + n * row)
+            if c < best[j]:
+                best[j], cut[j] = c, i - 1
+    out = []
+    j = S
+    while j > 0:
+        i = cut[j]
+        t0, _, n = base[i]
+        out.append((t0, sum(b[1] for b in base[i:j]), n))
+        j = i
+    return out[::-1]
+
+
+class Packing:
+    """Where each row of a packed batch comes from, and its segments.
+
+    Parameters
+    ----------
+    lengths : ndarray of int64 (B,)
+        Checked: 1 <= lengths[b] <= T.
+    T : int
+    reverse : bool
+        Read each sequence from its last valid step to step 0.
+    costs : (call, step, row) seconds or None
+        Merge runs of steps into fewer engine calls where :func:`_merge`'s
+        model says it pays: a call then runs rows of sequences that have
+        ended (zeros in, outputs dropped; their gradients are exactly 0).
+        None: one call per run of equal counts (training with BN, whose
+        batch statistics must see the running sequences only).
+
+    Attributes
+    ----------
+    order : ndarray (B,)
+        Sequence order by decreasing length (stable): rank i runs in row i.
+    counts : ndarray (steps,)
+        Sequences running at each step (non-increasing), ``steps = max(lengths)``.
+    segments : list of (steps, n, row)
+        The engine calls: ``steps`` steps of ``n`` rows from packed row ``row``.
+    rows : int
+        Packed rows (``sum(lengths)`` without merging).
+    gather : int64 (rows,)
+        Padded row (t*B + b) of each packed row, -1 for a padded one.
+    scatter : int64 (T*B,)
+        Packed row of each padded row, -1 in the padding.
+    last : int64 (B,)
+        Packed row of each sequence's last valid step.
+    """
+
+    def __init__(self, lengths, T, reverse, costs=None):
+        lengths = np.asarray(lengths, np.int64)
+        B = lengths.size
+        self.T, self.B, self.reverse = int(T), B, bool(reverse)
+        self.lengths = lengths
+        self.costs = costs
+        order = np.argsort(-lengths, kind="stable")
+        ls = lengths[order]
+        steps = int(ls[0])
+        counts = np.count_nonzero(ls[None, :] > np.arange(steps)[:, None], axis=1)
+        self.order = order
+        self.counts = counts
+        base = []
+        t0 = 0
+        for t1 in range(1, steps + 1):
+            if t1 == steps or counts[t1] != counts[t0]:
+                base.append((t0, t1 - t0, int(counts[t0])))
+                t0 = t1
+        calls = base if costs is None else _merge(base, costs)
+        gathers, lasts, rank_rows, row = [], [], [], 0
+        self.segments = []
+        for t0, nsteps, n in calls:
+            t = np.arange(t0, t0 + nsteps)[:, None]
+            i = np.arange(n)[None, :]
+            valid = t < ls[i]
+            src_t = ls[i] - 1 - t if reverse else t
+            idx = row + np.arange(nsteps * n).reshape(nsteps, n)
+            gathers.append(np.where(valid, src_t * B + order[i], -1).ravel())
+            end = t == ls[i] - 1
+            lasts.append(idx[end])
+            rank_rows.append(np.broadcast_to(i, end.shape)[end])
+            self.segments.append((nsteps, n, row))
+            row += nsteps * n
+        self.rows = row
+        self.gather = np.ascontiguousarray(np.concatenate(gathers), np.int64)
+        valid = self.gather >= 0
+        scatter = np.full(self.T * B, -1, np.int64)
+        scatter[self.gather[valid]] = np.flatnonzero(valid)
+        self.scatter = scatter
+        last = np.empty(B, np.int64)
+        last[order[np.concatenate(rank_rows)]] = np.concatenate(lasts)
+        self.last = last
+        self._device = {}
+
+    @property
+    def min_running(self):
+        """The fewest sequences any step runs."""
+        return int(self.counts[-1])
+
+    def indices(self, backend):
+        """(gather, scatter, order, last) as int64 arrays of ``backend``."""
+        got = self._device.get(backend.name)
+        if got is None:
+            got = tuple(backend.xp.asarray(a) for a in
+                        (self.gather, self.scatter, self.order.astype(np.int64),
+                         self.last))
+            self._device[backend.name] = got
+        return got
+
+    def matches(self, lengths, T, reverse, costs):
+        """Whether this packing is the one of (lengths, T, reverse, costs)."""
+        return (self.T == T and self.reverse == reverse and self.costs == costs
+                and self.B == lengths.size and np.array_equal(self.lengths, lengths))
+
+
+def _gather(backend, out, src, rows, C, ldy, ldx, nthreads):
+    backend.seq_gather(out.reshape(-1), src.reshape(-1), rows, C, ldy, ldx, nthreads)
+
+
+def forward(engine, backend, pk, x, h0, y, H, train, nthreads):
+    """Run ``engine`` over the padded ``x`` (T, B, I) packed by ``pk``.
+
+    ``h0`` (B, H) or None (zeros); writes ``y`` (T, B, H), zeros in the
+    padding.  Returns ``(final, records)``: the final states (B, H), each
+    sequence's state after its last valid step, and the segments' training
+    caches (train) or None.
+    """
+    xp = backend.xp
+    dtype = y.dtype
+    I = x.shape[2]
+    B = pk.B
+    gather, scatter, order, last = pk.indices(backend)
+    xs = xp.empty((pk.rows, I), dtype)
+    _gather(backend, xs, x, gather, I, I, I, nthreads)
+    carry = xp.zeros((B, H), dtype)
+    if h0 is not None:
+        _gather(backend, carry, h0, order, H, H, H, nthreads)
+    ys = xp.empty((pk.rows, H), dtype)
+    records = [] if train else None
+    for steps, n, row in pk.segments:
+        end = row + steps * n
+        state = engine.forward(xs[row:end].reshape(steps, n, I), carry[:n],
+                               ys[row:end].reshape(steps, n, H), train, nthreads)
+        carry[:n] = state
+        if train:
+            records.append(engine.take_cache())
+    _gather(backend, y, ys, scatter, H, H, H, nthreads)
+    final = xp.empty((B, H), dtype)
+    _gather(backend, final, ys, last, H, H, H, nthreads)
+    return final, records
+
+
+def backward(engine, backend, pk, records, dy, dstate, dx, dh0, H, nthreads):
+    """The backward of :func:`forward` with its ``records``.
+
+    ``dy`` (T, B, H) (padding not read), ``dstate`` (B, H) or None; writes
+    ``dx`` (T, B, I) (zeros in the padding) and ``dh0`` (B, H).  Parameter
+    gradients accumulate in the engine's ``grad``.  The gradient of a final
+    state joins ``dy`` at its sequence's last step (``y`` there is that
+    state); a call's rows of ended sequences get zero gradients throughout.
+    """
+    xp = backend.xp
+    dtype = dx.dtype
+    I = dx.shape[2]
+    B = pk.B
+    gather, scatter, order, last = pk.indices(backend)
+    dys = xp.empty((pk.rows, H), dtype)
+    _gather(backend, dys, dy, gather, H, H, H, nthreads)
+    if dstate is not None:
+        dys[last] += dstate
+    dcarry = xp.zeros((B, H), dtype)
+    dxs = xp.empty((pk.rows, I), dtype)
+    try:
+        for (steps, n, row), rec in zip(reversed(pk.segments), reversed(records)):
+            end = row + steps * n
+            engine.put_cache(rec)
+            dh = xp.empty((n, H), dtype)
+            engine.backward(dys[row:end].reshape(steps, n, H), dcarry[:n],
+                            dxs[row:end].reshape(steps, n, I), dh, nthreads)
+            dcarry[:n] = dh
+    finally:
+        engine.take_cache()
+    _gather(backend, dx, dxs, scatter, I, I, I, nthreads)
+    inverse = xp.empty(B, np.int64)
+    inverse[order] = xp.arange(B)
+    _gather(backend, dh0, dcarry, inverse, H, H, H, nthreads)
