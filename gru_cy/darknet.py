@@ -395,6 +395,12 @@ def _darknet_variant_only(net, what):
         if isinstance(layer, GRU) and layer.variant != "darknet":
             raise ValueError(f"layer {i} [gru]: variant {layer.variant!r} cannot be "
                              f"{what} (Darknet has the 'darknet' variant only)")
+        if isinstance(layer, GRU) and layer.reverse:
+            raise ValueError(f"layer {i} [gru]: a reverse GRU cannot be {what} (Darknet's "
+                             f"[gru] reads forward only)")
+        if not isinstance(layer, GRU) and hasattr(layer, "layers"):
+            raise ValueError(f"layer {i} ({type(layer).__name__}): cannot be {what} "
+                             f"(Darknet has no stacked or bidirectional GRU layer)")
 
 
 def weights_bytes(net):

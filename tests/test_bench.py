@@ -30,6 +30,7 @@ def test_smoke_json(tmp_path):
                            "summary", "peakmem", "mismatch"}
     assert report["mismatch"] is False
     assert report["settings"]["dtype"] == "float32" and report["settings"]["threads"] == 1
+    assert report["settings"]["rows"] == ["peers"] and report["features"] == []
     results = report["results"]
     seen = {(r["config"], r["task"], r["engine"]) for r in results}
     assert {("D", "inference", "gru_cy"), ("D", "train", "gru_cy"),
@@ -67,6 +68,7 @@ def test_darknet_float64_only_gru_cy_and_numpy(tmp_path):
     ["--configs", "E"], ["--configs", ""], ["--repeat", "0"], ["--repeat", "x"],
     ["--dtype", "float16"], ["--variant", "cudnn"], ["--engines", "tensorflow"],
     ["--peakmem", "Z"], ["--threads", "-1"], ["--min-time", "0"], ["--bogus"],
+    ["--rows", "stream"], ["--rows", ""],
 ])
 def test_bad_arguments_exit_2(args, capsys):
     assert bench.main(args) == 2
@@ -111,3 +113,83 @@ def test_interleaving_rotates_the_order():
     assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
     timed = calls[-9:]       # after the warm-up and calibration calls
     assert timed == list("abc") + list("bca") + list("cab")
+
+
+# ------------------------------------------------------- operator features --
+TINY = {"A": (1, 6, 4, 5), "D": (3, 7, 4, 6)}
+
+
+def _tiny_features(monkeypatch, *extra):
+    for name, sizes in TINY.items():
+        monkeypatch.setitem(bench.CONFIGS, name, sizes)
+    args = bench.parser().parse_args(
+        ["--rows", "lengths,bidirectional,packed", "--configs", "D", "--repeat", "2",
+         "--min-time", "1e-4", "--threads", "1", *extra])
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        return bench.run(args, log=lambda *a, **k: None)
+    finally:                    # the packed row sets torch's thread count
+        if threads is not None:
+            torch.set_num_threads(threads)
+
+
+def _torch_installed():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_feature_rows_tiny(monkeypatch):
+    _torch_installed()          # imported first, so that _tiny_features restores its threads
+    report = _tiny_features(monkeypatch)
+    assert report["results"] == [] and report["summary"] == [] and report["peakmem"] == []
+    assert report["mismatch"] is False
+    feats = {(f["row"], f["config"], f["task"]): f for f in report["features"]}
+    want = {("lengths", "D", "inference"), ("lengths", "D", "train"),
+            ("bidirectional", "A", "inference"), ("bidirectional", "A", "train")}
+    if _torch_installed():
+        want.add(("packed", "D", "inference"))
+    else:
+        assert "packed/torch" in report["skipped"]
+    assert set(feats) == want
+    for f in feats.values():
+        assert f["match"] is True
+        assert (f["B"], f["T"], f["I"], f["H"]) == TINY[f["config"]]
+        assert f["subject_s"] > 0 and f["baseline_s"] > 0 and f["ratio"] > 0
+        assert {k: len(v) for k, v in f["samples_s"].items()} == {
+            f["subject"]: 2, f["baseline"]: 2}
+    assert feats["lengths", "D", "train"]["target"] == 0.65
+    assert feats["bidirectional", "A", "inference"]["target"] == 1.3
+    # the prefix check compares exactly the same recurrence on the valid steps
+    assert feats["lengths", "D", "inference"]["max_abs_diff"] < 1e-6
+    text = bench.render(report)
+    assert "Operator features" in text and "Summary" not in text
+    json.dumps(report)
+
+
+def test_feature_lengths_are_seeded_and_in_range():
+    a, b = bench.draw_lengths(64, 10), bench.draw_lengths(64, 10)
+    assert (a == b).all() and a.min() >= 1 and a.max() <= 10 and a.dtype.kind == "i"
+
+
+def test_packed_row_skipped_without_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)     # import torch raises ImportError
+    report = _tiny_features(monkeypatch, "--tasks", "inference")
+    assert "packed/torch" in report["skipped"]
+    assert {f["row"] for f in report["features"]} == {"lengths", "bidirectional"}
+    assert "skipped packed/torch" in bench.render(report)
+
+
+@pytest.mark.slow
+def test_feature_rows_through_cli(tmp_path):
+    out = tmp_path / "bench.json"
+    res = _run("--rows", "lengths,bidirectional", "--configs", "D", "--tasks", "inference",
+               "--repeat", "1", "--min-time", "0.001", "--threads", "1", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "Operator features" in res.stdout
+    report = json.loads(out.read_text())
+    assert {(f["row"], f["config"]) for f in report["features"]} == {
+        ("lengths", "D"), ("bidirectional", "A")}

@@ -321,3 +321,33 @@ def test_network_on_emulated_cuda(monkeypatch, emulated_cuda, head, optimizer):
     y = nets["cuda"].predict(x)
     on("cpu")
     assert_allclose(y, nets["cpu"].predict(x), **close)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cpu_kernel is None, reason="the Cython engine is not built")
+@pytest.mark.parametrize("bn", (False, True), ids=("nobn", "bn"))
+@pytest.mark.parametrize("variant", ("darknet", "reset_after"))
+def test_lengths_and_reverse_on_emulated_cuda(emulated_cuda, variant, bn):
+    # A padded batch of unequal lengths through both directions of a
+    # bidirectional stack on the emulated GPU (seq_gather, the segments, the
+    # CUDA engine's take_cache / put_cache), against the same stack on the CPU.
+    from gru_cy import StackedGRU
+    T, B, I, H = 5, 4, 3, 4
+    models = {dev: StackedGRU(I, H, num_layers=2, bidirectional=True, variant=variant,
+                              batch_normalize=bn, dtype=np.float64, seed=3, device=dev)
+              for dev in ("cpu", "cuda")}
+    assert models["cuda"].device == "cuda"
+    rng = np.random.default_rng(2)
+    L = np.array([5, 2, 4, 5] if bn else [3, 1, 5, 2])
+    x = rng.uniform(-1, 1, (T, B, I))
+    dy = rng.uniform(-1, 1, (T, B, 2 * H))
+    ds = rng.uniform(-1, 1, (4, B, H))
+    close = tol(np.float64, "engine")
+    out = {}
+    for dev, m in models.items():
+        y = m.forward(x, train=True, lengths=L)
+        dx = m.backward(dy, ds)
+        out[dev] = [y, dx, m.dh0, m.state] + [m.grads[k] for k in sorted(m.grads)]
+        out[dev].append(m.forward(x, lengths=L))
+    for a, b in zip(out["cpu"], out["cuda"]):
+        assert_allclose(b, a, **close)

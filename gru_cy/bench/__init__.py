@@ -34,26 +34,37 @@ below 10% of wall time over 20 ms), so that the previous engine's spinning
 worker threads have gone to sleep; the table shows medians.  A call shorter than
 ``--min-time`` is repeated within a sample and the mean taken.
 
+Operator features (``--rows lengths,bidirectional,packed``, opt-in): gru_cy
+timed against a baseline of the same sizes, interleaved, after a check that
+the two agree (see ``gru_cy.bench.features``): padded batches (``lengths``)
+against full length, both directions against one, and a 2-layer
+bidirectional ``StackedGRU`` on padded batches against ``torch.nn.GRU`` on a
+packed sequence.
+
 Work counted for GFLOP/s: a forward is ``6 T B H (I + H)`` flops (the six
 products), a training step three times that (forward, the data gradients and
 the weight gradients); elementwise work is not counted.
 """
-from . import cli, configs, engines, report, timing
+from . import cli, configs, engines, features, report, timing
 from .cli import EPILOG, main, parser
-from .configs import (CONFIGS, ENGINES, SEED, STREAM_SIZES, TARGET_PEERS, TARGETS, TASKS,
-                      flops)
+from .configs import (BIDIRECTIONAL_CONFIG, CONFIGS, DEFAULT_ROWS, ENGINES, FEATURE_TARGETS,
+                      PACKED_LAYERS, PACKED_TOLERANCE, ROWS, SEED, STREAM_SIZES, TARGET_PEERS,
+                      TARGETS, TASKS, flops)
 from .engines import (DECAY, ENGINE_CLASSES, LEARNING_RATE, MOMENTUM, STREAM_CHECK_STEPS,
                       TOLERANCE, GruCyEngine, NumpyEngine, OrtEngine, TorchEngine,
                       build_engines, check_outputs, make_problem)
+from .features import FEATURE_ROWS, draw_lengths
 from .report import render, run
 from .timing import (CALIBRATE_MAX_CALLS, CALIBRATE_SHARE, SETTLE_BUSY, SETTLE_MAX_S,
                      SETTLE_WINDOW_S, interleaved_medians, peak_memory, settle)
 
 __all__ = [
-    "CALIBRATE_MAX_CALLS", "CALIBRATE_SHARE", "CONFIGS", "DECAY", "ENGINES", "ENGINE_CLASSES",
-    "EPILOG", "GruCyEngine", "LEARNING_RATE", "MOMENTUM", "NumpyEngine", "OrtEngine", "SEED",
-    "SETTLE_BUSY", "SETTLE_MAX_S", "SETTLE_WINDOW_S", "STREAM_CHECK_STEPS", "STREAM_SIZES",
-    "TARGETS", "TARGET_PEERS", "TASKS", "TOLERANCE", "TorchEngine", "build_engines",
-    "check_outputs", "cli", "configs", "engines", "flops", "interleaved_medians", "main",
-    "make_problem", "parser", "peak_memory", "render", "report", "run", "settle", "timing",
+    "BIDIRECTIONAL_CONFIG", "CALIBRATE_MAX_CALLS", "CALIBRATE_SHARE", "CONFIGS", "DECAY",
+    "DEFAULT_ROWS", "ENGINES", "ENGINE_CLASSES", "EPILOG", "FEATURE_ROWS", "FEATURE_TARGETS",
+    "GruCyEngine", "LEARNING_RATE", "MOMENTUM", "NumpyEngine", "OrtEngine", "PACKED_LAYERS",
+    "PACKED_TOLERANCE", "ROWS", "SEED", "SETTLE_BUSY", "SETTLE_MAX_S", "SETTLE_WINDOW_S",
+    "STREAM_CHECK_STEPS", "STREAM_SIZES", "TARGETS", "TARGET_PEERS", "TASKS", "TOLERANCE",
+    "TorchEngine", "build_engines", "check_outputs", "cli", "configs", "draw_lengths",
+    "engines", "features", "flops", "interleaved_medians", "main", "make_problem", "parser",
+    "peak_memory", "render", "report", "run", "settle", "timing",
 ]

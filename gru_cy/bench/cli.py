@@ -5,7 +5,7 @@ import sys
 
 from gru_cy import _validate as V
 
-from .configs import CONFIGS, ENGINES
+from .configs import BIDIRECTIONAL_CONFIG, CONFIGS, DEFAULT_ROWS, ENGINES, ROWS
 from .report import render, run
 
 CONFIG_NAMES = list(CONFIGS) + ["stream"]
@@ -24,13 +24,31 @@ torch and ort (NumPy when neither is installed) and the project's
 performance target, judged on medians; the ratio of the fastest samples
 beside it is less sensitive to other processes on a shared machine.
 
+Rows (--rows): "peers" is the engine comparison above (the default); the
+operator features' rows time gru_cy against a baseline, interleaved, after
+checking that the two agree, and give the ratio of the two times:
+  lengths        GRU.forward(x, lengths=L) and a training step (forward,
+                 backward, zero_grad) with L uniform in 1..T (seeded) over the
+                 same calls at full length; configs of --configs, tasks of
+                 --tasks; target <= 0.65
+  bidirectional  StackedGRU(bidirectional=True) over bidirectional=False,
+                 config {BIDIRECTIONAL_CONFIG}'s sizes, tasks of --tasks; inference target <= 1.3
+                 (the directions run side by side: needs 2 or more threads)
+  packed         StackedGRU(num_layers=2, bidirectional=True, reset_after),
+                 forward(x, lengths=L), over torch.nn.GRU on
+                 pack_padded_sequence(x, L) (and pad_packed_sequence) under
+                 no_grad, torch's weights copied (from_torch); inference,
+                 configs of --configs; needs torch
+e.g.  gru-cy bench --rows lengths,bidirectional,packed --configs B --threads 2
+
 NumPy's OpenBLAS reads OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE; if your shell
 sets them (e.g. to pin a slow kernel), unset them for a fair comparison in
 that command only:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE gru-cy bench --threads 2
 
 Exit status: 0, 1 if an engine's output differs from gru_cy's beyond the
-tolerance (the ratios would not compare the same math), 2 for bad arguments.
+tolerance, or a feature row's check fails (the ratios would not compare the
+same math), 2 for bad arguments.
 """
 
 
@@ -70,6 +88,10 @@ def parser():
     p.add_argument("--tasks", default="inference,train",
                    type=lambda v: _parse_list(v, ("inference", "train")),
                    help="for configs A-D: inference,train (default both)")
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                   type=lambda v: _parse_list(v, ROWS),
+                   help=f"comma-separated subset of {','.join(ROWS)}: the engine comparison "
+                        "and the operator features' rows (see below; default peers)")
     p.add_argument("--min-time", type=V.POSITIVE_FLOAT, default=0.05,
                    help="shortest sample in seconds; faster calls are repeated (default 0.05)")
     p.add_argument("--peakmem", default=None,
@@ -101,7 +123,8 @@ def main(argv=None):
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     if report["mismatch"]:
-        print("gru-cy bench: an engine's output differs from gru_cy's beyond the tolerance; "
-              "the ratios do not compare the same math", file=sys.stderr)
+        print("gru-cy bench: an engine's output differs from gru_cy's beyond the tolerance "
+              "(or a feature row's check failed); the ratios do not compare the same math",
+              file=sys.stderr)
         return 1
     return 0

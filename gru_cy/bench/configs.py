@@ -34,6 +34,29 @@ against no target."""
 
 SEED = 20240601
 
+ROWS = ("peers", "lengths", "bidirectional", "packed")
+"""What ``gru-cy bench --rows`` accepts: ``peers`` the engine comparison
+(gru_cy, NumPy, torch, ORT on configs A-D and streaming), then the operator
+features' rows, each gru_cy against a baseline: ``lengths`` (padded batches
+against full length, configs A-D), ``bidirectional`` (both directions against
+one, config A's sizes), ``packed`` (a 2-layer bidirectional StackedGRU on padded batches against
+torch.nn.GRU on a packed sequence, configs A-D)."""
+DEFAULT_ROWS = ("peers",)
+
+BIDIRECTIONAL_CONFIG = "A"
+"""The sizes of the bidirectional row (B = 1: one direction alone leaves a
+second thread little to do, two directions run side by side)."""
+PACKED_LAYERS = 2
+PACKED_TOLERANCE = 1e-4
+"""Largest accepted max|y_gru_cy - y_torch| / max|y_torch| of the packed row."""
+
+FEATURE_TARGETS = {
+    ("lengths", "inference"): 0.65, ("lengths", "train"): 0.65,
+    ("bidirectional", "inference"): 1.3,
+}
+"""(row, task) -> the largest accepted ratio of the row's two times (lengths /
+full length; both directions / one); rows and tasks absent have no target."""
+
 
 def flops(task, B, T, I, H):
     """Floating-point operations counted for one call of ``task``."""

@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 
-from .configs import CONFIGS, STREAM_SIZES, TARGET_PEERS, TARGETS, flops
+from . import features
+from .configs import CONFIGS, DEFAULT_ROWS, STREAM_SIZES, TARGET_PEERS, TARGETS, flops
 from .engines import build_engines, check_outputs, make_problem
 from .timing import interleaved_medians, peak_memory
 
@@ -77,8 +78,9 @@ def run(args, log=print):
     dtype = np.dtype(args.dtype).type
     variants = ["reset_after", "darknet"] if args.variant == "both" else [args.variant]
     names = ["gru_cy"] + [e for e in args.engines if e != "gru_cy"]
+    rows = list(getattr(args, "rows", DEFAULT_ROWS))
     blas_limit = None
-    if "numpy" in names:
+    if "numpy" in names and "peers" in rows:
         try:
             from threadpoolctl import threadpool_limits
             blas_limit = threadpool_limits(limits=peer_threads, user_api="blas")
@@ -89,12 +91,13 @@ def run(args, log=print):
               "settings": {"configs": args.configs, "repeat": args.repeat,
                            "dtype": args.dtype, "threads": eff_threads,
                            "variant": args.variant, "min_time": args.min_time,
+                           "rows": rows,
                            "openblas_env": {k: os.environ.get(k) for k in
                                             ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}},
               "versions": _versions(), "skipped": {}, "results": [], "summary": [],
-              "peakmem": []}
+              "peakmem": [], "features": []}
     mismatch = False
-    for variant in variants:
+    for variant in variants if "peers" in rows else ():
         for config in args.configs:
             tasks = ["stream"] if config == "stream" else args.tasks
             params, x, dy, h0 = make_problem(config, dtype, variant)
@@ -142,9 +145,16 @@ def run(args, log=print):
                     "met": None if ratio is None or target is None else ratio <= target})
                 log(f"  measured {config} {variant} {task}", file=sys.stderr)
             del engines
+    for spec in features.specs(rows, args.configs, args.tasks, variants, dtype, threads,
+                               peer_threads, report["skipped"]):
+        record = _measure_feature(spec, args)
+        mismatch |= not record["match"]
+        report["features"].append(record)
+        log(f"  measured {spec['row']} {spec['config']} {spec['variant']} {spec['task']}",
+            file=sys.stderr)
     mem_cfg = args.peakmem
     if mem_cfg is None:
-        mem_cfg = "C" if "C" in args.configs else "none"
+        mem_cfg = "C" if "C" in args.configs and "peers" in rows else "none"
     if mem_cfg != "none":
         for name in ("gru_cy", "torch"):
             if name in names and (name == "gru_cy" or _installed(name)):
@@ -157,6 +167,39 @@ def run(args, log=print):
     report["machine"]["loadavg_end"] = _loadavg()
     report["mismatch"] = mismatch
     return report
+
+
+def _measure_feature(spec, args):
+    """Time one feature row's subject and baseline, interleaved; its record."""
+    subject, baseline = features.LABELS[spec["row"]]
+    samples = interleaved_medians(spec["fns"], args.repeat, args.min_time)
+    med = {n: statistics.median(v) for n, v in samples.items()}
+    ratio = med[subject] / med[baseline]
+    B, T, I, H = spec["sizes"]
+    target = spec["target"]
+    return {"row": spec["row"], "config": spec["config"], "variant": spec["variant"],
+            "task": spec["task"], "B": B, "T": T, "I": I, "H": H, "dtype": args.dtype,
+            "subject": subject, "baseline": baseline,
+            "subject_s": med[subject], "baseline_s": med[baseline], "samples_s": samples,
+            "ratio": ratio, "ratio_of_minima": min(samples[subject]) / min(samples[baseline]),
+            "target": target, "met": None if target is None else ratio <= target,
+            "max_abs_diff": spec["max_abs_diff"], "match": bool(spec["match"]),
+            "check": spec["check"], "note": spec["note"]}
+
+
+def _render_features(records):
+    rows = []
+    for r in records:
+        rows.append([r["row"], r["config"], r["variant"], r["task"],
+                     f"{r['subject']} / {r['baseline']}", _fmt_time(r["subject_s"]),
+                     _fmt_time(r["baseline_s"]), f"{r['ratio']:.2f}",
+                     f"<= {r['target']}" if r["target"] is not None else "-",
+                     {True: "yes", False: "NO", None: "-"}[r["met"]],
+                     f"{r['ratio_of_minima']:.2f}",
+                     f"{r['max_abs_diff']:.1e}" + ("" if r["match"] else " MISMATCH"),
+                     r["note"]])
+    return _table(rows, ["row", "config", "variant", "task", "timed", "time", "baseline",
+                         "ratio", "target", "met", "ratio of minima", "max|diff|", "note"])
 
 
 def render(report):
@@ -204,8 +247,11 @@ def render(report):
                       f"{r['ratio_of_minima']:.2f}" if r.get("ratio_of_minima") else "-"])
     summary = _table(srows, ["config", "variant", "task", "gru_cy", "fastest peer",
                              "peer time", "ratio", "target", "met", "ratio of minima"])
-    text = (head + "\n" + body + "\n\nSummary (gru_cy time / the fastest of torch and ORT):\n"
-            + summary)
+    if report["results"]:
+        text = (head + "\n" + body
+                + "\n\nSummary (gru_cy time / the fastest of torch and ORT):\n" + summary)
+    else:
+        text = head.rstrip("\n")
     by_variant = {(r["config"], r["task"], r["variant"]): r["gru_cy_s"]
                   for r in report["summary"]}
     vrows = [[c, t, f"{by_variant[c, t, 'darknet'] / s:.2f}"]
@@ -229,5 +275,8 @@ def render(report):
         d = {r["engine"]: r.get("delta_kib") for r in report["peakmem"]}
         if d.get("gru_cy") is not None and d.get("torch"):
             text += f"\ngru_cy / torch step delta: {d['gru_cy'] / d['torch']:.2f} (target <= 0.6)"
+    if report.get("features"):
+        text += ("\n\nOperator features (median time of the first / the second; "
+                 "max|diff|: the check before timing):\n" + _render_features(report["features"]))
     return text
 

@@ -12,6 +12,9 @@ from gru_cy import _validate as V
 from gru_cy import backends
 from gru_cy.layer import GRU
 from gru_cy.nn.losses import Cost, Softmax
+from gru_cy.stacked import StackedGRU
+
+_RECURRENT = (GRU, StackedGRU)
 
 __all__ = ["Network"]
 
@@ -27,7 +30,8 @@ class Network:
     Parameters
     ----------
     layers : list
-        ``gru_cy.GRU``, :class:`Connected`, :class:`Softmax`, :class:`Cost`.
+        ``gru_cy.GRU``, ``gru_cy.StackedGRU`` (time-major), :class:`Connected`,
+        :class:`Softmax`, :class:`Cost`.
     inputs : int
         Features per step of the input.
     batch, subdivisions, time_steps : int
@@ -71,12 +75,16 @@ class Network:
         self._shape = None
         n = self.inputs
         for i, layer in enumerate(self.layers):
+            if isinstance(layer, StackedGRU) and layer.batch_first:
+                raise ValueError(f"layers[{i}] (StackedGRU): expected batch_first=False "
+                                 f"(a Network is time-major), got True")
             if layer.inputs != n:
                 raise ValueError(f"layers[{i}] ({_layer_type(layer)}): expected "
                                  f"{n} inputs (the previous layer's outputs), "
                                  f"got {layer.inputs}")
-            n = layer.outputs
+            n = layer.outputs * getattr(layer, "directions", 1)
         self.outputs = n
+        self._lengths = None
 
     @property
     def update_batch(self):
@@ -105,7 +113,7 @@ class Network:
                 return backends.get(layer.device)
         return backends.get("cpu")
 
-    def forward(self, x, train=False):
+    def forward(self, x, train=False, lengths=None):
         """Run every layer; returns the last layer's output ``(T, B, outputs)``.
 
         Parameters
@@ -114,19 +122,44 @@ class Network:
         train : bool
             Training forward: caches for ``backward``, batch statistics, and
             ``seen += B*T``.
+        lengths : integer array (B,) or None
+            Valid steps per sequence of a padded batch: the recurrent layers
+            run each sequence over its steps only (``gru_cy.GRU.forward``);
+            the other layers see every row, and :meth:`loss` and
+            :meth:`backward` count the valid rows only (the gradient is zero
+            in the padding).  Connected layers with batch normalisation
+            cannot train on a padded batch (their statistics would see the
+            padding): a ValueError.
         """
         x = self._check_x(x)
         T, B = x.shape[:2]
+        lengths = V.lengths(lengths, B, T)
+        if lengths is not None and train:
+            for i, layer in enumerate(self.layers):
+                if not isinstance(layer, _RECURRENT) and getattr(layer, "batch_normalize",
+                                                                 False):
+                    raise ValueError(f"lengths: layers[{i}] ({_layer_type(layer)}) has batch "
+                                     f"normalisation, whose training statistics would "
+                                     f"include the padding; train it on full-length batches")
         h = x
         for layer in self.layers:
-            if isinstance(layer, GRU):
-                h = layer.forward(h.reshape(T, B, -1), train=train)
+            if isinstance(layer, _RECURRENT):
+                h = layer.forward(h.reshape(T, B, -1), train=train, lengths=lengths)
             else:
                 h = layer.forward(h.reshape(T * B, -1), train=train)
         if train:
             self.seen += B * T
             self._shape = (T, B)
+            self._lengths = lengths
         return h.reshape(T, B, -1)
+
+    def _valid_rows(self):
+        # Rows t*B + b of the valid steps of the last training forward (None: all).
+        if self._lengths is None:
+            return None
+        T, B = self._shape
+        mask = np.arange(T)[:, None] < self._lengths[None, :]
+        return np.flatnonzero(mask.reshape(-1))
 
     def predict(self, x):
         """Inference forward with the state carried between calls (Darknet's network_predict).
@@ -180,7 +213,21 @@ class Network:
             raise ValueError("targets: this network ends without [softmax] or [cost]; "
                              "compute the loss yourself and call backward(dy)")
         # the layer after `start` computes the loss: [softmax] or [cost]
-        return self.layers[start + 1].loss(output, targets)
+        head = self.layers[start + 1]
+        rows = self._valid_rows() if self._shape is not None else None
+        if rows is None:
+            return head.loss(output, targets)
+        # a padded batch: the loss of the valid rows, a zero gradient elsewhere
+        be = self._backend
+        T, B = self._shape
+        flat = output.reshape(T * B, -1)
+        idx = be.xp.asarray(rows)
+        t = be.asarray(targets)
+        t = t.reshape(T * B, *t.shape[2:])
+        loss, d = head.loss(flat[idx], t[idx])
+        full = be.xp.zeros(flat.shape, d.dtype)
+        full[idx] = d.reshape(len(rows), -1)
+        return loss, full.reshape(output.shape)
 
     def backward(self, dy, start=None):
         """Backpropagate ``dy`` = dL/d(output of layer ``start``); returns dL/dx.
@@ -196,18 +243,25 @@ class Network:
         T, B = self._shape
         start = len(self.layers) - 1 if start is None else start
         d = dy
+        rows = self._valid_rows()
+        if rows is not None:
+            # the gradient is zero in the padding (whatever dy holds there)
+            d = self._backend.asarray(d).reshape(T * B, -1).copy()
+            keep = np.zeros(T * B, bool)
+            keep[rows] = True
+            d[self._backend.xp.asarray(np.flatnonzero(~keep))] = 0
         for layer in reversed(self.layers[:start + 1]):
-            if isinstance(layer, GRU):
+            if isinstance(layer, _RECURRENT):
                 d = layer.backward(d.reshape(T, B, -1))
             else:
                 d = layer.backward(d.reshape(T * B, -1))
-        self._rows += T * B
+        self._rows += T * B if rows is None else len(rows)
         return d.reshape(T, B, -1)
 
-    def train_step(self, x, targets):
+    def train_step(self, x, targets, lengths=None):
         """One Darknet training call: forward, loss, backward; update every
-        ``subdivisions`` calls.  Returns the loss (summed over rows)."""
-        y = self.forward(x, train=True)
+        ``subdivisions`` calls.  Returns the loss (summed over the valid rows)."""
+        y = self.forward(x, train=True, lengths=lengths)
         start, _ = self._loss_layer()
         loss, d = self.loss(y, targets)
         self.backward(d.reshape(y.shape[0], y.shape[1], -1), start=start)
@@ -245,7 +299,7 @@ class Network:
     def reset_state(self):
         """Forget every GRU's carried state (the next call starts from zeros)."""
         for layer in self.layers:
-            if isinstance(layer, GRU):
+            if isinstance(layer, _RECURRENT):
                 layer.reset_state()
 
     def to(self, device):
@@ -264,4 +318,6 @@ class Network:
 def _layer_type(layer):
     if isinstance(layer, GRU):
         return "gru"
+    if isinstance(layer, StackedGRU):
+        return "stacked_gru"
     return getattr(layer, "type", type(layer).__name__)

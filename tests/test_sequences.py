@@ -1,0 +1,518 @@
+"""The whole operator: sequence lengths, the reverse direction, StackedGRU
+(layers, bidirectional, batch_first, dropout), against per-sequence runs,
+torch.nn.GRU on packed sequences, ONNX Runtime's GRU node and finite
+differences."""
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import gru_cy
+from gru_cy import GRU, StackedGRU, gradcheck, sequences
+
+from tolerances import tol
+
+VARIANTS = ("darknet", "reset_after")
+
+
+def _lengths(rng, B, T):
+    # unsorted, with 1 and T present
+    L = rng.integers(1, T + 1, B)
+    L[0], L[-1] = 1, T
+    return rng.permutation(L)
+
+
+def _copy_params(dst, src):
+    for k in src.params:
+        dst.params[k] = src.params[k]
+
+
+# --------------------------------------------------------------- one layer ---
+
+@pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", (np.float32, np.float64), ids=("f32", "f64"))
+def test_lengths_equal_each_sequence_alone(variant, reverse, dtype):
+    # Sequence b of a padded batch gives what it gives alone, truncated to its
+    # length (reversed for a reverse layer); zeros in the padding; final
+    # states, dx, dh0 and the parameter gradients (summed over sequences) too.
+    rng = np.random.default_rng(3)
+    T, B, I, H = 9, 6, 5, 7
+    g = GRU(I, H, variant=variant, dtype=dtype, seed=1, reverse=reverse)
+    one = GRU(I, H, variant=variant, dtype=dtype, seed=1)
+    _copy_params(one, g)
+    x = rng.normal(size=(T, B, I)).astype(dtype)
+    h0 = rng.normal(size=(B, H)).astype(dtype)
+    L = _lengths(rng, B, T)
+    dy = rng.normal(size=(T, B, H)).astype(dtype)
+    ds = rng.normal(size=(B, H)).astype(dtype)
+    y = g.forward(x, train=True, h0=h0, lengths=L)
+    state = g.state
+    dx = g.backward(dy, ds)
+    grads = {k: v.copy() for k, v in g.grads.items()}
+    close = tol(dtype, "engine")
+    for b in range(B):
+        n = L[b]
+        sl = slice(n - 1, None, -1) if reverse else slice(0, n)
+        xb = np.ascontiguousarray(x[sl, b:b + 1])
+        yb = one.forward(xb, train=True, h0=h0[b:b + 1])
+        dxb = one.backward(np.ascontiguousarray(dy[sl, b:b + 1]), ds[b:b + 1])
+        assert_allclose(y[sl, b:b + 1], yb, **close)
+        assert_allclose(dx[sl, b:b + 1], dxb, **close)
+        assert_allclose(state[b], one.state[0], **close)
+        assert_allclose(g.dh0[b], one.dh0[0], **close)
+        assert not y[n:, b].any() and not dx[n:, b].any()
+    for k in grads:
+        assert_allclose(grads[k], one.grads[k], **tol(dtype, "engine", scale=B), err_msg=k)
+
+
+def test_padding_of_dy_is_not_read():
+    rng = np.random.default_rng(0)
+    T, B, I, H = 6, 4, 3, 5
+    g = GRU(I, H, dtype=np.float64, seed=0)
+    x = rng.normal(size=(T, B, I))
+    L = np.array([2, 6, 3, 1])
+    dy = rng.normal(size=(T, B, H))
+    h0 = np.zeros((B, H))
+    g.forward(x, train=True, h0=h0, lengths=L)
+    dx1 = g.backward(dy)
+    g1 = {k: v.copy() for k, v in g.grads.items()}
+    g.zero_grad()
+    for b in range(B):
+        dy[L[b]:, b] = np.nan
+    g.forward(x, train=True, h0=h0, lengths=L)
+    dx2 = g.backward(dy)
+    assert_array_equal(dx1, dx2)
+    for k in g1:
+        assert_array_equal(g1[k], g.grads[k])
+
+
+def test_full_lengths_and_reverse_without_lengths():
+    # lengths all T: the same as no lengths; reverse without lengths: the
+    # whole sequence read backwards.
+    rng = np.random.default_rng(1)
+    T, B, I, H = 5, 3, 4, 6
+    g = GRU(I, H, dtype=np.float64, seed=2)
+    r = GRU(I, H, dtype=np.float64, seed=2, reverse=True)
+    x = rng.normal(size=(T, B, I))
+    y = g.forward(x, h0=np.zeros((B, H)))
+    assert_allclose(g.forward(x, h0=np.zeros((B, H)), lengths=[T] * B), y,
+                    **tol(np.float64, "engine"))
+    assert_allclose(r.forward(x, h0=np.zeros((B, H))), g.forward(
+        np.ascontiguousarray(x[::-1]), h0=np.zeros((B, H)))[::-1], **tol(np.float64, "engine"))
+
+
+@pytest.mark.parametrize("threads", (1, 2))
+def test_lengths_bit_identical_across_thread_counts(threads):
+    rng = np.random.default_rng(5)
+    T, B, I, H = 12, 40, 16, 24
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    L = _lengths(rng, B, T)
+    out = []
+    for n in (threads, 2 if threads == 1 else 1):
+        g = GRU(I, H, variant="reset_after", seed=4, num_threads=n, reverse=True)
+        y = g.forward(x, train=True, lengths=L)
+        dx = g.backward(np.ones_like(y))
+        out.append((y, dx, g.grads["wh.weights"].copy()))
+    for a, b in zip(*out):
+        assert_array_equal(a, b)
+
+
+def test_carried_state_with_lengths():
+    # Documented: the carried state is each sequence's state after its last
+    # valid step, and the next call (h0=None) starts from it.
+    rng = np.random.default_rng(2)
+    T, B, I, H = 4, 3, 2, 5
+    g = GRU(I, H, dtype=np.float64, seed=3)
+    x = rng.normal(size=(T, B, I))
+    L = np.array([4, 1, 2])
+    y = g.forward(x, lengths=L)
+    assert_allclose(g.state, y[L - 1, np.arange(B)], rtol=0, atol=0)
+    x2 = rng.normal(size=(2, B, I))
+    y2 = g.forward(x2)
+    assert_allclose(y2, g.forward(x2, h0=y[L - 1, np.arange(B)]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad, exc, words", [
+    ([0, 3, 2], ValueError, "lengths[0] = 0"),
+    ([1, 5, 2], ValueError, "lengths[1] = 5"),
+    ([-1, 2, 2], ValueError, "lengths[0] = -1"),
+    ([1, 2], ValueError, "expected shape (3,)"),
+    ([[1, 2, 3]], ValueError, "expected shape (3,)"),
+    ([1.0, 2.0, 3.0], TypeError, "integer"),
+    ([True, True, True], TypeError, "integer"),
+    ("abc", TypeError, "integer"),
+])
+def test_bad_lengths(bad, exc, words):
+    g = GRU(2, 3)
+    x = np.zeros((4, 3, 2), np.float32)
+    with pytest.raises(exc, match="lengths") as info:
+        g.forward(x, lengths=bad)
+    assert words in str(info.value)
+    with pytest.raises(exc, match="lengths"):
+        StackedGRU(2, 3, bidirectional=True).forward(x, lengths=bad)
+
+
+def test_bn_training_needs_two_running_sequences():
+    g = GRU(2, 3, batch_normalize=True)
+    x = np.zeros((4, 3, 2), np.float32)
+    with pytest.raises(ValueError, match="at least 2 running"):
+        g.forward(x, train=True, lengths=[4, 2, 2])
+    g.forward(x, train=True, lengths=[4, 4, 2])           # two run every step
+    g.forward(x, train=False, lengths=[4, 1, 1])          # inference: rolling statistics
+
+
+def test_bn_rolling_statistics_over_running_sequences():
+    # A step's rolling statistics see the sequences running at it: lengths
+    # (T, T, 2) give the statistics of the 3-row batch for 2 steps, then of the
+    # first two rows; steps advance max(lengths) times.
+    rng = np.random.default_rng(0)
+    T, B, I, H = 4, 3, 2, 3
+    x = rng.normal(size=(T, B, I))
+    a = GRU(I, H, dtype=np.float64, batch_normalize=True, seed=1)
+    b = GRU(I, H, dtype=np.float64, batch_normalize=True, seed=1)
+    a.forward(x, train=True, lengths=[T, T, 2])
+    b.forward(x[:2], train=True, h0=np.zeros((B, H)))
+    b.forward(x[2:, :2].copy(), train=True, h0=b.state[:2])
+    for k in a.params:
+        if "rolling" in k:
+            assert_allclose(a.params[k], b.params[k], **tol(np.float64, "engine"), err_msg=k)
+
+
+# ------------------------------------------------------------ finite diff ---
+
+@pytest.mark.parametrize("kw", [
+    dict(lengths=[3, 1, 2], batch=3),
+    dict(lengths=[2, 3], reverse=True, variant="reset_after"),
+    dict(lengths=[3, 3, 2], batch=3, batch_normalize=True, reverse=True),
+    dict(num_layers=2, bidirectional=True, lengths=[1, 3], variant="reset_after"),
+    dict(num_layers=3, dropout=0.4, lengths=[3, 2]),
+    dict(num_layers=2, bidirectional=True, batch_normalize=True, dropout=0.3,
+         lengths=[3, 2, 3], batch=3, activation="logistic"),
+], ids=("lengths", "reverse", "bn-reverse", "bidir-stack", "dropout-stack", "bn-bidir-dropout"))
+def test_finite_differences(kw):
+    res = gradcheck.check(steps=3, **kw)
+    assert res.ok, res.format_table()
+    assert {r["name"] for r in res.rows} >= {"x", "h0"}
+
+
+def test_gradcheck_cli_covers_the_operator(capsys):
+    code = gradcheck.main(["--layers", "2", "--bidirectional", "--lengths", "2,3",
+                           "--dropout", "0.5", "--max-coords", "10"])
+    assert code == 0, capsys.readouterr().out
+    assert gradcheck.main(["--lengths", "0,1"]) == 2
+    assert "lengths" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ StackedGRU ---
+
+def test_stacked_shapes_names_and_state():
+    rng = np.random.default_rng(0)
+    m = StackedGRU(3, 4, num_layers=2, bidirectional=True, batch_first=True, seed=0)
+    x = rng.normal(size=(5, 7, 3)).astype(np.float32)          # (B, T, I)
+    y = m.forward(x, train=True, lengths=[7, 1, 3, 7, 2])
+    assert y.shape == (5, 7, 8) and m.state.shape == (4, 5, 4)
+    assert not y[1, 1:].any()
+    dx = m.backward(np.ones_like(y))
+    assert dx.shape == x.shape and m.dh0.shape == (4, 5, 4)
+    assert "l0.uz.weights" in m.params and "l1.reverse.wh.biases" in m.params
+    assert m.params["l1.uz.weights"].shape == (4, 8)
+    assert set(m.grads) == set(m.params)
+    m.update()
+    m.zero_grad()
+    m.reset_state()
+    assert m.state is None
+    with pytest.raises(ValueError, match="backward"):
+        m.backward(np.ones_like(y))
+    with pytest.raises(ValueError, match="h0"):
+        m.forward(x, h0=np.zeros((2, 5, 4), np.float32))
+
+
+def test_stacked_seed_and_dropout_only_in_training():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3, 2)).astype(np.float32)
+    a = StackedGRU(2, 3, num_layers=2, dropout=0.5, seed=7)
+    b = StackedGRU(2, 3, num_layers=2, dropout=0.5, seed=7)
+    for k in a.params:
+        assert_array_equal(a.params[k], b.params[k])
+    assert_array_equal(a.forward(x, h0=np.zeros((2, 3, 3))), b.forward(x, h0=np.zeros((2, 3, 3))))
+    plain = StackedGRU(2, 3, num_layers=2, seed=7)
+    assert_array_equal(a.forward(x, h0=np.zeros((2, 3, 3))),
+                       plain.forward(x, h0=np.zeros((2, 3, 3))))
+    ya = a.forward(x, train=True, h0=np.zeros((2, 3, 3)))
+    yp = plain.forward(x, train=True, h0=np.zeros((2, 3, 3)))
+    assert not np.array_equal(ya, yp)                         # masks applied
+    with pytest.raises(ValueError, match="dropout"):
+        StackedGRU(2, 3, dropout=1.0)
+
+
+def test_bias_false_stays_zero():
+    m = StackedGRU(2, 3, num_layers=2, bidirectional=True, bias=False, seed=0,
+                   optimizer="adam", variant="reset_after")
+    x = np.random.default_rng(0).normal(size=(4, 3, 2)).astype(np.float32)
+    for _ in range(3):
+        y = m.forward(x, train=True)
+        m.backward(np.ones_like(y))
+        m.update(learning_rate=0.1)
+    for k, v in m.params.items():
+        if k.endswith(".biases"):
+            assert not v.any(), k
+    assert not any(k.startswith("bias") for k in m.torch_state_dict())
+
+
+@pytest.mark.parametrize("threads", (1, 2, 3))
+def test_bidirectional_bit_identical_across_thread_counts(threads):
+    # The directions run concurrently on shares of the team: same bits.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(9, 5, 6)).astype(np.float32)
+    L = _lengths(rng, 5, 9)
+    out = []
+    for n in (1, threads):
+        m = StackedGRU(6, 8, num_layers=2, bidirectional=True, seed=3, num_threads=n,
+                       variant="reset_after")
+        y = m.forward(x, train=True, lengths=L)
+        dx = m.backward(np.ones_like(y))
+        out.append([y, dx] + [g.copy() for g in m.grads.values()])
+    for a, b in zip(*out):
+        assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------- torch ---
+
+@pytest.mark.parametrize("bias", (False, True), ids=("nobias", "bias"))
+@pytest.mark.parametrize("batch_first", (False, True), ids=("tmajor", "bfirst"))
+@pytest.mark.parametrize("bidirectional", (False, True), ids=("uni", "bi"))
+@pytest.mark.parametrize("num_layers", (1, 2, 3))
+@pytest.mark.parametrize("dtype", (np.float64, np.float32), ids=("f64", "f32"))
+def test_torch_packed_sequences(num_layers, bidirectional, batch_first, bias, dtype):
+    torch = pytest.importorskip("torch", reason="torch is a test reference only")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    rng = np.random.default_rng(num_layers * 8 + bidirectional * 4 + batch_first * 2 + bias)
+    T, B, I, H = 7, 5, 3, 4
+    torch.manual_seed(0)
+    m = torch.nn.GRU(I, H, num_layers=num_layers, bidirectional=bidirectional,
+                     batch_first=batch_first, bias=bias)
+    m = m.double() if dtype == np.float64 else m.float()
+    g = StackedGRU.from_torch(m, num_threads=2)
+    assert (g.dtype, g.num_layers, g.bidirectional, g.batch_first, g.bias) == (
+        np.dtype(dtype), num_layers, bidirectional, batch_first, bias)
+    D = 2 if bidirectional else 1
+    L = _lengths(rng, B, T)
+    x = rng.normal(size=(B, T, I) if batch_first else (T, B, I)).astype(dtype)
+    h0 = rng.normal(size=(num_layers * D, B, H)).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(h0, requires_grad=True)
+    packed = pack_padded_sequence(xt, torch.tensor(L), batch_first=batch_first,
+                                  enforce_sorted=False)
+    yp, hn = m(packed, h0t)
+    yt, _ = pad_packed_sequence(yp, batch_first=batch_first, total_length=T)
+    dy = rng.normal(size=tuple(yt.shape)).astype(dtype)
+    dhn = rng.normal(size=tuple(hn.shape)).astype(dtype)
+    ((yt * torch.tensor(dy)).sum() + (hn * torch.tensor(dhn)).sum()).backward()
+    y = g.forward(x, train=True, h0=h0, lengths=L)
+    dx = g.backward(dy, dhn)
+    close = tol(dtype, "torch_packed")
+
+    def same(ours, ref, what):
+        ref = ref.detach().numpy() if hasattr(ref, "detach") else ref
+        scale = np.max(np.abs(ref))
+        assert_allclose(ours / scale, ref / scale, **close, err_msg=what)
+
+    same(y, yt, "y")
+    same(g.state, hn, "h_n")
+    same(dx, xt.grad, "dx")
+    same(g.dh0, h0t.grad, "dh0")
+    grads = dict(m.named_parameters())
+    from gru_cy import torch_compat
+    for name, (layer, side, kind) in torch_compat._stacked_keys(g).items():
+        ours = np.concatenate([layer.grads[f"{side}{gt}.{kind}"] for gt in "rzh"])
+        same(ours, grads[name].grad, name)
+    back = g.torch_state_dict()
+    m2 = torch.nn.GRU(I, H, num_layers=num_layers, bidirectional=bidirectional,
+                      batch_first=batch_first, bias=bias)
+    m2.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()})
+
+
+def test_torch_state_dict_errors():
+    m = StackedGRU(3, 4, num_layers=2, variant="reset_after")
+    sd = m.torch_state_dict()
+    assert set(sd) == {f"{w}_l{k}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                       for k in (0, 1)}
+    bad = dict(sd)
+    del bad["weight_hh_l1"]
+    with pytest.raises(ValueError, match="missing 'weight_hh_l1'"):
+        m.load_torch_state_dict(bad)
+    bad = dict(sd, weight_ih_l1=np.zeros((12, 3)))
+    with pytest.raises(ValueError, match="weight_ih_l1"):
+        m.load_torch_state_dict(bad)
+    bad = dict(sd, weight_ih_l0_reverse=sd["weight_ih_l0"])
+    with pytest.raises(ValueError, match="unexpected key"):
+        m.load_torch_state_dict(bad)
+    bad = dict(sd)
+    bad["weight_ih_l0"] = sd["weight_ih_l0"] * np.nan
+    with pytest.raises(ValueError, match="finite"):
+        m.load_torch_state_dict(bad)
+    with pytest.raises(ValueError, match="reset_after"):
+        StackedGRU(3, 4).torch_state_dict()
+    pref = {"rnn." + k: v for k, v in sd.items()}
+    m.load_torch_state_dict(pref)
+    with pytest.raises(TypeError, match="torch.nn.GRU"):
+        StackedGRU.from_torch(object())
+
+
+# ------------------------------------------------------------ ONNX Runtime ---
+
+def _onnx_gru_model(onnx, W, R, Bias, direction, lbr, T, B, I, H, with_lens, with_h0):
+    from onnx import TensorProto, helper, numpy_helper
+    D = W.shape[0]
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I])]
+    names = ["X", "W", "R", "B", "sequence_lens" if with_lens else "",
+             "initial_h" if with_h0 else ""]
+    if with_lens:
+        inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [B]))
+    if with_h0:
+        inputs.append(helper.make_tensor_value_info("initial_h", TensorProto.FLOAT,
+                                                    [D, B, H]))
+    while names[-1] == "":
+        names.pop()
+    node = helper.make_node("GRU", names, ["Y", "Y_h"], hidden_size=H, direction=direction,
+                            linear_before_reset=lbr)
+    graph = helper.make_graph(
+        [node], "gru", inputs,
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [T, D, B, H]),
+         helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [D, B, H])],
+        initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
+                     numpy_helper.from_array(Bias, "B")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def _onnx_blocks(layer):
+    # ONNX's z, r, h blocks of W, R and B (Wb then Rb) of one direction.
+    p = {k: np.asarray(v) for k, v in layer.params.items()}
+    W = np.concatenate([p[f"u{g}.weights"] for g in "zrh"])
+    R = np.concatenate([p[f"w{g}.weights"] for g in "zrh"])
+    b = np.concatenate([p[f"u{g}.biases"] for g in "zrh"] + [p[f"w{g}.biases"] for g in "zrh"])
+    return W, R, b
+
+
+@pytest.mark.parametrize("with_h0", (False, True), ids=("zeros", "h0"))
+@pytest.mark.parametrize("with_lens", (False, True), ids=("full", "lens"))
+@pytest.mark.parametrize("lbr", (0, 1))
+@pytest.mark.parametrize("direction", ("forward", "reverse", "bidirectional"))
+def test_onnx_runtime_gru_node(direction, lbr, with_lens, with_h0):
+    onnx = pytest.importorskip("onnx", reason="onnx is an optional extra")
+    ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is a test reference only")
+    rng = np.random.default_rng(lbr * 8 + with_lens * 2 + with_h0)
+    T, B, I, H = 6, 4, 3, 5
+    variant = "reset_after" if lbr else "darknet"
+    D = 2 if direction == "bidirectional" else 1
+    # ONNX Runtime's GRU runs float only
+    if D == 2:
+        model = StackedGRU(I, H, bidirectional=True, variant=variant, seed=1)
+        dirs = model.layers[0]
+    else:
+        model = GRU(I, H, variant=variant, seed=1,
+                    reverse=direction == "reverse")
+        dirs = [model]
+    for layer in dirs:
+        for k, v in layer.params.items():
+            if k.endswith(".biases"):
+                layer.params[k] = rng.uniform(-0.5, 0.5, v.shape)
+    blocks = [_onnx_blocks(layer) for layer in dirs]
+    W, R, Bias = (np.stack([b[i] for b in blocks]).astype(np.float32) for i in range(3))
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    L = np.array([6, 2, 1, 4], np.int32) if with_lens else None
+    h0 = rng.normal(size=(D, B, H)).astype(np.float32) if with_h0 else None
+    onx = _onnx_gru_model(onnx, W, R, Bias, direction, lbr, T, B, I, H, with_lens, with_h0)
+    sess = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"X": x}
+    if with_lens:
+        feeds["sequence_lens"] = L
+    if with_h0:
+        feeds["initial_h"] = h0
+    Y, Y_h = sess.run(None, feeds)
+    hh = None if h0 is None else (h0 if D == 2 else h0[0])
+    y = model.forward(x, h0=hh if hh is not None else np.zeros((D, B, H) if D == 2 else (B, H),
+                                                                np.float32), lengths=L)
+    ours_Y = y.reshape(T, B, D, H).transpose(0, 2, 1, 3)
+    ours_h = model.state if D == 2 else model.state[None]
+    assert_allclose(ours_Y, Y, **tol(np.float32, "ort"))
+    assert_allclose(ours_h, Y_h, **tol(np.float32, "ort"))
+
+
+# --------------------------------------------------------- internals ---
+
+def test_packing_rows_and_merging():
+    L = np.array([3, 1, 5, 5, 2])
+    exact = sequences.Packing(L, 6, False)
+    assert exact.rows == L.sum()
+    assert [n for _, n, _ in exact.segments] == [5, 4, 3, 2]
+    assert list(exact.counts) == [5, 4, 3, 2, 2]
+    merged = sequences.Packing(L, 6, True, costs=(1.0, 0.0, 0.0))   # calls dominate
+    assert merged.segments == [(5, 5, 0)]
+    assert merged.rows == 25 and np.count_nonzero(merged.gather >= 0) == L.sum()
+    for pk in (exact, merged):
+        rev = pk.reverse
+        for b, n in enumerate(L):
+            t_last = 0 if rev else n - 1
+            assert pk.gather[pk.last[b]] == t_last * 5 + b
+
+
+# --------------------------------------------------------------- Network ---
+
+def _net(seed=0, dtype=np.float64):
+    from gru_cy.nn import Connected, Network, Softmax
+    layers = [StackedGRU(3, 4, num_layers=2, bidirectional=True, variant="reset_after",
+                         dtype=dtype, seed=seed),
+              Connected(8, 5, activation="linear", dtype=dtype, seed=seed + 1),
+              Softmax(5)]
+    return Network(layers, 3, batch=3, time_steps=4)
+
+
+def test_network_with_stacked_gru_and_lengths():
+    # The loss counts valid rows only; its gradient w.r.t. x (finite
+    # differences) is zero in the padding; the update's batch is sum(lengths).
+    rng = np.random.default_rng(0)
+    T, B = 4, 3
+    net = _net()
+    L = np.array([4, 1, 3])
+    x = rng.normal(size=(T, B, 3))
+    targets = rng.integers(0, 5, (T, B))
+    targets_pad = targets.copy()
+    targets_pad[1:, 1] = (targets[1:, 1] + 1) % 5           # padding targets: ignored
+
+    def loss_of(xv, tg=targets):
+        net.reset_state()
+        y = net.forward(xv, train=True, lengths=L)
+        return net.loss(y, tg)
+
+    base, d = loss_of(x)
+    assert loss_of(x, targets_pad)[0] == base
+    net.reset_state()
+    y = net.forward(x, train=True, lengths=L)
+    loss, d = net.loss(y, targets)
+    dx = net.backward(d, start=1)
+    assert net._rows == L.sum()
+    eps = 1e-6
+    for (t, b, i) in [(0, 0, 0), (2, 2, 1), (0, 1, 2), (3, 0, 1), (3, 2, 0), (2, 1, 0)]:
+        xp_, xm = x.copy(), x.copy()
+        xp_[t, b, i] += eps
+        xm[t, b, i] -= eps
+        fp = loss_of(xp_)[0]
+        fm = loss_of(xm)[0]
+        assert abs((fp - fm) / (2 * eps) - dx[t, b, i]) < 1e-7, (t, b, i)
+        if t >= L[b]:
+            assert dx[t, b, i] == 0
+    net.update()
+
+
+def test_network_lengths_refuses_connected_bn_and_darknet_save(tmp_path):
+    from gru_cy import darknet
+    from gru_cy.nn import Connected, Network
+    net = Network([GRU(3, 4, seed=0), Connected(4, 2, batch_normalize=True, seed=1)], 3)
+    with pytest.raises(ValueError, match="batch normalisation"):
+        net.forward(np.zeros((2, 3, 3), np.float32), train=True, lengths=[2, 1, 2])
+    with pytest.raises(ValueError, match="StackedGRU"):
+        darknet.save_cfg(_net(), str(tmp_path / "m.cfg"))
+    rev = Network([GRU(3, 4, seed=0, reverse=True)], 3)
+    with pytest.raises(ValueError, match="reverse"):
+        darknet.save_weights(rev, str(tmp_path / "m.weights"))
