@@ -168,6 +168,33 @@ def test_network_parity(head, optimizer):
     assert_allclose(_host(nets[1].predict(cupy.asarray(x))), nets[0].predict(x), **close)
 
 
+@pytest.mark.cuda
+@needs_gpu
+@pytest.mark.parametrize("bn", (False, True), ids=("nobn", "bn"))
+@pytest.mark.parametrize("variant", ("darknet", "reset_after"))
+def test_lengths_and_stacks_parity(variant, bn):
+    # A bidirectional 2-layer stack on a padded batch (seq_gather, segments,
+    # take_cache / put_cache on the CUDA engine) against the CPU.
+    import cupy
+    from gru_cy import StackedGRU
+    T, B, I, H = 6, 5, 3, 4
+    models = [StackedGRU(I, H, num_layers=2, bidirectional=True, variant=variant,
+                         batch_normalize=bn, dtype=np.float64, seed=3, device=dev)
+              for dev in ("cpu", "cuda")]
+    rng = np.random.default_rng(2)
+    L = np.array([6, 2, 5, 6, 3]) if bn else np.array([3, 1, 6, 2, 6])
+    x = rng.uniform(-1, 1, (T, B, I))
+    dy = rng.uniform(-1, 1, (T, B, 2 * H))
+    close = tol(np.float64, "gpu_layer")
+    yc = models[0].forward(x, train=True, lengths=L)
+    yg = models[1].forward(cupy.asarray(x), train=True, lengths=L)
+    assert_allclose(_host(yg), yc, **close)
+    assert_allclose(_host(models[1].backward(cupy.asarray(dy))), models[0].backward(dy), **close)
+    assert_allclose(_host(models[1].dh0), models[0].dh0, **close)
+    for k, g in models[0].grads.items():
+        assert_allclose(_host(models[1].grads[k]), g, **close, err_msg=k)
+
+
 @pytest.mark.slow
 @pytest.mark.cuda
 @needs_gpu
