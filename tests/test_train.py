@@ -147,9 +147,12 @@ def test_ctrl_c_is_a_message_and_exit_130():
     # A long run interrupted as a user would: no traceback, the shell's status.
     import signal
     loud = [a for a in SMALL if a != "--quiet"]
+    # The child gets SIGINT's default disposition: under a shell's background
+    # job SIGINT is ignored, and Python then keeps ignoring it.
     p = subprocess.Popen([sys.executable, "-m", "gru_cy", "train", "--iterations", "100000",
                           "--target", "0", *loud], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                         stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = p.stderr.readline()           # the progress bar's first line: training runs
     assert first.startswith("["), first
     p.send_signal(signal.SIGINT)
