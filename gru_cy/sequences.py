@@ -44,12 +44,6 @@ def segment_costs(I, H, itemsize):
     return call, step, row
 
 
-_CHUNK = 16
-"""The CPU engine's fused forward splits batches of 32 rows and more into chunks
-of 16 (``BATCH_ROWS``, gru_cy/_cpu/fused.pxd); below, a batch costs per row as
-much as a whole chunk would."""
-
-
 def _merge(base, costs):
     # Cover the runs of equal counts `base` [(t0, steps, n)] with calls that
     # each run `n` of their first run for all their steps (fewer calls, some
@@ -63,10 +57,7 @@ def _merge(base, costs):
         steps = 0
         for i in range(j, 0, -1):       # calls covering runs i-1 .. j-1
             steps += base[i - 1][1]
-            n = base[i - 1][2]
-            if n > _CHUNK:
-                n = -(-n // _CHUNK) * _CHUNK    # the batch mode's chunks of rows
-            c = best[i - 1] + call + steps * (step + n * row)
+            c = best[i - 1] + call + steps * (step + base[i - 1][2] * row)
             if c < best[j]:
                 best[j], cut[j] = c, i - 1
     out = []
@@ -203,13 +194,17 @@ def forward(engine, backend, pk, x, h0, y, H, train, nthreads):
         _gather(backend, carry, h0, order, H, H, H, nthreads)
     ys = xp.empty((pk.rows, H), dtype)
     records = [] if train else None
-    for steps, n, row in pk.segments:
-        end = row + steps * n
-        state = engine.forward(xs[row:end].reshape(steps, n, I), carry[:n],
-                               ys[row:end].reshape(steps, n, H), train, nthreads)
-        carry[:n] = state
-        if train:
-            records.append(engine.take_cache())
+    engine.hold(True)        # weights packed once for all the segments, no tuning
+    try:
+        for steps, n, row in pk.segments:
+            end = row + steps * n
+            state = engine.forward(xs[row:end].reshape(steps, n, I), carry[:n],
+                                   ys[row:end].reshape(steps, n, H), train, nthreads)
+            carry[:n] = state
+            if train:
+                records.append(engine.take_cache())
+    finally:
+        engine.hold(False)
     _gather(backend, y, ys, scatter, H, H, H, nthreads)
     final = xp.empty((B, H), dtype)
     _gather(backend, final, ys, last, H, H, H, nthreads)
@@ -236,6 +231,7 @@ def backward(engine, backend, pk, records, dy, dstate, dx, dh0, H, nthreads):
         dys[last] += dstate
     dcarry = xp.zeros((B, H), dtype)
     dxs = xp.empty((pk.rows, I), dtype)
+    engine.hold(True)
     try:
         for (steps, n, row), rec in zip(reversed(pk.segments), reversed(records)):
             end = row + steps * n
@@ -246,6 +242,7 @@ def backward(engine, backend, pk, records, dy, dstate, dx, dh0, H, nthreads):
             dcarry[:n] = dh
     finally:
         engine.take_cache()
+        engine.hold(False)
     _gather(backend, dx, dxs, scatter, I, I, I, nthreads)
     inverse = xp.empty(B, np.int64)
     inverse[order] = xp.arange(B)

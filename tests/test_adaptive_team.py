@@ -304,11 +304,11 @@ def test_batch_mode_times_one_thread_only_when_the_team_is_slow():
 
 
 @two_threads
-@pytest.mark.parametrize("B, lockstep", [(32, False), (16, True)], ids=["batch", "units"])
+@pytest.mark.parametrize("B, lockstep", [(32, False), (12, True)], ids=["batch", "units"])
 def test_engine_times_one_thread_up_front_for_lockstep_teams_only(B, lockstep):
     # Two chunks of 16 sequences run the batch mode (config B's path): no
     # one-thread timing up front (it took B's first benchmark sample to 10-11
-    # ms against 8.2); one chunk runs unit slices, a team that meets at a
+    # ms against 8.2); fewer than two half chunks (B < 16) run unit slices, a team that meets at a
     # barrier every step: one thread is timed up front where calls are quick.
     # A record's third call is the first that may run one thread: it must
     # run as the policy (tune_trace, early=lockstep) decides on the engine's

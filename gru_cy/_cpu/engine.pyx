@@ -20,7 +20,7 @@ import numpy as np
 from libc.string cimport memcpy, memset
 
 from gru_cy._cpu.cell import bn_constants
-from gru_cy._cpu.fused cimport PATH_STEPS, Plan, batch_mode, forward_fused, plan_forward
+from gru_cy._cpu.fused cimport PATH_BATCH, PATH_STEPS, Plan, batch_mode, forward_fused, plan_forward
 from gru_cy._cpu.gemm cimport prepack_size
 from gru_cy._cpu.gemm import aligned_empty
 from gru_cy._cpu.layout cimport CHUNK_ROWS, Dims, Ptrs, chunk_steps, dims_layout
@@ -146,6 +146,8 @@ cdef class Engine:
     cdef public bint adaptive          # pick team or one thread by timing (team.pyx)
     cdef Tune tune[3]                  # inference, training forward, backward
     cdef bint cache_c                  # the cache keeps no c: the backward recomputes it
+    cdef bint hold_run                 # hold(): a run of segments (packs kept, no tuning)
+    cdef object packs_in               # the fscratch array holding current packs, or None
 
     def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
                  bint reset_after, int act, bint bn, bint use_blas):
@@ -171,6 +173,8 @@ cdef class Engine:
         self.cache_T = 0
         self.cache_B = 0
         self.adaptive = env_adaptive()
+        self.hold_run = False
+        self.packs_in = None
         for i in range(3):
             tune_reset(&self.tune[i], 0, 0, True)
 
@@ -200,6 +204,19 @@ cdef class Engine:
         self.cache = None
         self.cache_T = 0
         self.cache_B = 0
+
+    def hold(self, bint hold):
+        """Start (True) or end (False) a run of calls of changing batch sizes
+        with unchanged parameters: a padded batch's segments (``gru_cy.sequences``).
+
+        Within it the fused batch mode packs U and W once, at its first call,
+        and later calls read the same packs (the same bits); and the adaptive
+        team stays out (its record is per batch size: every segment would
+        start a new one and time a thread alone), so calls run on the team.
+        The holder must not change the parameters meanwhile.
+        """
+        self.hold_run = hold
+        self.packs_in = None
 
     def take_cache(self):
         """The training cache as an opaque record, the engine left without one.
@@ -347,8 +364,8 @@ cdef class Engine:
         # thread (fused forward only: the batch mode's threads wait for no one,
         # so it times one thread only once the team is slow), then the plan.
         d = self.d
-        tuned = (not d.bn and not d.use_blas and self.adaptive and d.nthreads > 1
-                 and fused_team(&d, 1 << 30) > 1)
+        tuned = (not d.bn and not d.use_blas and self.adaptive and not self.hold_run
+                 and d.nthreads > 1 and fused_team(&d, 1 << 30) > 1)
         if tuned:
             mode = tune_begin(s, &d, not batch_mode(&d, self.f64))
         plan = plan_forward(&d, self.f64)
@@ -363,6 +380,9 @@ cdef class Engine:
                     forward_steps(<float*>p.theta, d, p, train)
         else:
             scratch = self._fused_scratch(plan.scratch_bytes)
+            if plan.path == PATH_BATCH and self.hold_run:
+                plan.packs_ready = self.packs_in is self.fscratch
+                self.packs_in = self.fscratch
             with nogil:
                 t0 = gru_now()
                 forward_fused(p.theta, d, p, train, self.f64, &plan, scratch)
@@ -438,7 +458,8 @@ cdef class Engine:
         cdef Dims d = self.d
         cdef int mode = 1
         cdef double t0
-        cdef bint tuned = self.adaptive and d.nthreads > 1 and not d.use_blas
+        cdef bint tuned = (self.adaptive and not self.hold_run and d.nthreads > 1
+                           and not d.use_blas)
         if tuned:
             mode = tune_begin(s, &d, True)
         t0 = gru_now()

@@ -22,12 +22,14 @@ cdef struct Plan:
     int nt                    # the team the path asks for
     int nchunks               # PATH_BATCH: chunks of rows
     Py_ssize_t scratch_bytes  # the scratch forward_fused needs (64-byte aligned inside)
+    bint packs_ready          # PATH_BATCH: the scratch already holds this layer's packs
+                              # (an earlier call's, same parameters): not packed again
 
 cdef inline bint batch_mode(Dims* d, bint dbl) noexcept nogil:
     # Whether the fused forward would split the batch among its threads (whose
     # threads wait for no one) rather than the units: a team of two or more on
     # chunks of BATCH_ROWS rows, weights that stay in each core's cache.
-    return fused_team(d, d.B // BATCH_ROWS) > 1 and \
+    return fused_team(d, d.B // (BATCH_ROWS // 2)) > 1 and \
         3 * d.H * (d.In + d.H) * (8 if dbl else 4) <= BATCH_MAX_WEIGHTS
 
 # The path of a forward of d's sizes (d.nthreads resolved, and set to 1 by the

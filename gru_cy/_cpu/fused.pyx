@@ -430,6 +430,7 @@ cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
     plan.nt = d.nthreads
     plan.nchunks = 0
     plan.scratch_bytes = 0
+    plan.packs_ready = 0
     if d.bn or d.use_blas:
         return plan
     if batch_mode(d, dbl):
@@ -440,6 +441,10 @@ cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
             # a smaller share
             plan.nchunks = <int>(d.B // (BATCH_ROWS // 2))
             plan.nt = fused_team(d, plan.nchunks)
+            if plan.nt < plan.nchunks < 2 * plan.nt:
+                # fewer than two chunks per thread: as many (larger) chunks as
+                # threads, not a round of steps with some threads idle
+                plan.nchunks = plan.nt
         if plan.nchunks * d.T >= (1 << 30):
             # items are counted in an int: the per-kernel loop
             plan.nt = d.nthreads
@@ -483,6 +488,8 @@ cdef void forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl, Plan*
         _batch_pack_ptrs[double](&a, <double*>base)
     else:
         _batch_pack_ptrs[float](&a, <float*>base)
+    if plan.packs_ready:
+        a.npieces = 0           # the packs at base are current (Engine.hold_packs)
     a.buf_bytes = _batch_buf_bytes(d, dbl)
     a.bufs = base + _round64(_batch_pack_bytes(d, dbl))
     a.steps_done = <int*>(<char*>a.bufs + plan.nt * a.buf_bytes)

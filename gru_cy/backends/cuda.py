@@ -53,6 +53,10 @@ class Engine:
         self.cache_T = 0
         self.cache_B = 0
 
+    def hold(self, hold):
+        """The CPU engine's run of segments (packs kept, no adaptive team);
+        nothing to do here (the CUDA gemm reads the weights as they are)."""
+
     def take_cache(self):
         """The training cache as an opaque record, the engine left without one
         (as the CPU engine's)."""
