@@ -223,6 +223,13 @@ class GRU(Trainable):
 
     def _forward_packed(self, x, train, h0, lengths):
         # Lengths or reverse: the packed batch of gru_cy.sequences.
+        run = self._packed_setup(x, train, h0, lengths)
+        (final, records), = sequences.forward_runs(self._backend, [run], self.outputs,
+                                                   bool(train), self._threads())
+        return self._packed_done(run, final, records, train)
+
+    def _packed_setup(self, x, train, h0, lengths):
+        # (engine, Packing, x, h0, y) of a packed forward, checked.
         be = self._backend
         x = V.array("x", x, self.dtype, ("T", "B", self.inputs), be)
         T, B = x.shape[:2]
@@ -244,13 +251,13 @@ class GRU(Trainable):
         self._packing = pk
         self._seq = None
         self._engine.invalidate()
-        y = be.xp.empty((T, B, self.outputs), self.dtype)
-        final, records = sequences.forward(self._engine, be, pk, x, h0, y, self.outputs,
-                                           bool(train), self._threads())
+        return (self._engine, pk, x, h0, be.xp.empty((T, B, self.outputs), self.dtype))
+
+    def _packed_done(self, run, final, records, train):
         self._state = final
         if train:
-            self._seq = (pk, records)
-        return y
+            self._seq = (run[1], records)
+        return run[4]
 
     def _initial_state(self, h0, B):
         # h0 checked, else the carried state when its batch is B, else None (zeros).
@@ -301,19 +308,26 @@ class GRU(Trainable):
         return dx
 
     def _backward_packed(self, dy, dstate):
+        run = self._packed_backward_setup(dy, dstate)
+        sequences.backward_runs(self._backend, [run], self.outputs, self._threads())
+        return self._packed_backward_done(run)
+
+    def _packed_backward_setup(self, dy, dstate):
+        # (engine, Packing, records, dy, dstate, dx, dh0) of a packed backward, checked.
         pk, records = self._seq
         T, B = pk.T, pk.B
         be = self._backend
         dy = V.array("dy", dy, self.dtype, (T, B, self.outputs), be)
         if dstate is not None:
             dstate = V.array("dstate", dstate, self.dtype, (B, self.outputs), be)
-        dx = be.xp.empty((T, B, self.inputs), self.dtype)
-        dh0 = be.xp.empty((B, self.outputs), self.dtype)
-        sequences.backward(self._engine, be, pk, records, dy, dstate, dx, dh0,
-                           self.outputs, self._threads())
-        self._dh0 = dh0
-        self._rows += pk.rows
-        return dx
+        return (self._engine, pk, records, dy, dstate,
+                be.xp.empty((T, B, self.inputs), self.dtype),
+                be.xp.empty((B, self.outputs), self.dtype))
+
+    def _packed_backward_done(self, run):
+        self._dh0 = run[6]
+        self._rows += int(run[1].lengths.sum())     # the valid rows (padded ones excluded)
+        return run[5]
 
     # ------------------------------------------------------------ interop --
     def load_torch_state_dict(self, state_dict):
@@ -333,3 +347,33 @@ class GRU(Trainable):
                 f"batch_normalize={self.batch_normalize}, optimizer={self.optimizer!r}, "
                 f"dtype={self.dtype.name}, device={self.device!r}"
                 + (", reverse=True)" if self.reverse else ")"))
+
+
+def forward_directions(fwd, rev, x, train, h0s, lengths):
+    """The forward of the two directions of a layer (``fwd``, then ``rev`` with
+    ``reverse=True``, same sizes, CPU) on the same ``x``: each engine call of
+    one direction runs at the same time as the other's, one thread each
+    (``gru_cy.sequences.forward_runs`` with the engine's pair).  Returns
+    ``(y_fwd, y_rev)``; states and caches as two ``forward`` calls."""
+    runs = [fwd._packed_setup(x, train, h0s[0], lengths),
+            rev._packed_setup(x, train, h0s[1], lengths)]
+    be = fwd._backend
+    out = sequences.forward_runs(be, runs, fwd.outputs, bool(train), 1,
+                                 pair=be.forward_pair)
+    return tuple(layer._packed_done(run, final, records, train)
+                 for layer, run, (final, records) in zip((fwd, rev), runs, out))
+
+
+def backward_directions(fwd, rev, dys, dstates):
+    """The backward of :func:`forward_directions` (paired likewise); returns
+    ``(dx_fwd, dx_rev)``."""
+    for layer in (fwd, rev):
+        if layer._seq is None:
+            raise ValueError("backward: expected a preceding forward(x, train=True) "
+                             "(none since the last update, parameter change, inference "
+                             "forward or device move)")
+    runs = [fwd._packed_backward_setup(dys[0], dstates[0]),
+            rev._packed_backward_setup(dys[1], dstates[1])]
+    be = fwd._backend
+    sequences.backward_runs(be, runs, fwd.outputs, 1, pair=be.backward_pair)
+    return tuple(layer._packed_backward_done(run) for layer, run in zip((fwd, rev), runs))

@@ -147,6 +147,9 @@ class Packing:
         last = np.empty(B, np.int64)
         last[order[np.concatenate(rank_rows)]] = np.concatenate(lasts)
         self.last = last
+        # every sequence at full length, read forward: the packed layout is the
+        # padded one (no gathers needed)
+        self.identity = not reverse and steps == self.T and bool(np.all(lengths == self.T))
         self._device = {}
 
     @property
@@ -182,33 +185,67 @@ def forward(engine, backend, pk, x, h0, y, H, train, nthreads):
     sequence's state after its last valid step, and the segments' training
     caches (train) or None.
     """
+    return forward_runs(backend, [(engine, pk, x, h0, y)], H, train, nthreads)[0]
+
+
+def forward_runs(backend, runs, H, train, nthreads, pair=None):
+    """:func:`forward` of several runs ``(engine, pk, x, h0, y)`` whose
+    packings have the same segments (the two directions of a layer), segment
+    by segment; ``pair(engine_a, x_a, h_a, y_a, engine_b, x_b, h_b, y_b,
+    train)``, where given, runs two engines' calls at once (one thread each).
+    Returns ``[(final, records)]`` per run."""
     xp = backend.xp
-    dtype = y.dtype
-    I = x.shape[2]
-    B = pk.B
-    gather, scatter, order, last = pk.indices(backend)
-    xs = xp.empty((pk.rows, I), dtype)
-    _gather(backend, xs, x, gather, I, I, I, nthreads)
-    carry = xp.zeros((B, H), dtype)
-    if h0 is not None:
-        _gather(backend, carry, h0, order, H, H, H, nthreads)
-    ys = xp.empty((pk.rows, H), dtype)
-    records = [] if train else None
-    engine.hold(True)        # weights packed once for all the segments, no tuning
+    segments = runs[0][1].segments
+    work = []
+    for engine, pk, x, h0, y in runs:
+        if pk.segments != segments:
+            raise ValueError("runs: expected packings with the same segments")
+        dtype = y.dtype
+        I = x.shape[2]
+        gather, scatter, order, last = pk.indices(backend)
+        if pk.identity:
+            # training keeps x: a private copy (later edits of the caller's
+            # array must not reach the cache)
+            xs = x.reshape(pk.rows, I).copy() if train else x.reshape(pk.rows, I)
+            carry = xp.zeros((pk.B, H), dtype) if h0 is None else h0.copy()
+            ys = y.reshape(pk.rows, H)
+        else:
+            xs = xp.empty((pk.rows, I), dtype)
+            _gather(backend, xs, x, gather, I, I, I, nthreads)
+            carry = xp.zeros((pk.B, H), dtype)
+            if h0 is not None:
+                _gather(backend, carry, h0, order, H, H, H, nthreads)
+            ys = xp.empty((pk.rows, H), dtype)
+        work.append((engine, I, xs, carry, ys, [] if train else None))
+    for w in work:
+        w[0].hold(True)      # weights packed once for all the segments, no tuning
     try:
-        for steps, n, row in pk.segments:
+        for steps, n, row in segments:
             end = row + steps * n
-            state = engine.forward(xs[row:end].reshape(steps, n, I), carry[:n],
-                                   ys[row:end].reshape(steps, n, H), train, nthreads)
-            carry[:n] = state
-            if train:
-                records.append(engine.take_cache())
+            calls = [(eng, xs[row:end].reshape(steps, n, I), carry[:n],
+                      ys[row:end].reshape(steps, n, H)) for eng, I, xs, carry, ys, _ in work]
+            if pair is not None and len(calls) == 2:
+                states = pair(*calls[0], *calls[1], train)
+            else:
+                states = [eng.forward(xa, h, ya, train, nthreads) for eng, xa, h, ya in calls]
+            for (eng, _, _, carry, _, records), state in zip(work, states):
+                carry[:n] = state
+                if train:
+                    records.append(eng.take_cache())
     finally:
-        engine.hold(False)
-    _gather(backend, y, ys, scatter, H, H, H, nthreads)
-    final = xp.empty((B, H), dtype)
-    _gather(backend, final, ys, last, H, H, H, nthreads)
-    return final, records
+        for w in work:
+            w[0].hold(False)
+    out = []
+    for (engine, pk, x, h0, y), (_, _, _, _, ys, records) in zip(runs, work):
+        gather, scatter, order, last = pk.indices(backend)
+        if pk.identity:
+            final = y[-1].copy()
+        else:
+            _gather(backend, y, ys, scatter, H, H, H, nthreads)
+            final = xp.empty((pk.B, H), y.dtype)
+            _gather(backend, final, ys, last, H, H, H, nthreads)
+        out.append((final, records))
+    return out
 
 
 def backward(engine, backend, pk, records, dy, dstate, dx, dh0, H, nthreads):
@@ -220,30 +257,60 @@ def backward(engine, backend, pk, records, dy, dstate, dx, dh0, H, nthreads):
     state joins ``dy`` at its sequence's last step (``y`` there is that
     state); a call's rows of ended sequences get zero gradients throughout.
     """
+    backward_runs(backend, [(engine, pk, records, dy, dstate, dx, dh0)], H, nthreads)
+
+
+def backward_runs(backend, runs, H, nthreads, pair=None):
+    """:func:`backward` of several runs ``(engine, pk, records, dy, dstate, dx,
+    dh0)`` with the same segments, as :func:`forward_runs`; ``pair(engine_a,
+    dy_a, ds_a, dx_a, dh_a, engine_b, ...)`` runs two calls at once."""
     xp = backend.xp
-    dtype = dx.dtype
-    I = dx.shape[2]
-    B = pk.B
-    gather, scatter, order, last = pk.indices(backend)
-    dys = xp.empty((pk.rows, H), dtype)
-    _gather(backend, dys, dy, gather, H, H, H, nthreads)
-    if dstate is not None:
-        dys[last] += dstate
-    dcarry = xp.zeros((B, H), dtype)
-    dxs = xp.empty((pk.rows, I), dtype)
-    engine.hold(True)
+    segments = runs[0][1].segments
+    work = []
+    for engine, pk, records, dy, dstate, dx, dh0 in runs:
+        dtype = dx.dtype
+        I = dx.shape[2]
+        gather, scatter, order, last = pk.indices(backend)
+        if pk.identity:
+            dys = dy.reshape(pk.rows, H)
+            dxs = dx.reshape(pk.rows, I)
+            dcarry = xp.zeros((pk.B, H), dtype) if dstate is None else dstate.copy()
+        else:
+            dys = xp.empty((pk.rows, H), dtype)
+            _gather(backend, dys, dy, gather, H, H, H, nthreads)
+            if dstate is not None:
+                dys[last] += dstate
+            dcarry = xp.zeros((pk.B, H), dtype)
+            dxs = xp.empty((pk.rows, I), dtype)
+        work.append((engine, I, dys, dcarry, dxs, records))
+        engine.hold(True)
     try:
-        for (steps, n, row), rec in zip(reversed(pk.segments), reversed(records)):
+        for k in range(len(segments) - 1, -1, -1):
+            steps, n, row = segments[k]
             end = row + steps * n
-            engine.put_cache(rec)
-            dh = xp.empty((n, H), dtype)
-            engine.backward(dys[row:end].reshape(steps, n, H), dcarry[:n],
-                            dxs[row:end].reshape(steps, n, I), dh, nthreads)
-            dcarry[:n] = dh
+            calls = []
+            for eng, I, dys, dcarry, dxs, records in work:
+                eng.put_cache(records[k])
+                calls.append((eng, dys[row:end].reshape(steps, n, H), dcarry[:n],
+                              dxs[row:end].reshape(steps, n, I), xp.empty((n, H), dtype)))
+            if pair is not None and len(calls) == 2:
+                pair(*calls[0], *calls[1])
+            else:
+                for eng, d_y, d_s, d_x, d_h in calls:
+                    eng.backward(d_y, d_s, d_x, d_h, nthreads)
+            for (_, _, _, dcarry, _, _), call in zip(work, calls):
+                dcarry[:n] = call[4]
     finally:
-        engine.take_cache()
-        engine.hold(False)
-    _gather(backend, dx, dxs, scatter, I, I, I, nthreads)
-    inverse = xp.empty(B, np.int64)
-    inverse[order] = xp.arange(B)
-    _gather(backend, dh0, dcarry, inverse, H, H, H, nthreads)
+        for w in work:
+            w[0].take_cache()
+            w[0].hold(False)
+    for (engine, pk, records, dy, dstate, dx, dh0), (_, I, _, dcarry, dxs, _) in zip(runs,
+                                                                                    work):
+        if pk.identity:
+            dh0[...] = dcarry
+            continue
+        gather, scatter, order, last = pk.indices(backend)
+        _gather(backend, dx, dxs, scatter, I, I, I, nthreads)
+        inverse = xp.empty(pk.B, np.int64)
+        inverse[order] = xp.arange(pk.B)
+        _gather(backend, dh0, dcarry, inverse, H, H, H, nthreads)

@@ -516,3 +516,19 @@ def test_network_lengths_refuses_connected_bn_and_darknet_save(tmp_path):
     rev = Network([GRU(3, 4, seed=0, reverse=True)], 3)
     with pytest.raises(ValueError, match="reverse"):
         darknet.save_weights(rev, str(tmp_path / "m.weights"))
+
+
+def test_training_cache_does_not_alias_the_callers_x():
+    # The paired bidirectional path reads a full-length forward direction
+    # without gathering: the training cache must still own its x.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    m = StackedGRU(4, 3, bidirectional=True, seed=0, num_threads=2)
+    ref = StackedGRU(4, 3, bidirectional=True, seed=0, num_threads=2)
+    h0 = np.zeros((2, 3, 3), np.float32)
+    y = m.forward(x, train=True, h0=h0)
+    ref.forward(x.copy(), train=True, h0=h0)
+    x[...] = 7                                   # the caller reuses its buffer
+    assert_array_equal(m.backward(np.ones_like(y)), ref.backward(np.ones_like(y)))
+    for k in m.grads:
+        assert_array_equal(m.grads[k], ref.grads[k])

@@ -16,6 +16,7 @@ refusing what would crash (a missing ``dy``), and nothing under ``nogil``
 raises.
 """
 cimport numpy as cnp
+from cython.parallel cimport prange
 import numpy as np
 from libc.string cimport memcpy, memset
 
@@ -115,6 +116,21 @@ cdef void _cache_ptrs(Ptrs* p, dict cache):
     p.sw = _ptr(cache.get("sw"))
 
 
+cdef struct Call:
+    # One prepared call (Engine._prepare / _prepare_backward): what its
+    # computation needs, without the GIL.
+    Ptrs p
+    Dims d
+    Plan plan
+    void* scratch            # the fused forward's
+    bint train
+    bint f64
+    bint tuned               # timed for the adaptive team
+    int mode                 # its mode (1 team, 0 one thread)
+    int team                 # the team it was given
+    Tune* s                  # its record
+
+
 _TUNED_CALLS = ("inference", "training", "backward")
 
 
@@ -147,6 +163,8 @@ cdef class Engine:
     cdef Tune tune[3]                  # inference, training forward, backward
     cdef bint cache_c                  # the cache keeps no c: the backward recomputes it
     cdef bint hold_run                 # hold(): a run of segments (packs kept, no tuning)
+    cdef Call call                     # the call being run (prepared, computed, finished)
+    cdef object call_refs              # the arrays its pointers point into
     cdef object packs_in               # the fscratch array holding current packs, or None
 
     def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
@@ -175,6 +193,7 @@ cdef class Engine:
         self.adaptive = env_adaptive()
         self.hold_run = False
         self.packs_in = None
+        self.call_refs = None
         for i in range(3):
             tune_reset(&self.tune[i], 0, 0, True)
 
@@ -322,17 +341,20 @@ cdef class Engine:
         return y, self._run(xa, state, y, False, nthreads)
 
     cdef object _run(self, cnp.ndarray xa, h0, y, bint train, int nthreads):
+        self._prepare(xa, h0, y, train, nthreads)
+        with nogil:
+            _forward_compute(&self.call)
+        return self._finish(y)
+
+    cdef int _prepare(self, cnp.ndarray xa, h0, y, bint train, int nthreads) except -1:
+        # A forward call up to its computation (self.call, self.call_refs):
+        # buffers, pointers, the adaptive team's mode and the plan.
         cdef Py_ssize_t T = cnp.PyArray_DIM(xa, 0), B = cnp.PyArray_DIM(xa, 1)
         cdef Py_ssize_t H = self.d.H
         cdef Ptrs p
         cdef Dims d
-        cdef Plan plan
-        cdef Tune* s = &self.tune[1 if train else 0]
-        cdef int mode = 1
-        cdef bint tuned
-        cdef double t0
-        cdef void* scratch = NULL
-        cdef dict cache
+        cdef Call* c = &self.call
+        cdef dict cache = None
         if self.cache is not None:
             self.invalidate()
         self._scratch(T, B)
@@ -364,32 +386,39 @@ cdef class Engine:
         # thread (fused forward only: the batch mode's threads wait for no one,
         # so it times one thread only once the team is slow), then the plan.
         d = self.d
-        tuned = (not d.bn and not d.use_blas and self.adaptive and not self.hold_run
-                 and d.nthreads > 1 and fused_team(&d, 1 << 30) > 1)
-        if tuned:
-            mode = tune_begin(s, &d, not batch_mode(&d, self.f64))
-        plan = plan_forward(&d, self.f64)
-        if plan.path == PATH_STEPS:
+        c.train = train
+        c.f64 = self.f64
+        c.s = &self.tune[1 if train else 0]
+        c.mode = 1
+        c.tuned = (not d.bn and not d.use_blas and self.adaptive and not self.hold_run
+                   and d.nthreads > 1 and fused_team(&d, 1 << 30) > 1)
+        if c.tuned:
+            c.mode = tune_begin(c.s, &d, not batch_mode(&d, self.f64))
+        c.plan = plan_forward(&d, self.f64)
+        c.scratch = NULL
+        packs = None
+        if c.plan.path == PATH_STEPS:
             packs = self._packs(T, B, True)
             p.wpre = _ptr(packs[0])
             p.wpre2 = _ptr(packs[1])
-            with nogil:
-                if self.f64:
-                    forward_steps(<double*>p.theta, d, p, train)
-                else:
-                    forward_steps(<float*>p.theta, d, p, train)
         else:
-            scratch = self._fused_scratch(plan.scratch_bytes)
-            if plan.path == PATH_BATCH and self.hold_run:
-                plan.packs_ready = self.packs_in is self.fscratch
+            c.scratch = self._fused_scratch(c.plan.scratch_bytes)
+            if c.plan.path == PATH_BATCH and self.hold_run:
+                c.plan.packs_ready = self.packs_in is self.fscratch
                 self.packs_in = self.fscratch
-            with nogil:
-                t0 = gru_now()
-                forward_fused(p.theta, d, p, train, self.f64, &plan, scratch)
-                if tuned:
-                    tune_record(s, mode, gru_now() - t0, d.T, plan.nt)
-        if train:
-            y[...] = hs[1:]
+        c.p = p
+        c.d = d
+        self.call_refs = (cache, packs, xa, h0, y)
+        return 0
+
+    cdef object _finish(self, y):
+        # After the computation: the training cache kept, the final state.
+        cdef Call* c = &self.call
+        cdef Py_ssize_t T = c.d.T, B = c.d.B, H = c.d.H
+        cache = self.call_refs[0]
+        self.call_refs = None
+        if c.train:
+            y[...] = cache["hs"][1:]
             self.cache_c = self.d.c_recompute
             self.d.c_recompute = 0
             self.cache = cache
@@ -401,7 +430,7 @@ cdef class Engine:
         dims[1] = H
         cdef size_t es = 8 if self.f64 else 4
         state = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT, 0)
-        memcpy(cnp.PyArray_DATA(<cnp.ndarray>state), <char*>p.y + (T - 1) * B * H * es,
+        memcpy(cnp.PyArray_DATA(<cnp.ndarray>state), <char*>c.p.y + (T - 1) * B * H * es,
                B * H * es)
         return state
 
@@ -412,9 +441,17 @@ cdef class Engine:
         hold one chunk of steps; for the darknet variant without BN the u and
         w sublayers' gradients are equal and share one buffer.
         """
+        self._prepare_backward(dy, dstate, dx, dh0, nthreads)
+        with nogil:
+            _backward_compute(&self.call)
+        self.call_refs = None
+
+    cdef int _prepare_backward(self, dy, dstate, dx, dh0, int nthreads) except -1:
+        # A backward call up to its computation (self.call, self.call_refs).
         cdef dict w = self.cache
         cdef Py_ssize_t T = self.cache_T, B = self.cache_B, H = self.d.H
         cdef Ptrs p
+        cdef Call* c = &self.call
         if w is None or dy is None:
             raise ValueError("backward: expected dy and a training cache, got "
                              f"dy={type(dy).__name__}, cache={'none' if w is None else 'kept'}")
@@ -447,25 +484,76 @@ cdef class Engine:
         packs = self._packs(T, B, False)
         p.wpre = _ptr(packs[0])
         p.wpre2 = _ptr(packs[1])
-        with nogil:
-            self._backward_tuned(p)
-
-    cdef void _backward_tuned(self, Ptrs p) noexcept nogil:
         # The backward, on the team or one thread (team.pyx; its parallel
         # regions meet at barriers as the fused forward's threads do).  Not
         # with SciPy's BLAS: its threads are not the engine's to choose.
-        cdef Tune* s = &self.tune[2]
-        cdef Dims d = self.d
-        cdef int mode = 1
-        cdef double t0
-        cdef bint tuned = (self.adaptive and not self.hold_run and d.nthreads > 1
-                           and not d.use_blas)
-        if tuned:
-            mode = tune_begin(s, &d, True)
-        t0 = gru_now()
-        if self.f64:
-            backward_steps(<double*>p.theta, d, p)
+        c.p = p
+        c.d = self.d
+        c.f64 = self.f64
+        c.s = &self.tune[2]
+        c.mode = 1
+        c.team = c.d.nthreads
+        c.tuned = (self.adaptive and not self.hold_run and c.d.nthreads > 1
+                   and not c.d.use_blas)
+        if c.tuned:
+            c.mode = tune_begin(c.s, &c.d, True)
+        self.call_refs = (bufs, cbuf, packs, dy, dx, dh0, w)
+        return 0
+
+
+cdef void _forward_compute(Call* c) noexcept nogil:
+    # The computation of a prepared forward call.
+    cdef double t0
+    if c.plan.path == PATH_STEPS:
+        if c.f64:
+            forward_steps(<double*>c.p.theta, c.d, c.p, c.train)
         else:
-            backward_steps(<float*>p.theta, d, p)
-        if tuned:
-            tune_record(s, mode, gru_now() - t0, d.T, self.d.nthreads)
+            forward_steps(<float*>c.p.theta, c.d, c.p, c.train)
+    else:
+        t0 = gru_now()
+        forward_fused(c.p.theta, c.d, c.p, c.train, c.f64, &c.plan, c.scratch)
+        if c.tuned:
+            tune_record(c.s, c.mode, gru_now() - t0, c.d.T, c.plan.nt)
+
+
+cdef void _backward_compute(Call* c) noexcept nogil:
+    # The computation of a prepared backward call.
+    cdef double t0 = gru_now()
+    if c.f64:
+        backward_steps(<double*>c.p.theta, c.d, c.p)
+    else:
+        backward_steps(<float*>c.p.theta, c.d, c.p)
+    if c.tuned:
+        tune_record(c.s, c.mode, gru_now() - t0, c.d.T, c.team)
+
+
+cdef void _pair(Call* a, Call* b, bint backward) noexcept nogil:
+    # Two prepared calls at once, one thread each.
+    cdef int i
+    for i in prange(2, num_threads=2, schedule="static", chunksize=1):
+        if backward:
+            _backward_compute(a if i == 0 else b)
+        else:
+            _forward_compute(a if i == 0 else b)
+
+
+def forward_pair(Engine a, xa, ha, ya, Engine b, xb, hb, yb, bint train):
+    """The forward calls of two engines (the two directions of a layer) at
+    once, on one thread each: ``(a.forward(xa, ha, ya, train, 1),
+    b.forward(xb, hb, yb, train, 1))`` with the same bits."""
+    a._prepare(<cnp.ndarray?>xa, ha, ya, train, 1)
+    b._prepare(<cnp.ndarray?>xb, hb, yb, train, 1)
+    with nogil:
+        _pair(&a.call, &b.call, False)
+    return a._finish(ya), b._finish(yb)
+
+
+def backward_pair(Engine a, dya, dsa, dxa, dha, Engine b, dyb, dsb, dxb, dhb):
+    """The backward calls of two engines at once, on one thread each, as
+    ``a.backward(dya, dsa, dxa, dha, 1)`` and ``b.backward(...)``."""
+    a._prepare_backward(dya, dsa, dxa, dha, 1)
+    b._prepare_backward(dyb, dsb, dxb, dhb, 1)
+    with nogil:
+        _pair(&a.call, &b.call, True)
+    a.call_refs = None
+    b.call_refs = None

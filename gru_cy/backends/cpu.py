@@ -14,6 +14,8 @@ class CpuBackend(Backend):
         from gru_cy._cpu import cpu_kernel, engine, team
         from gru_cy._cpu.gemm import aligned_empty
         self.Engine = engine.Engine
+        self.forward_pair = engine.forward_pair
+        self.backward_pair = engine.backward_pair
         self.lean_input = engine.lean_input
         self.max_threads = team.max_threads
         self._kernel = cpu_kernel
@@ -32,6 +34,11 @@ class CpuBackend(Backend):
                 a = a.reshape(-1)
             flat.append(a)
         self._kernel(name)(*flat, nthreads)
+
+    def seq_gather(self, Y, X, rows, C, ldy, ldx, nthreads):
+        """As ``Backend.seq_gather``, straight to the kernel's wrapper (flat
+        arrays: no per-argument checks on this per-call path)."""
+        self._kernel("seq_gather")(Y, X, rows, rows.size, C, ldy, ldx, nthreads)
 
     def asarray(self, a):
         """``a`` as a NumPy array (CuPy and torch arrays are copied to the host)."""

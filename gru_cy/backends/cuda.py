@@ -294,6 +294,8 @@ class CudaBackend(Backend):
     def __init__(self):
         self.xp = cuda._cupy()
         self.Engine = Engine
+        self.forward_pair = None      # calls run one after the other on the device
+        self.backward_pair = None
 
     def _run(self, name, args, nthreads):
         cuda._call(name, args[0].dtype, args)
