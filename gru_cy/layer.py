@@ -223,13 +223,13 @@ class GRU(Trainable):
 
     def _forward_packed(self, x, train, h0, lengths):
         # Lengths or reverse: the packed batch of gru_cy.sequences.
-        run = self._packed_setup(x, train, h0, lengths)
+        run = self._packed_setup(x, train, h0, lengths, self._threads())
         (final, records), = sequences.forward_runs(self._backend, [run], self.outputs,
                                                    bool(train), self._threads())
         return self._packed_done(run, final, records, train)
 
-    def _packed_setup(self, x, train, h0, lengths):
-        # (engine, Packing, x, h0, y) of a packed forward, checked.
+    def _packed_setup(self, x, train, h0, lengths, threads):
+        # (engine, Packing, x, h0, y) of a packed forward on `threads`, checked.
         be = self._backend
         x = V.array("x", x, self.dtype, ("T", "B", self.inputs), be)
         T, B = x.shape[:2]
@@ -241,9 +241,13 @@ class GRU(Trainable):
         # statistics must see the running sequences only.
         costs = (None if train and self.batch_normalize else
                  sequences.segment_costs(self.inputs, self.outputs, self.dtype.itemsize))
+        # Inference the engine runs in its batch mode: one call, each chunk of
+        # rows stopping after its longest sequence (no segments).
+        limited = (not train and lengths.min() < T
+                   and self._engine.plans_batch(int(lengths.max()), B, threads))
         pk = self._packing
-        if pk is None or not pk.matches(lengths, T, self.reverse, costs):
-            pk = sequences.Packing(lengths, T, self.reverse, costs)
+        if pk is None or not pk.matches(lengths, T, self.reverse, costs, limited):
+            pk = sequences.Packing(lengths, T, self.reverse, costs, limited)
         if train and self.batch_normalize and pk.min_running < 2:
             raise ValueError(f"lengths: batch normalisation in training needs at least 2 "
                              f"running sequences at every step, got 1 at steps "
@@ -355,8 +359,8 @@ def forward_directions(fwd, rev, x, train, h0s, lengths):
     one direction runs at the same time as the other's, one thread each
     (``gru_cy.sequences.forward_runs`` with the engine's pair).  Returns
     ``(y_fwd, y_rev)``; states and caches as two ``forward`` calls."""
-    runs = [fwd._packed_setup(x, train, h0s[0], lengths),
-            rev._packed_setup(x, train, h0s[1], lengths)]
+    runs = [fwd._packed_setup(x, train, h0s[0], lengths, 1),
+            rev._packed_setup(x, train, h0s[1], lengths, 1)]
     be = fwd._backend
     out = sequences.forward_runs(be, runs, fwd.outputs, bool(train), 1,
                                  pair=be.forward_pair)

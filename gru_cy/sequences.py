@@ -82,6 +82,10 @@ class Packing:
     T : int
     reverse : bool
         Read each sequence from its last valid step to step 0.
+    limited : bool
+        One engine call over all rows for ``max(lengths)`` steps, in which the
+        CPU engine's batch mode stops each chunk of rows after its longest
+        sequence (``Engine.forward_limited``; inference only).
     costs : (call, step, row) seconds or None
         Merge runs of steps into fewer engine calls where :func:`_merge`'s
         model says it pays: a call then runs rows of sequences that have
@@ -107,12 +111,15 @@ class Packing:
         Packed row of each sequence's last valid step.
     """
 
-    def __init__(self, lengths, T, reverse, costs=None):
+    def __init__(self, lengths, T, reverse, costs=None, limited=False):
         lengths = np.asarray(lengths, np.int64)
         B = lengths.size
         self.T, self.B, self.reverse = int(T), B, bool(reverse)
         self.lengths = lengths
         self.costs = costs
+        self.limited = bool(limited)
+        if limited:
+            costs = (1.0, 0.0, 0.0)     # one call over every row
         order = np.argsort(-lengths, kind="stable")
         ls = lengths[order]
         steps = int(ls[0])
@@ -169,10 +176,11 @@ class Packing:
             self._device[backend.name] = got
         return got
 
-    def matches(self, lengths, T, reverse, costs):
-        """Whether this packing is the one of (lengths, T, reverse, costs)."""
+    def matches(self, lengths, T, reverse, costs, limited=False):
+        """Whether this packing is the one of (lengths, T, reverse, costs, limited)."""
         return (self.T == T and self.reverse == reverse and self.costs == costs
-                and self.B == lengths.size and np.array_equal(self.lengths, lengths))
+                and self.limited == limited and self.B == lengths.size
+                and np.array_equal(self.lengths, lengths))
 
 
 def _gather(backend, out, src, rows, C, ldy, ldx, nthreads):
@@ -228,6 +236,14 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
                       ys[row:end].reshape(steps, n, H)) for eng, I, xs, carry, ys, _ in work]
             if pair is not None and len(calls) == 2:
                 states = pair(*calls[0], *calls[1], train)
+            elif len(calls) == 1 and runs[0][1].limited:
+                # one call of all rows, chunks of rows stopping with their sequences
+                eng, xa, h, ya = calls[0]
+                pk = runs[0][1]
+                if not eng.forward_limited(xa, h, ya, pk.lengths[pk.order], nthreads):
+                    raise RuntimeError("the engine declined a chunk-limited forward "
+                                       "its plan had promised")
+                states = [work[0][3][:n]]       # (no later segment reads it)
             else:
                 states = [eng.forward(xa, h, ya, train, nthreads) for eng, xa, h, ya in calls]
             for (eng, _, _, carry, _, records), state in zip(work, states):

@@ -532,3 +532,30 @@ def test_training_cache_does_not_alias_the_callers_x():
     assert_array_equal(m.backward(np.ones_like(y)), ref.backward(np.ones_like(y)))
     for k in m.grads:
         assert_array_equal(m.grads[k], ref.grads[k])
+
+
+@pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batch_mode_inference_stops_chunks_with_their_sequences(variant, reverse):
+    # Inference the engine runs in its batch mode goes as one call whose
+    # chunks of rows stop after their longest sequence (Engine.forward_limited):
+    # the same as each sequence alone, zeros in the padding.
+    rng = np.random.default_rng(1)
+    T, B, I, H = 12, 40, 32, 64
+    g = GRU(I, H, variant=variant, seed=2, num_threads=2, reverse=reverse)
+    if not g._engine.plans_batch(T, B, 2):
+        pytest.skip("this build's batch mode does not take (T, B) = (12, 40) on 2 threads")
+    one = GRU(I, H, variant=variant, seed=2, num_threads=1)
+    _copy_params(one, g)
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    L = _lengths(rng, B, T)
+    h0 = rng.normal(size=(B, H)).astype(np.float32)
+    y = g.forward(x, h0=h0, lengths=L)
+    assert g._packing.limited
+    for b in range(B):
+        n = L[b]
+        sl = slice(n - 1, None, -1) if reverse else slice(0, n)
+        yb = one.forward(np.ascontiguousarray(x[sl, b:b + 1]), h0=h0[b:b + 1])
+        assert_allclose(y[sl, b:b + 1], yb, **tol(np.float32, "engine"))
+        assert_allclose(g.state[b], one.state[0], **tol(np.float32, "engine"))
+        assert not y[n:, b].any()

@@ -319,6 +319,34 @@ cdef class Engine:
         """
         return self._run(<cnp.ndarray?>x, h0, y, train, nthreads)
 
+    def plans_batch(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
+        """Whether an inference forward of (T, B) on ``nthreads`` would run the
+        fused batch mode (in a held run: no adaptive team)."""
+        cdef Dims d = self.d
+        d.T = T
+        d.B = B
+        d.nthreads = resolve_threads(nthreads)
+        return plan_forward(&d, self.f64).path == PATH_BATCH
+
+    def forward_limited(self, x, h0, y, limits, int nthreads):
+        """Inference on a padded batch whose rows are sorted by decreasing
+        length: ``limits`` (B,) int64, those lengths.  Runs where the plan is
+        the batch mode, whose chunks of rows each stop after their first
+        row's steps (a row's steps beyond its own length compute on what x
+        holds there; their outputs are the caller's to drop; y is not written
+        where a whole chunk has stopped), and returns True; else computes
+        nothing and returns False (``gru_cy.sequences`` then runs segments).
+        """
+        self._prepare(<cnp.ndarray?>x, h0, y, False, nthreads)
+        if self.call.plan.path != PATH_BATCH:
+            self.call_refs = None
+            return False
+        self.call.p.limits = _ptr(limits)
+        with nogil:
+            _forward_compute(&self.call)
+        self.call_refs = None
+        return True
+
     def infer_lean(self, x, state, int nthreads):
         """The layer's per-call path for inference from the carried state.
 

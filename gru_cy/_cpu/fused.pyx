@@ -343,6 +343,8 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         t = k // nch
         r0 = B * c // nch
         m = B * (c + 1) // nch - r0
+        if p.limits != NULL and t >= (<const long long*>p.limits)[r0]:
+            continue            # the chunk's sequences have all ended
         # the chunk's step t - 1 (claimed nch items earlier) must be done;
         # its step 0 waits for the packs (later steps follow from it)
         if t == 0:

@@ -51,6 +51,10 @@ cdef struct Ptrs:
     # backward: W | Wh and [Wz; Wr], as op(B) = W.
     void* wpre
     void* wpre2
+    # inference on a padded batch sorted by decreasing length (or NULL): the
+    # rows' lengths (int64, B); the batch mode stops a chunk of rows after the
+    # steps of its first (longest) row
+    void* limits
 
 
 cdef enum:

@@ -53,6 +53,14 @@ class Engine:
         self.cache_T = 0
         self.cache_B = 0
 
+    def plans_batch(self, T, B, nthreads):
+        """The CPU engine's batch mode question: never here (segments run)."""
+        return False
+
+    def forward_limited(self, x, h0, y, limits, nthreads):
+        """The CPU engine's chunk-limited inference; never runs here."""
+        return False
+
     def hold(self, hold):
         """The CPU engine's run of segments (packs kept, no adaptive team);
         nothing to do here (the CUDA gemm reads the weights as they are)."""
