@@ -12,10 +12,22 @@ batch, the way cuDNN and ``torch.nn.utils.rnn.pack_padded_sequence`` run it:
 * the steps are cut into *segments* of equal ``n_t``; each segment is one
   call of the layer's engine on a contiguous (steps, n, I) block, starting
   from the first n rows of the carried state.  Every forward path of the
-  engine (fused, batch mode, step loops) runs unchanged, and the work is
-  proportional to ``sum(lengths)``, not ``B*T``;
+  engine (fused, batch mode, step loops) runs unchanged, and the work follows
+  ``sum(lengths)``, not ``B*T``.  Neighbouring segments merge where a cost
+  model says a few rows of ended sequences (zeros in, outputs dropped,
+  gradients exactly zero) cost less than another call (never in training
+  with BN).  The calls of one forward or backward are one *held* run of the
+  CPU engine (``Engine.hold``): weights packed once, no adaptive-team record
+  per segment size;
+* inference that the CPU engine runs in its batch mode is instead one call
+  over all rows (``Engine.forward_limited``): each chunk of rows, sorted by
+  length, stops after its longest sequence;
 * outputs are scattered back to the padded layout (zeros in the padding), the
   final states back to the caller's order.
+
+The two directions of a bidirectional layer share their segments
+(:func:`forward_runs`, :func:`backward_runs`): at two threads the CPU engine
+runs each pair of calls in one parallel region, one thread each.
 
 The backward walks the segments in reverse, each with the training cache its
 forward kept (``Engine.take_cache`` / ``put_cache``); the gradient of a
@@ -27,7 +39,8 @@ run (``max(lengths)`` times).
 """
 import numpy as np
 
-__all__ = ["Packing", "forward", "backward"]
+__all__ = ["Packing", "segment_costs", "forward", "forward_runs", "backward",
+           "backward_runs"]
 
 
 def segment_costs(I, H, itemsize):
