@@ -170,6 +170,8 @@ _ELEMENTS = {
     "gru_reset_after_backward": lambda a: a["B"] * a["H"],
     "sgd_update": lambda a: a["n"],
     "adam_update": lambda a: a["n"],
+    "sgd_check": lambda a: a["n"],
+    "adam_check": lambda a: a["n"],
     "activation_forward": lambda a: a["n"],
     "activation_backward": lambda a: a["n"],
     "seq_gather": lambda a: a["R"] * a["C"],
@@ -353,6 +355,16 @@ def sgd_update(w, u, g, n, n_decay, lr, momentum, decay, batch, clip):
 def adam_update(w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip):
     """Darknet's Adam step in place; zeroes g."""
     _launch("adam_update", (w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip))
+
+
+def sgd_check(out, w, u, g, n, n_decay, lr, momentum, decay, batch, clip):
+    """out[0] += the elements sgd_update would leave non-finite."""
+    _launch("sgd_check", (out, w, u, g, n, n_decay, lr, momentum, decay, batch, clip))
+
+
+def adam_check(out, w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip):
+    """out[0] += the elements adam_update would leave non-finite."""
+    _launch("adam_check", (out, w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip))
 
 
 def activation_forward(Y, n, act):

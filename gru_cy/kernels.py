@@ -120,6 +120,17 @@ KERNELS = {
         "For i < n: g clipped when clip > 0; g' = g + decay*batch*w; "
         "m = b1*m + (1 - b1)*g'; v = b2*v + (1 - b2)*g'^2; "
         "w = w - lr*(m/(1 - b1^t))/(sqrt(v/(1 - b2^t)) + eps); g = 0."),
+    "sgd_check": (
+        "out, w, u, g, n, n_decay, lr, momentum, decay, batch, clip",
+        "out[0] = 1 where some i < n would get a non-finite new w_i or u_i "
+        "under sgd_update's rule (same arguments, same arithmetic), else out[0] "
+        "is left as it is; nothing else is written.  The update checks its step "
+        "first (a step that would leave a non-finite parameter changes nothing)."),
+    "adam_check": (
+        "out, w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip",
+        "out[0] = 1 where some i < n would get a non-finite new w_i, m_i or v_i "
+        "under adam_update's rule, else out[0] is left as it is; nothing else "
+        "is written."),
     # --- network building blocks ------------------------------------------
     "activation_forward": (
         "Y, n, act",

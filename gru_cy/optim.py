@@ -36,17 +36,59 @@ class Optimizer:
         ``hp``: the checked hyper-parameters (``gru_cy._validate.update_args``).
         """
         if not self.state:
-            names = ("u",) if self.kind == "sgd" else ("m", "v")
-            self.state = {k: backend.xp.zeros_like(w) for k in names}
+            self.state = {k: backend.xp.zeros_like(w) for k in self._names()}
+        if self.kind == "adam":
+            self.t += 1
+        self._rule(backend, w, g, self.state, n_decay, hp, self.t, nthreads)
+
+    def _names(self):
+        return ("u",) if self.kind == "sgd" else ("m", "v")
+
+    def _rule(self, backend, w, g, state, n_decay, hp, t, nthreads):
         if self.kind == "sgd":
-            backend.sgd_update(w, self.state["u"], g, n_decay, hp["learning_rate"],
+            backend.sgd_update(w, state["u"], g, n_decay, hp["learning_rate"],
                                hp["momentum"], hp["decay"], hp["batch"], hp["clip"],
                                nthreads)
         else:
-            self.t += 1
-            backend.adam_update(w, self.state["m"], self.state["v"], g, hp["learning_rate"],
+            backend.adam_update(w, state["m"], state["v"], g, hp["learning_rate"],
                                 hp["b1"], hp["b2"], hp["eps"], hp["decay"], hp["batch"],
-                                self.t, hp["clip"], nthreads)
+                                t, hp["clip"], nthreads)
+
+    def would_be_non_finite(self, backend, w, g, n_decay, hp, nthreads):
+        """Whether :meth:`step` would leave an element non-finite (parameter or
+        state), by the ``sgd_check`` / ``adam_check`` kernels: the rule's own
+        arithmetic, writing nothing."""
+        out = backend.xp.zeros(1, w.dtype)
+        if self.kind == "sgd":
+            u = self.state["u"] if self.state else backend.xp.zeros_like(w)
+            backend.sgd_check(out, w, u, g, n_decay, hp["learning_rate"], hp["momentum"],
+                              hp["decay"], hp["batch"], hp["clip"], nthreads)
+        else:
+            z = None if self.state else backend.xp.zeros_like(w)
+            backend.adam_check(out, w, self.state["m"] if self.state else z,
+                               self.state["v"] if self.state else z, g,
+                               hp["learning_rate"], hp["b1"], hp["b2"], hp["eps"],
+                               hp["decay"], hp["batch"], self.t + 1, hp["clip"], nthreads)
+        return bool(out[0] != 0)
+
+    def first_non_finite(self, backend, w, g, n_decay, hp, nthreads, chunk=1 << 16):
+        """Where :meth:`step` would leave ``w`` non-finite: the first such index,
+        or None.  Runs the rule on copies, ``chunk`` elements at a time (the
+        same kernel, so the same values as the real step); changes nothing."""
+        xp = backend.xp
+        n = w.size
+        t = self.t + 1 if self.kind == "adam" else self.t
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            wc, gc = w[s:e].copy(), g[s:e].copy()
+            st = {k: (self.state[k][s:e].copy() if self.state else xp.zeros_like(wc))
+                  for k in self._names()}
+            self._rule(backend, wc, gc, st, max(0, min(n_decay - s, e - s)), hp, t,
+                       nthreads)
+            bad = ~xp.isfinite(wc)
+            if bool(bad.any()):
+                return s + int(xp.argmax(bad))
+        return None
 
     def to(self, backend):
         """Move the state to ``backend``'s device."""

@@ -20,6 +20,7 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from gru_cy import _validate as V
+from gru_cy._locking import new_lock, serialized
 from gru_cy.backends import DEVICES
 from gru_cy.layer import (GRU, GRU_ACTIVATIONS, VARIANTS, backward_directions,
                           forward_directions)
@@ -147,6 +148,7 @@ class StackedGRU:
         self._masks = None
         self._shape = None
         self._dh0 = None
+        self._lock = new_lock()
         if device != "cpu":
             self.to(device)
 
@@ -211,6 +213,7 @@ class StackedGRU:
         return self._backend().xp.stack(states)
 
     @state.setter
+    @serialized
     def state(self, value):
         if value is None:
             self.reset_state()
@@ -221,6 +224,7 @@ class StackedGRU:
         for i, layer in enumerate(self._sublayers()):
             layer.state = value[i]
 
+    @serialized
     def reset_state(self):
         """Forget the carried states: the next forward starts from zeros (or h0)."""
         for layer in self._sublayers():
@@ -281,6 +285,7 @@ class StackedGRU:
             return self._backend().xp.ascontiguousarray(a.transpose(1, 0, 2))
         return a
 
+    @serialized
     def forward(self, x, train=False, h0=None, lengths=None):
         """Run every layer over the sequences.
 
@@ -343,6 +348,7 @@ class StackedGRU:
 
     __call__ = forward
 
+    @serialized
     def backward(self, dy, dstate=None):
         """Backpropagate through the last training forward.
 
@@ -400,26 +406,38 @@ class StackedGRU:
         return self._from_time_major(d)
 
     # ------------------------------------------------------------ training --
+    @serialized
     def zero_grad(self):
         """Zero every sublayer's gradients and row count."""
         for layer in self._sublayers():
             layer.zero_grad()
 
+    @serialized
     def update(self, learning_rate=0.001, momentum=0.9, decay=0.0001, batch=None,
                b1=0.9, b2=0.999, eps=1e-7, clip=None):
         """Apply the update rule to every sublayer (see ``gru_cy.GRU.update``);
         ``batch`` defaults to the rows of the backward passes since the last
         update.  With ``bias=False`` the biases' gradients are dropped first."""
-        for layer in self._sublayers():
-            if not self.bias:
+        self._apply_update(self._check_update(
+            learning_rate=learning_rate, momentum=momentum, decay=decay, batch=batch,
+            b1=b1, b2=b2, eps=eps, clip=clip))
+
+    def _check_update(self, **hp):
+        # Every sublayer's step checked before any is taken (see GRU.update).
+        if not self.bias:
+            for layer in self._sublayers():
                 for name, g in layer.grads.items():
                     if name.endswith(".biases"):
                         g[...] = 0
-            layer.update(learning_rate=learning_rate, momentum=momentum, decay=decay,
-                         batch=batch, b1=b1, b2=b2, eps=eps, clip=clip)
+        return [layer._check_update(**hp) for layer in self._sublayers()]
+
+    def _apply_update(self, checked):
+        for layer, hp in zip(self._sublayers(), checked):
+            layer._apply_update(hp)
         self._shape = None
         self._masks = None
 
+    @serialized
     def to(self, device):
         """Move every sublayer (and the carried states); returns self."""
         for layer in self._sublayers():
@@ -429,6 +447,7 @@ class StackedGRU:
         return self
 
     # ------------------------------------------------------------- interop --
+    @serialized
     def load_torch_state_dict(self, state_dict):
         """Load a ``torch.nn.GRU`` state dict (all layers and directions; see
         ``gru_cy.torch_compat``); returns self."""

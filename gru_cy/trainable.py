@@ -7,12 +7,14 @@ a vector of the same layout, and its batch-normalisation rolling statistics in
 a separate array.  ``params`` and ``grads`` are named views of these; an
 update is one kernel call over the whole vector.
 """
+import weakref
 from collections.abc import MutableMapping
 
 import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
+from gru_cy._locking import new_lock, serialized
 from gru_cy.optim import OPTIMIZERS, Optimizer
 
 
@@ -31,10 +33,11 @@ class ParamDict(MutableMapping):
     on_change : callable
     """
 
-    def __init__(self, views, backend, on_change):
+    def __init__(self, views, backend, on_change, lock=None):
         self._views = views
         self._backend = backend
         self._on_change = on_change
+        self._lock = lock if lock is not None else new_lock()
 
     def __getitem__(self, key):
         return self._views[key]
@@ -50,8 +53,9 @@ class ParamDict(MutableMapping):
         if tuple(arr.shape) != tuple(view.shape):
             raise ValueError(f"params[{key!r}]: expected shape {tuple(view.shape)}, "
                              f"got {tuple(arr.shape)}")
-        view[...] = arr
-        self._on_change()
+        with self._lock:
+            view[...] = arr
+            self._on_change()
 
     def __delitem__(self, key):
         raise TypeError("params: parameters cannot be removed")
@@ -94,10 +98,20 @@ class Trainable:
         self._n_decay = n_decay
         self._optim = Optimizer(self.optimizer)
         self._rows = 0
+        self._lock = new_lock()
 
     def _bind(self):
+        # on_change through a weak reference: the layer and its ParamDict form
+        # no cycle, so the last `del layer` frees its storage at once.
+        ref = weakref.ref(self)
+
+        def on_change():
+            layer = ref()
+            if layer is not None:
+                layer._invalidate()
+
         self._params = ParamDict(self._views(self._theta, self._rolling), self._backend,
-                                 self._invalidate)
+                                 on_change, self._lock)
         self._grads = self._views(self._grad, None)
 
     def _moved(self, backend):
@@ -122,11 +136,13 @@ class Trainable:
         """Mapping name -> live gradient buffer (trainable parameters only)."""
         return dict(self._grads)
 
+    @serialized
     def zero_grad(self):
         """Zero the gradient buffers in place and the row count."""
         self._grad[...] = 0
         self._rows = 0
 
+    @serialized
     def update(self, learning_rate=0.001, momentum=0.9, decay=0.0001, batch=None,
                b1=0.9, b2=0.999, eps=1e-7, clip=None):
         """Apply Darknet's update rule (SPEC "Update") and zero the gradients.
@@ -141,14 +157,58 @@ class Trainable:
             Adam's constants (``optimizer="adam"``).
         clip : float or None
             Clamp each gradient element to ``[-clip, clip]`` first.
+
+        Raises
+        ------
+        ValueError
+            Bad hyper-parameters, or a step that would make a parameter
+            non-finite (a huge learning rate, a non-finite gradient): then
+            nothing changes (parameters, gradients, optimiser state).
         """
+        hp = self._check_update(learning_rate, momentum, decay, batch, b1, b2, eps, clip)
+        self._apply_update(hp)
+
+    def _check_update(self, learning_rate=0.001, momentum=0.9, decay=0.0001, batch=None,
+                      b1=0.9, b2=0.999, eps=1e-7, clip=None):
+        # The checked hyper-parameters; ValueError where the step would leave a
+        # non-finite parameter (found on copies: nothing changes).
         hp = V.update_args(learning_rate, momentum, decay, batch, b1, b2, eps, clip,
                            self._rows)
+        nthreads = self._threads()
+        if self._optim.would_be_non_finite(self._backend, self._theta, self._grad,
+                                           self._n_decay, hp, nthreads):
+            # where (for the message): the rule on copies, a chunk at a time
+            bad = self._optim.first_non_finite(self._backend, self._theta, self._grad,
+                                               self._n_decay, hp, nthreads)
+            bad = 0 if bad is None else bad
+            name = next((k for k, v in self._param_offsets() if v[0] <= bad < v[1]), "?")
+            raise ValueError(
+                f"update: the step would make {name} non-finite (learning_rate="
+                f"{hp['learning_rate']!r}, gradient there {float(self._grad[bad])!r}); "
+                f"nothing was changed: lower learning_rate, clip the gradients, or fix "
+                f"the non-finite gradient")
+        return hp
+
+    def _apply_update(self, hp):
         self._optim.step(self._backend, self._theta, self._grad, self._n_decay, hp,
                          self._threads())
         self._rows = 0
         self._invalidate()
 
+    def _param_offsets(self):
+        # (name, (start, end)) of each trainable parameter in the flat vector.
+        def address(a):
+            return a.__array_interface__["data"][0] if isinstance(a, np.ndarray) \
+                else a.data.ptr
+
+        base = self._theta
+        out = []
+        for k, v in self._views(base, None).items():
+            start = (address(v) - address(base)) // base.itemsize
+            out.append((k, (start, start + v.size)))
+        return out
+
+    @serialized
     def to(self, device):
         """Move parameters, gradients, optimiser state and state; returns self."""
         device = V.choice("device", device, backends.DEVICES)

@@ -153,6 +153,27 @@ def case_adam_update(buf, clip):
                 lr=0.01, b1=0.9, b2=0.999, eps=1e-7, decay=1e-3, batch=6.0, t=3, clip=clip)
 
 
+def _non_finite_inputs(a, keys):
+    # a few elements whose step is non-finite (inf and NaN inputs: the same
+    # count in either precision), the rest ordinary
+    a[keys[0]][5] = np.inf
+    a[keys[1]][7] = np.nan
+    a["w"][30] = -np.inf
+    return a
+
+
+def case_sgd_check(buf, clip, finite=False):
+    a = case_sgd_update(buf, clip)
+    a["out"] = buf("out", 1, fill=2)            # 1 after a non-finite step, else kept
+    return a if finite else _non_finite_inputs(a, ("g", "u"))
+
+
+def case_adam_check(buf, clip, finite=False):
+    a = case_adam_update(buf, clip)
+    a["out"] = buf("out", 1, fill=2)
+    return a if finite else _non_finite_inputs(a, ("g", "m"))
+
+
 def _activation_inputs(buf, key, n):
     x = buf(key, n, -6, 6)
     x[:6] = (-800.0, 800.0, -1.0, 1.0, 0.0, 4.0)   # overflow and branch edges
@@ -231,6 +252,12 @@ def _cases():
     for clip in (0.0, 0.5):
         out.append(("sgd_update", f"clip{clip}", lambda b, c=clip: case_sgd_update(b, c)))
         out.append(("adam_update", f"clip{clip}", lambda b, c=clip: case_adam_update(b, c)))
+        for fin in (False, True):
+            label = f"clip{clip}" + ("_finite" if fin else "")
+            out.append(("sgd_check", label,
+                        lambda b, c=clip, f=fin: case_sgd_check(b, c, f)))
+            out.append(("adam_check", label,
+                        lambda b, c=clip, f=fin: case_adam_check(b, c, f)))
     for act in range(len(ACTIVATIONS)):
         out.append(("activation_forward", ACTIVATIONS[act],
                     lambda b, a=act: case_activation_forward(b, a)))
@@ -456,6 +483,25 @@ def ref_adam_update(a):
         a["w"], a["m"], a["v"], a["g"], lr=a["lr"], b1=a["b1"], b2=a["b2"], eps=a["eps"],
         decay=a["decay"], batch=a["batch"], t=a["t"], clip=a["clip"] if a["clip"] > 0 else None)
     a["g"][:] = 0
+
+
+def _count_non_finite(a, rule, keys):
+    copy = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) else v) for k, v in a.items()}
+    with np.errstate(all="ignore"):
+        rule(copy)
+    bad = np.zeros(a["n"], bool)
+    for k in keys:
+        bad |= ~np.isfinite(copy[k][:a["n"]])
+    if bad.any():
+        a["out"][0] = 1
+
+
+def ref_sgd_check(a):
+    _count_non_finite(a, ref_sgd_update, ("w", "u"))
+
+
+def ref_adam_check(a):
+    _count_non_finite(a, ref_adam_update, ("w", "m", "v"))
 
 
 def ref_activation_forward(a):

@@ -109,6 +109,16 @@ class Backend:
         self._run("sgd_update", (w, u, g, w.size, n_decay, lr, momentum, decay, batch,
                                  clip), nthreads)
 
+    def sgd_check(self, out, w, u, g, n_decay, lr, momentum, decay, batch, clip, nthreads):
+        """out[0] += how many elements ``sgd_update`` would leave non-finite."""
+        self._run("sgd_check", (out, w, u, g, w.size, n_decay, lr, momentum, decay, batch,
+                                clip), nthreads)
+
+    def adam_check(self, out, w, m, v, g, lr, b1, b2, eps, decay, batch, t, clip, nthreads):
+        """out[0] += how many elements ``adam_update`` would leave non-finite."""
+        self._run("adam_check", (out, w, m, v, g, w.size, lr, b1, b2, eps, decay, batch, t,
+                                 clip), nthreads)
+
     def adam_update(self, w, m, v, g, lr, b1, b2, eps, decay, batch, t, clip, nthreads):
         """Darknet's Adam step in place; zeroes g."""
         self._run("adam_update", (w, m, v, g, w.size, lr, b1, b2, eps, decay, batch, t,

@@ -10,6 +10,7 @@ backend: gemm, bias (or BN), activation; the backward mirrors it.  Sizes:
 import numpy as np
 
 from gru_cy import _validate as V
+from gru_cy._locking import serialized
 from gru_cy.backends import DEVICES
 from gru_cy.kernels import ACTIVATIONS
 from gru_cy.trainable import Trainable
@@ -91,6 +92,7 @@ class Connected(Trainable):
     def _input(self, x, name="x"):
         return V.array(name, x, self.dtype, ("R", self.inputs), self._backend)
 
+    @serialized
     def forward(self, x, train=False):
         """``y = act(x @ W.T + b)`` (or with BN), a fresh ``(R, O)`` array.
 
@@ -126,6 +128,7 @@ class Connected(Trainable):
         self._cache = cache if train else None
         return y.copy()
 
+    @serialized
     def backward(self, dy):
         """Accumulate parameter gradients; return ``dx`` ``(R, I)``.
 

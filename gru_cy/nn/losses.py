@@ -8,6 +8,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
+from gru_cy._locking import new_lock, serialized
 
 
 def _floating(name, a, backend):
@@ -149,7 +150,9 @@ class Softmax:
         self.groups = groups
         self.temperature = V.hyper("temperature", temperature, low_open=True)
         self._p = None
+        self._lock = new_lock()
 
+    @serialized
     def forward(self, x, train=False):
         """P (R, C) = softmax of each group of each row of x (R, C)."""
         R, C = x.shape
@@ -163,6 +166,7 @@ class Softmax:
         be = backends.of(p)
         return _cross_entropy(be, p, targets_like(be, targets, p), 1.0 / self.temperature)
 
+    @serialized
     def backward(self, dp):
         """dx = J^T dp with the softmax Jacobian (per group)."""
         if self._p is None:

@@ -10,6 +10,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
+from gru_cy._locking import new_lock, serialized
 from gru_cy.layer import GRU
 from gru_cy.nn.losses import Cost, Softmax
 from gru_cy.stacked import StackedGRU
@@ -85,6 +86,7 @@ class Network:
             n = layer.outputs * getattr(layer, "directions", 1)
         self.outputs = n
         self._lengths = None
+        self._lock = new_lock()
 
     @property
     def update_batch(self):
@@ -113,6 +115,7 @@ class Network:
                 return backends.get(layer.device)
         return backends.get("cpu")
 
+    @serialized
     def forward(self, x, train=False, lengths=None):
         """Run every layer; returns the last layer's output ``(T, B, outputs)``.
 
@@ -161,6 +164,7 @@ class Network:
         mask = np.arange(T)[:, None] < self._lengths[None, :]
         return np.flatnonzero(mask.reshape(-1))
 
+    @serialized
     def predict(self, x):
         """Inference forward with the state carried between calls (Darknet's network_predict).
 
@@ -196,6 +200,7 @@ class Network:
             return last - 1, "xent"
         return last, "none"
 
+    @serialized
     def loss(self, output, targets):
         """The network's loss for ``output`` of a training forward.
 
@@ -229,6 +234,7 @@ class Network:
         full[idx] = d.reshape(len(rows), -1)
         return loss, full.reshape(output.shape)
 
+    @serialized
     def backward(self, dy, start=None):
         """Backpropagate ``dy`` = dL/d(output of layer ``start``); returns dL/dx.
 
@@ -258,6 +264,7 @@ class Network:
         self._rows += T * B if rows is None else len(rows)
         return d.reshape(T, B, -1)
 
+    @serialized
     def train_step(self, x, targets, lengths=None):
         """One Darknet training call: forward, loss, backward; update every
         ``subdivisions`` calls.  Returns the loss (summed over the valid rows)."""
@@ -270,6 +277,7 @@ class Network:
             self.update()
         return loss
 
+    @serialized
     def update(self, batch=None):
         """Update every layer with the network's hyper-parameters.
 
@@ -282,26 +290,39 @@ class Network:
                 raise ValueError("batch: expected a number of rows; none were "
                                  "backpropagated since the last update")
             batch = self._rows
-        for layer in self.layers:
-            if hasattr(layer, "update"):
-                layer.update(learning_rate=self.learning_rate, momentum=self.momentum,
-                             decay=self.decay, batch=batch, b1=self.b1, b2=self.b2,
-                             eps=self.eps, clip=self.clip)
+        # Every layer's step is checked before any is taken: a step that would
+        # leave a non-finite parameter anywhere changes nothing anywhere.
+        hp = dict(learning_rate=self.learning_rate, momentum=self.momentum,
+                  decay=self.decay, batch=batch, b1=self.b1, b2=self.b2, eps=self.eps,
+                  clip=self.clip)
+        trainable = [layer for layer in self.layers if hasattr(layer, "_check_update")]
+        checked = []
+        for i, layer in enumerate(trainable):
+            try:
+                checked.append(layer._check_update(**hp))
+            except ValueError as e:
+                raise ValueError(f"layers[{self.layers.index(layer)}] "
+                                 f"({_layer_type(layer)}): {e}") from None
+        for layer, token in zip(trainable, checked):
+            layer._apply_update(token)
         self._rows = 0
         self._shape = None
 
+    @serialized
     def zero_grad(self):
         for layer in self.layers:
             if hasattr(layer, "zero_grad"):
                 layer.zero_grad()
         self._rows = 0
 
+    @serialized
     def reset_state(self):
         """Forget every GRU's carried state (the next call starts from zeros)."""
         for layer in self.layers:
             if isinstance(layer, _RECURRENT):
                 layer.reset_state()
 
+    @serialized
     def to(self, device):
         """Move every layer; returns self."""
         for layer in self.layers:
