@@ -59,6 +59,11 @@ def info_main(argv):
     return 0
 
 
+def _version():
+    from gru_cy import __version__
+    return __version__
+
+
 def main(argv=None):
     """Entry point of ``gru-cy`` and ``python -m gru_cy``; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -68,9 +73,13 @@ def main(argv=None):
         epilog="Run 'gru-cy COMMAND --help' for a command's options.")
     p.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND",
                    help="; ".join(f"{k}: {v[2]}" for k, v in COMMANDS.items()))
+    p.add_argument("--version", action="version", version=_version())
     if not argv or argv[0] in ("-h", "--help"):
         p.print_help()
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"gru-cy {_version()}")
+        return 0
     args = p.parse_args(argv[:1])
     module, func, _ = COMMANDS[args.command]
     try:

@@ -29,21 +29,22 @@ variance, a non-finite value) is a ``ValueError`` naming the layer index and
 type, the array, and the byte offset; nothing is assigned until the whole file
 has been read and checked.  A save writes a temporary file in the target's
 directory and renames it over the target, so a failed save leaves the old
-file intact.
+file intact; :func:`save` writes a pair (cfg and weights) wholly or not at
+all.  A saved file keeps an existing file's permissions (else the umask's)
+and a symlink is written through to its target (``gru_cy._files``).
 """
 
-import os
 import struct
-import tempfile
 
 import numpy as np
 
+from . import _files
 from .backends import to_host
 from .layer import GRU
 from .nn import ACTIVATIONS, Connected, Cost, Network, Softmax
 
 __all__ = ["parse_cfg", "load_network", "network_from_cfg", "load_weights",
-           "save_weights", "save_cfg", "cfg_text"]
+           "save_weights", "save_cfg", "save", "cfg_text"]
 
 GRU_ORDERS = {
     "darknet": ("wz", "wr", "wh", "uz", "ur", "uh"),
@@ -429,25 +430,6 @@ def weights_bytes(net):
     return b"".join(parts)
 
 
-def _atomic_write(path, payload, mode):
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-",
-                               dir=directory)
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_weights(net, path):
     """Write ``net`` as a Darknet ``.weights`` file, atomically.
 
@@ -468,7 +450,7 @@ def save_weights(net, path):
         of the header's range.  The target file is untouched then, and on any
         I/O error.
     """
-    _atomic_write(path, weights_bytes(net), "wb")
+    _files.write_atomic(path, weights_bytes(net))
 
 
 # --- cfg out -----------------------------------------------------------------
@@ -556,4 +538,10 @@ def save_cfg(net, path):
     net : Network
     path : str or os.PathLike
     """
-    _atomic_write(path, cfg_text(net), "w")
+    _files.write_atomic(path, cfg_text(net))
+
+
+def save(net, cfg_path, weights_path):
+    """Write ``net`` as a Darknet pair, both files or neither: the old pair
+    stays whole when anything fails (``gru_cy._files.write_group``)."""
+    _files.write_group([(cfg_path, cfg_text(net)), (weights_path, weights_bytes(net))])

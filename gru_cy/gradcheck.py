@@ -69,6 +69,7 @@ import time
 
 import numpy as np
 from scipy.differentiate import derivative
+from gru_cy import _files
 from gru_cy import _validate as V
 from gru_cy.backends import to_host
 
@@ -552,6 +553,10 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    bad = _files.unwritable([(args.json, "--json")])
+    if bad:
+        print(f"{parser.prog}: error: {bad}", file=sys.stderr)
+        return 2
     common = dict(inputs=args.inputs, outputs=args.outputs, batch=args.batch,
                   steps=args.steps, device=args.device, seed=args.seed, eps=args.eps,
                   rtol=args.rtol, atol=args.atol, max_coords=args.max_coords or None)
@@ -580,9 +585,7 @@ def main(argv=None):
           f"configurations passed)")
     if args.json:
         payload = {"ok": ok, "results": [r.to_dict() for r in results]}
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2)
-            fh.write("\n")
+        _files.write_atomic(args.json, json.dumps(payload, indent=2) + "\n")
     return 0 if ok else 1
 
 

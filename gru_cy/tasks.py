@@ -20,6 +20,7 @@ The evaluation loss (``final_loss``) is measured on held-out sequences for
 """
 
 import argparse
+import io
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import time
 
 import numpy as np
 
-from . import darknet
+from . import _files, darknet
 from .backends import to_host
 from .layer import GRU
 from .nn import Connected, Cost, Network, Softmax
@@ -42,6 +43,11 @@ COPY_LENGTH = 5
 
 
 # --- data ----------------------------------------------------------------------
+
+DIVERGED = 10.0
+"""A run whose final loss is this many times the task's baseline (predicting
+without the input) or more has diverged: it ends with a message and exit 1."""
+
 
 def adding_batch(rng, T, B, dtype=np.float32):
     """One batch of the adding problem.
@@ -340,6 +346,14 @@ def train_main(argv=None):
                     "(pip install 'gru_cy[plot]')")
     if args.text and not os.path.isfile(args.text):
         p.error(f"--text: no such file: {args.text}")
+    # Where the results go, checked before the work starts (a run must not
+    # end in a traceback that loses it).
+    stem = _stem(args.save) if args.save else None
+    bad = _files.unwritable([(stem and stem + ".cfg", "--save"),
+                             (stem and stem + ".weights", "--save"),
+                             (args.json, "--json"), (args.plot, "--plot")])
+    if bad:
+        p.error(bad)
     args.steps = args.steps or DEFAULT_STEPS[task]
     if task == "adding" and args.steps < 2:
         p.error(f"--steps: the adding problem needs at least 2 steps, got {args.steps}")
@@ -356,8 +370,9 @@ def train_main(argv=None):
     try:
         job = {"adding": _Adding, "copy": _Copy, "text": _Text}[task](args, rng)
     except RuntimeError as e:
-        print(f"gru-cy train: error: {e}", file=sys.stderr)
-        return 1
+        # as every command: an unusable device is bad usage (exit 2)
+        print(f"gru-cy train: error: --device {args.device}: {e}", file=sys.stderr)
+        return 2
     except ValueError as e:
         p.error(str(e))
     with np.errstate(over="ignore", invalid="ignore"):
@@ -403,22 +418,22 @@ def _run(job, task, args):
               "seed": args.seed, "reached_target": bool(final < goal)}
     print(f"{task}: final loss {final:.5f}, baseline {job.baseline:.5f} "
           f"(ratio {final / job.baseline:.4f}), {it} iterations, {seconds:.1f} s")
-    if not math.isfinite(final):
-        print(f"gru-cy train: the loss diverged after {it} iterations; try a smaller "
-              f"--learning-rate or --clip", file=sys.stderr)
+    diverged = not math.isfinite(final) or final > DIVERGED * job.baseline
+    result["diverged"] = diverged
+    if diverged:
+        print(f"gru-cy train: the loss diverged ({final:.4g} after {it} iterations, "
+              f"{DIVERGED:g} times the baseline or more); try a smaller --learning-rate "
+              f"or --clip", file=sys.stderr)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
+        _files.write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     if args.save:
         stem = _stem(args.save)
-        darknet.save_cfg(job.net, stem + ".cfg")
-        darknet.save_weights(job.net, stem + ".weights")
+        darknet.save(job.net, stem + ".cfg", stem + ".weights")
         print(f"saved {stem}.cfg and {stem}.weights")
     if args.plot:
         _plot(args.plot, history, evals, job.baseline, task)
         print(f"plotted {args.plot}")
-    return 0 if math.isfinite(final) else 1
+    return 1 if diverged else 0
 
 
 def _plot(path, history, evals, baseline, task):
@@ -437,7 +452,9 @@ def _plot(path, history, evals, baseline, task):
     ax.set_title(f"gru-cy train: {task}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
+    _files.write_atomic(path, buf.getvalue())
     plt.close(fig)
 
 

@@ -163,3 +163,112 @@ def _all(model, what):
         return {f"{i}.{k}": v for i, layer in enumerate(model.layers)
                 for k, v in getattr(layer, what).items()}
     return dict(getattr(model, what))
+
+
+# ------------------------------------------------------------------ files ---
+
+import os                     # noqa: E402
+import stat                   # noqa: E402
+import subprocess             # noqa: E402
+import sys                    # noqa: E402
+
+from gru_cy import _files, darknet   # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "gru_cy", *args], capture_output=True,
+                          text=True, cwd=cwd or ROOT, timeout=300)
+
+
+def _small_net(seed):
+    return Network([GRU(3, 4, seed=seed), Connected(4, 2, seed=seed + 1), Softmax(2)], 3)
+
+
+def test_a_pair_is_saved_whole_or_not_at_all(tmp_path, monkeypatch):
+    # Before: `train --save` replaced the cfg, then the weights write failed
+    # and the old pair no longer loaded.  Now a failure at any point leaves
+    # the old pair.
+    cfg, weights = tmp_path / "m.cfg", tmp_path / "m.weights"
+    darknet.save(_small_net(0), cfg, weights)
+    old = (cfg.read_bytes(), weights.read_bytes())
+    real_replace = os.replace
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(OSError, match="disk full"):
+        darknet.save(_small_net(5), cfg, weights)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (cfg.read_bytes(), weights.read_bytes()) == old
+    assert sorted(os.listdir(tmp_path)) == ["m.cfg", "m.weights"]
+    darknet.load_network(str(cfg), str(weights))          # still loads
+    # a payload that cannot be made: nothing written either
+    bad = Network([GRU(3, 4, variant="reset_after"), Connected(4, 2)], 3)
+    with pytest.raises(ValueError):
+        darknet.save(bad, cfg, weights)
+    assert (cfg.read_bytes(), weights.read_bytes()) == old
+
+
+def test_saved_files_honour_the_umask_keep_modes_and_follow_symlinks(tmp_path):
+    old_mask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.cfg"
+        _files.write_atomic(new, "a\n")
+        assert stat.S_IMODE(os.stat(new).st_mode) == 0o644     # was 0600
+        kept = tmp_path / "kept.cfg"
+        kept.write_text("old\n")
+        os.chmod(kept, 0o640)
+        _files.write_atomic(kept, "new\n")
+        assert stat.S_IMODE(os.stat(kept).st_mode) == 0o640
+        target = tmp_path / "real.weights"
+        target.write_bytes(b"old")
+        link = tmp_path / "link.weights"
+        os.symlink(target, link)
+        _files.write_atomic(link, b"new")
+        assert os.path.islink(link) and target.read_bytes() == b"new"
+    finally:
+        os.umask(old_mask)
+
+
+@pytest.mark.parametrize("args, option", [
+    (["train", "--save", "{missing}/m"], "--save"),
+    (["train", "--json", "{missing}/x.json"], "--json"),
+    (["train", "--save", "{dir}"], "--save"),
+    (["gradcheck", "--json", "{missing}/x.json"], "--json"),
+    (["bench", "--json", "{missing}/x.json", "--configs", "D"], "--json"),
+])
+def test_output_paths_are_checked_before_the_work(tmp_path, args, option):
+    # Before: the run finished, then died in a traceback, losing the work.
+    missing = tmp_path / "nodir"
+    (tmp_path / "adir.cfg").mkdir()
+    args = [a.format(missing=missing, dir=tmp_path / "adir") for a in args]
+    r = _cli(*args, "--iterations", "100000") if args[0] == "train" else _cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert option in r.stderr and "Traceback" not in r.stderr
+    assert "%" not in r.stdout and "final loss" not in r.stdout        # nothing ran
+
+
+def test_version_and_device_exit_codes():
+    r = _cli("--version")
+    assert r.returncode == 0 and r.stdout.startswith("gru-cy ")
+    from gru_cy import cuda
+    if not cuda.available()[0]:
+        r = _cli("train", "--device", "cuda", "--iterations", "10", "--quiet")
+        assert r.returncode == 2 and "--device cuda" in r.stderr   # as gradcheck's
+
+
+def test_a_diverged_run_exits_1_with_a_message(monkeypatch):
+    # A final loss 10 times the baseline or more (or non-finite) is a
+    # diverged run: a message on stderr and exit 1 (before: exit 0).
+    from gru_cy import tasks
+    monkeypatch.setattr(tasks, "DIVERGED", 0.5)      # any finished run "diverges"
+    code = tasks.train_main(["--iterations", "20", "--hidden", "4", "--steps", "5",
+                             "--batch", "4", "--quiet", "--threads", "1"])
+    assert code == 1

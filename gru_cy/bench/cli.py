@@ -3,6 +3,7 @@ import argparse
 import json
 import sys
 
+from gru_cy import _files
 from gru_cy import _validate as V
 
 from .configs import BIDIRECTIONAL_CONFIG, CONFIGS, DEFAULT_ROWS, ENGINES, ROWS
@@ -117,11 +118,14 @@ def main(argv=None):
         print(f"gru-cy bench: error: --peakmem: expected one of {', '.join(mem_choices)}; "
               f"got {args.peakmem!r}", file=sys.stderr)
         return 2
+    bad = _files.unwritable([(args.json, "--json")])
+    if bad:
+        print(f"gru-cy bench: error: {bad}", file=sys.stderr)
+        return 2
     report = run(args, log=lambda *a, **k: print(*a, **k))
     print(render(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        _files.write_atomic(args.json, json.dumps(report, indent=1))
     if report["mismatch"]:
         print("gru-cy bench: an engine's output differs from gru_cy's beyond the tolerance "
               "(or a feature row's check failed); the ratios do not compare the same math",
