@@ -43,11 +43,56 @@ def float_dtype(value):
     return dt
 
 
+MAX_SIZE = 2 ** 31 - 1
+"""The largest size (inputs, outputs, batch, steps) the engines take: C ints
+index their products."""
+
+MAX_THREADS = 4096
+"""The most threads a call may ask for (OpenMP then uses what the machine has)."""
+
+
 def num_threads(value):
-    """None (ask OpenMP on every call) or a positive integer."""
+    """None (ask OpenMP on every call) or a positive integer up to MAX_THREADS."""
     if value is None:
         return None
-    return positive_int("num_threads", value)
+    n = positive_int("num_threads", value)
+    if n > MAX_THREADS:
+        raise ValueError(f"num_threads: expected at most {MAX_THREADS}, got {n}")
+    return n
+
+
+def size(name, value):
+    """A positive integer size up to MAX_SIZE."""
+    n = positive_int(name, value)
+    if n > MAX_SIZE:
+        raise ValueError(f"{name}: expected at most {MAX_SIZE}, got {n}")
+    return n
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or
+    None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory(name, nbytes, what):
+    """ValueError naming ``name`` where ``nbytes`` (``what`` needs them) exceed the
+    available memory; checked before anything is allocated."""
+    have = available_memory()
+    if have is not None and nbytes > have:
+        raise ValueError(f"{name}: {what} would need {nbytes / 2**30:.3g} GiB, more than "
+                         f"the {have / 2**30:.3g} GiB of memory available")
 
 
 def hyper(name, value, *, low=0.0, high=math.inf, low_open=False, high_open=False):
@@ -179,7 +224,20 @@ def cli_number(kind, *, positive=True):
 
 
 # The argparse types of the commands (gru-cy train, gradcheck, bench).
+def _cli_bounded(limit):
+    base = cli_number(int)
+
+    def parse(text):
+        value = base(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit}, got {text!r}")
+        return value
+    return parse
+
+
 POSITIVE_INT = cli_number(int)
+THREADS = _cli_bounded(MAX_THREADS)
+"""argparse type of --threads: 1 .. MAX_THREADS."""
 NONNEGATIVE_INT = cli_number(int, positive=False)
 POSITIVE_FLOAT = cli_number(float)
 NONNEGATIVE_FLOAT = cli_number(float, positive=False)

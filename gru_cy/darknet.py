@@ -34,6 +34,9 @@ all.  A saved file keeps an existing file's permissions (else the umask's)
 and a symlink is written through to its target (``gru_cy._files``).
 """
 
+import math
+import os
+import stat
 import struct
 
 import numpy as np
@@ -105,21 +108,109 @@ def parse_cfg(text):
     return sections
 
 
+MAX_CFG_TEXT = 1 << 20
+"""The largest cfg file read (bytes): Darknet's are a few KiB."""
+
+
+def _read_cfg(path):
+    # The cfg's text, UTF-8; a ValueError naming the file and the line of
+    # undecodable bytes, or a file too large to be a cfg.
+    with open(path, "rb") as f:
+        data = f.read(MAX_CFG_TEXT + 1)
+    if len(data) > MAX_CFG_TEXT:
+        raise ValueError(f"{path}: expected a cfg of at most {MAX_CFG_TEXT} bytes, "
+                         f"got more")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: cfg line {line}: expected UTF-8 text, got bytes "
+                         f"{data[e.start:e.end]!r}") from None
+
+
+# Checked ranges of cfg options: (low, high, low open, high open).
+_RANGES = {
+    "learning_rate": (0.0, math.inf, False, False), "momentum": (0.0, 1.0, False, False),
+    "decay": (0.0, math.inf, False, False), "B1": (0.0, 1.0, False, True),
+    "B2": (0.0, 1.0, False, True), "eps": (0.0, math.inf, True, False),
+    "scale": (-math.inf, math.inf, False, False),
+    "temperature": (0.0, math.inf, True, False),
+}
+_INT_MIN, _INT_MAX = -2 ** 31, 2 ** 31 - 1      # Darknet reads ints as C ints
+
+
 def _opt(sec, key, default, kind, where):
-    """Option ``key`` of a section converted with ``kind`` (int or float)."""
+    """Option ``key`` of a section converted with ``kind`` (int or float):
+    ints within C's int, floats finite and within ``_RANGES``."""
     if key not in sec["options"]:
         return default
     raw = sec["options"][key]
+    where = f"{where}: option {key}"
     try:
         if kind is int:
             try:
-                return int(raw)
+                value = int(raw)
             except ValueError:
-                return int(float(raw))
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{where}: option {key}: expected {kind.__name__}, "
-                         f"got {raw!r}") from None
+                value = int(float(raw))
+            if not _INT_MIN <= value <= _INT_MAX:
+                raise ValueError(f"{where}: expected an integer in [{_INT_MIN}, "
+                                 f"{_INT_MAX}], got {raw[:40]!r}")
+            return value
+        value = float(raw)
+    except (ValueError, OverflowError) as e:
+        if str(e).startswith(where):
+            raise
+        raise ValueError(f"{where}: expected {kind.__name__}, got {raw[:40]!r}") from None
+    low, high, low_open, high_open = _RANGES.get(key, (-math.inf, math.inf, False, False))
+    if (not math.isfinite(value) or value < low or value > high
+            or (low_open and value == low) or (high_open and value == high)):
+        raise ValueError(f"{where}: expected a finite number in "
+                         f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, "
+                         f"got {raw[:40]!r}")
+    return value
+
+
+def _layer_from_section(kind, sec, n, where, optimizer, dtype, device, lseed,
+                        num_threads):
+    # The layer of one cfg section taking n inputs.
+    if kind in ("gru",):
+        H = _opt(sec, "output", 1, int, where)
+        if H <= 0:
+            raise ValueError(f"{where}: output: expected > 0, got {H}")
+        bn = bool(_opt(sec, "batch_normalize", 0, int, where))
+        tanh = bool(_opt(sec, "tanh", 0, int, where))
+        return GRU(n, H, variant="darknet", activation="tanh" if tanh else "logistic",
+                   batch_normalize=bn, optimizer=optimizer, dtype=dtype,
+                   device=device, seed=lseed, num_threads=num_threads)
+    elif kind == "connected":
+        O = _opt(sec, "output", 1, int, where)
+        if O <= 0:
+            raise ValueError(f"{where}: output: expected > 0, got {O}")
+        act = sec["options"].get("activation", "logistic")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"{where}: activation: expected one of {ACTIVATIONS}, "
+                             f"got {act!r}")
+        bn = bool(_opt(sec, "batch_normalize", 0, int, where))
+        return Connected(n, O, activation=act, batch_normalize=bn, optimizer=optimizer,
+                         dtype=dtype, device=device, seed=lseed, num_threads=num_threads)
+    elif kind in ("softmax", "soft"):
+        if _opt(sec, "spatial", 0, int, where) or "tree" in sec["options"]:
+            raise ValueError(f"{where}: spatial and tree softmax are not supported")
+        groups = _opt(sec, "groups", 1, int, where)
+        if groups <= 0 or n % groups:
+            raise ValueError(f"{where}: groups: expected a positive divisor of "
+                             f"{n}, got {groups}")
+        return Softmax(n, groups=groups,
+                       temperature=_opt(sec, "temperature", 1.0, float, where))
+    elif kind == "cost":
+        ctype = sec["options"].get("type", "sse")
+        if ctype != "sse":
+            raise ValueError(f"{where}: type: expected 'sse' (the only cost "
+                             f"supported), got {ctype!r}")
+        return Cost(n, scale=_opt(sec, "scale", 1.0, float, where))
+    else:
+        raise ValueError(f"{where}: unknown or unsupported section [{kind}]; "
+                         f"supported: {', '.join(SUPPORTED)}")
 
 
 def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
@@ -158,8 +249,12 @@ def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
                          f"batch={batch}, subdivisions={subdivisions}")
     inputs = _opt(net_sec, "inputs", 0, int, where)
     if inputs <= 0:
-        hwc = (_opt(net_sec, "h", 0, int, where) * _opt(net_sec, "w", 0, int, where)
-               * _opt(net_sec, "c", 0, int, where))
+        hwc = 1
+        for key in ("h", "w", "c"):
+            v = _opt(net_sec, key, 0, int, where)
+            if v < 0:
+                raise ValueError(f"{where}: option {key}: expected >= 0, got {v}")
+            hwc *= v
         inputs = hwc
     if inputs <= 0:
         raise ValueError(f"{where}: expected inputs= (or h, w, c) > 0, got none")
@@ -171,45 +266,13 @@ def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
         kind = sec["type"]
         where = f"layer {i} [{kind}] (cfg line {sec['line']})"
         lseed = None if seed is None else seed + i
-        if kind in ("gru",):
-            H = _opt(sec, "output", 1, int, where)
-            if H <= 0:
-                raise ValueError(f"{where}: output: expected > 0, got {H}")
-            bn = bool(_opt(sec, "batch_normalize", 0, int, where))
-            tanh = bool(_opt(sec, "tanh", 0, int, where))
-            layer = GRU(n, H, variant="darknet", activation="tanh" if tanh else "logistic",
-                        batch_normalize=bn, optimizer=optimizer, dtype=dtype,
-                        device=device, seed=lseed, num_threads=num_threads)
-        elif kind == "connected":
-            O = _opt(sec, "output", 1, int, where)
-            if O <= 0:
-                raise ValueError(f"{where}: output: expected > 0, got {O}")
-            act = sec["options"].get("activation", "logistic")
-            if act not in ACTIVATIONS:
-                raise ValueError(f"{where}: activation: expected one of {ACTIVATIONS}, "
-                                 f"got {act!r}")
-            bn = bool(_opt(sec, "batch_normalize", 0, int, where))
-            layer = Connected(n, O, activation=act, batch_normalize=bn, optimizer=optimizer,
-                              dtype=dtype, device=device, seed=lseed,
-                              num_threads=num_threads)
-        elif kind in ("softmax", "soft"):
-            if _opt(sec, "spatial", 0, int, where) or "tree" in sec["options"]:
-                raise ValueError(f"{where}: spatial and tree softmax are not supported")
-            groups = _opt(sec, "groups", 1, int, where)
-            if groups <= 0 or n % groups:
-                raise ValueError(f"{where}: groups: expected a positive divisor of "
-                                 f"{n}, got {groups}")
-            layer = Softmax(n, groups=groups,
-                            temperature=_opt(sec, "temperature", 1.0, float, where))
-        elif kind == "cost":
-            ctype = sec["options"].get("type", "sse")
-            if ctype != "sse":
-                raise ValueError(f"{where}: type: expected 'sse' (the only cost "
-                                 f"supported), got {ctype!r}")
-            layer = Cost(n, scale=_opt(sec, "scale", 1.0, float, where))
-        else:
-            raise ValueError(f"{where}: unknown or unsupported section [{kind}]; "
-                             f"supported: {', '.join(SUPPORTED)}")
+        try:
+            layer = _layer_from_section(kind, sec, n, where, optimizer, dtype, device,
+                                        lseed, num_threads)
+        except ValueError as e:
+            if str(e).startswith(where):
+                raise
+            raise ValueError(f"{where}: option output: {e}") from None
         layers.append(layer)
         options.append(dict(sec["options"]))
         n = layer.outputs
@@ -253,10 +316,12 @@ def load_network(cfg_path, weights_path=None, dtype=np.float32, device="cpu",
     -------
     Network
     """
-    with open(cfg_path, "r") as f:
-        text = f.read()
-    net = network_from_cfg(parse_cfg(text), dtype=dtype, device=device, seed=seed,
-                           num_threads=num_threads)
+    text = _read_cfg(cfg_path)
+    try:
+        net = network_from_cfg(parse_cfg(text), dtype=dtype, device=device, seed=seed,
+                               num_threads=num_threads)
+    except ValueError as e:
+        raise ValueError(f"{cfg_path}: {e}") from None
     if weights_path is not None:
         load_weights(net, weights_path, gru_order=gru_order)
     return net
@@ -312,6 +377,37 @@ def _resolve_order(header, has_gru, gru_order, path):
     return "darknet"
 
 
+def _read_weights(f, net, path, gru_order):
+    # The file's bytes, never more than the cfg implies plus one: a file
+    # larger than that (or endless, as /dev/zero) is refused before it is
+    # read.  The header says how wide `seen` is; the sizes then come from
+    # the network.
+    head = f.read(20)
+    if len(head) < 16:
+        return head
+    major, minor, revision = struct.unpack_from("<3i", head, 0)
+    seen64, _ = _header_rules(major, minor)
+    blocks = _layer_blocks(net, GRU_ORDERS["darknet"])
+    total = (20 if seen64 else 16) + 4 * sum(count for _, _, _, subs in blocks
+                                            for sub in subs for _, count in _arrays(*sub))
+    try:
+        st = os.fstat(f.fileno())
+        regular = stat.S_ISREG(st.st_mode)
+    except (OSError, AttributeError, ValueError):
+        regular = False
+    last = f"layer {blocks[-1][0]} [{blocks[-1][1]}]" if blocks else "the header"
+    if regular and st.st_size > total:
+        raise ValueError(f"{path}: oversized: {st.st_size - total} bytes left after {last} "
+                         f"at byte offset {total}; the cfg implies {total} bytes, the "
+                         f"file has {st.st_size}: the cfg does not match these weights")
+    data = head + f.read(max(0, total + 1 - len(head)))
+    if len(data) > total:
+        raise ValueError(f"{path}: oversized: bytes left after {last} at byte offset "
+                         f"{total} (a file that does not end there, read no further); the "
+                         f"cfg does not match these weights")
+    return data
+
+
 def load_weights(net, path, gru_order=None):
     """Read a Darknet ``.weights`` file into ``net`` (all or nothing).
 
@@ -331,7 +427,7 @@ def load_weights(net, path, gru_order=None):
         message names the layer, the array and the byte offset.
     """
     with open(path, "rb") as f:
-        data = f.read()
+        data = _read_weights(f, net, path, gru_order)
     size = len(data)
     if size < 16:
         raise ValueError(f"{path}: truncated header: expected at least 16 bytes "

@@ -66,8 +66,8 @@ class GRU(Trainable):
     def __init__(self, inputs, outputs, variant="darknet", activation="tanh",
                  batch_normalize=False, optimizer="sgd", dtype=np.float32,
                  device="cpu", seed=None, num_threads=None, gemm="native", reverse=False):
-        self.inputs = V.positive_int("inputs", inputs)
-        self.outputs = V.positive_int("outputs", outputs)
+        self.inputs = V.size("inputs", inputs)
+        self.outputs = V.size("outputs", outputs)
         self.variant = V.choice("variant", variant, VARIANTS)
         self.activation = V.choice("activation", activation, GRU_ACTIVATIONS)
         if not isinstance(batch_normalize, (bool, np.bool_)):
@@ -83,6 +83,12 @@ class GRU(Trainable):
         self.reverse = bool(reverse)
         self._seq = None           # (Packing, segment caches) of a packed training forward
         self._packing = None       # the last Packing (reused while lengths repeat)
+        # parameters, gradients and up to two optimiser vectors, before any
+        # is allocated
+        V.memory("outputs", 4 * param_size(self.inputs, self.outputs, self.batch_normalize)
+                 * V.float_dtype(dtype).itemsize,
+                 f"GRU({self.inputs}, {self.outputs})'s parameters, gradients and "
+                 f"optimiser state")
         layout = param_layout(self.inputs, self.outputs, self.batch_normalize)
         self._layout = layout
         self._init_storage(param_size(self.inputs, self.outputs, self.batch_normalize),

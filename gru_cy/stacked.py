@@ -110,9 +110,9 @@ class StackedGRU:
                  dropout=0.0, variant="darknet", activation="tanh", batch_normalize=False,
                  optimizer="sgd", dtype=np.float32, device="cpu", seed=None, num_threads=None,
                  bias=True, gemm="native"):
-        self.inputs = V.positive_int("inputs", inputs)
-        self.outputs = V.positive_int("outputs", outputs)
-        self.num_layers = V.positive_int("num_layers", num_layers)
+        self.inputs = V.size("inputs", inputs)
+        self.outputs = V.size("outputs", outputs)
+        self.num_layers = V.size("num_layers", num_layers)
         for name, flag in (("bidirectional", bidirectional), ("batch_first", batch_first),
                            ("bias", bias)):
             if not isinstance(flag, (bool, np.bool_)):

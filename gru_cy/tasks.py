@@ -305,7 +305,7 @@ def train_parser():
                    help="clamp each summed gradient element to [-CLIP, CLIP]")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--threads", type=V.POSITIVE_INT, default=None,
+    p.add_argument("--threads", type=V.THREADS, default=None,
                    help="OpenMP threads (default: OpenMP's choice)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--eval-every", type=V.POSITIVE_INT, default=50,

@@ -81,6 +81,14 @@ def load_torch_state_dict(layer, state_dict):
     if not hasattr(state_dict, "keys"):
         raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
     keys = list(state_dict.keys())
+    for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"state_dict: expected string keys, got {key!r} "
+                            f"of type {type(key).__name__}")
+    prefixes = {k[: len(k) - len(n)] for k in keys for n in TORCH_KEYS if k.endswith(n)}
+    if len(prefixes) > 1:
+        raise ValueError(f"state_dict: expected one nn.GRU's keys, got keys under several "
+                         f"prefixes {sorted(prefixes)}; pass the sub-dict of one module")
     prefix = _strip_prefix(keys)
     H, I = layer.outputs, layer.inputs
     found = {}
@@ -111,6 +119,9 @@ def load_torch_state_dict(layer, state_dict):
         if arr.shape != shapes[name]:
             raise ValueError(f"state_dict[{name!r}]: expected shape {shapes[name]} "
                              f"for a layer with inputs={I}, outputs={H}, got {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"state_dict[{name!r}]: expected finite values, got NaN or "
+                             f"inf at index {int(np.flatnonzero(~np.isfinite(arr))[0])}")
     new = {}
     for side, wkey, bkey in (("u", "weight_ih_l0", "bias_ih_l0"),
                              ("w", "weight_hh_l0", "bias_hh_l0")):
@@ -195,15 +206,11 @@ def load_stacked(model, state_dict):
     for key in keys:
         if not isinstance(key, str):
             raise TypeError(f"state_dict: expected string keys, got {key!r}")
-    prefix = ""
-    for key in keys:
-        for name in want:
-            if key.endswith(name):
-                prefix = key[: len(key) - len(name)]
-                break
-        else:
-            continue
-        break
+    prefixes = {k[: len(k) - len(n)] for k in keys for n in want if k.endswith(n)}
+    if len(prefixes) > 1:
+        raise ValueError(f"state_dict: expected one nn.GRU's keys, got keys under several "
+                         f"prefixes {sorted(prefixes)}; pass the sub-dict of one module")
+    prefix = prefixes.pop() if prefixes else ""
     H = model.outputs
     found = {}
     for key in keys:

@@ -173,6 +173,7 @@ import subprocess             # noqa: E402
 import sys                    # noqa: E402
 
 from gru_cy import _files, darknet   # noqa: E402
+from gru_cy._validate import available_memory   # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -272,3 +273,157 @@ def test_a_diverged_run_exits_1_with_a_message(monkeypatch):
     code = tasks.train_main(["--iterations", "20", "--hidden", "4", "--steps", "5",
                              "--batch", "4", "--quiet", "--threads", "1"])
     assert code == 1
+
+
+# ------------------------------------------------------------ sizes, cfg ---
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: GRU(8, 2 ** 32), "outputs: expected at most"),
+    (lambda: GRU(2 ** 40, 8), "inputs: expected at most"),
+    (lambda: GRU(8, 100000), "outputs: GRU(8, 100000)"),
+    (lambda: Connected(8, 2 ** 31), "outputs: expected at most"),
+    (lambda: Connected(300000, 300000), "GiB"),
+    (lambda: GRU(8, 4, num_threads=2 ** 40), "num_threads: expected at most"),
+    (lambda: StackedGRU(8, 4, num_layers=2 ** 33), "num_layers: expected at most"),
+])
+def test_sizes_are_bounded_before_allocation(make, words):
+    # Before: OverflowError / MemoryError tracebacks (or 10 GiB asked).
+    with pytest.raises(ValueError) as info:
+        make()
+    assert words in str(info.value)
+
+
+def _cfg(tmp_path, text, name="m.cfg"):
+    p = tmp_path / name
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return p
+
+
+NET = "[net]\nbatch=2\ntime_steps=3\ninputs=4\n{net}\n[gru]\noutput={out}\n[softmax]\n"
+
+
+@pytest.mark.parametrize("net, out, words", [
+    pytest.param("", "30000", "option output", marks=pytest.mark.skipif(
+        (available_memory() or 0) > 4 * 4 * 3 * 30000 * 30004,
+        reason="this machine has the 43 GB a GRU(4, 30000) needs")),
+    ("", "1e9", "option output"),
+    ("", str(2 ** 31), "option output: expected an integer"),
+    ("", "inf", "option output: expected int"),
+    ("", "1e400", "option output: expected int"),
+    ("time_steps=" + "9" * 400, "4", "option time_steps: expected an integer"),
+    ("learning_rate=nan", "4", "option learning_rate: expected a finite number"),
+    ("learning_rate=-1", "4", "option learning_rate"),
+    ("momentum=2", "4", "option momentum"),
+    ("decay=-0.1", "4", "option decay"),
+    ("B1=1", "4", "option B1"),
+    ("h=-3\nw=2\nc=1\ninputs=0", "4", "option h: expected >= 0"),
+])
+def test_cfg_values_are_value_errors_naming_file_line_and_option(tmp_path, net, out, words):
+    p = _cfg(tmp_path, NET.format(net=net, out=out))
+    with pytest.raises(ValueError) as info:
+        darknet.load_network(str(p))
+    msg = str(info.value)
+    assert str(p) in msg and "line" in msg and words in msg, msg
+
+
+def test_cfg_with_bytes_that_are_not_utf8(tmp_path):
+    p = _cfg(tmp_path, b"[net]\ninputs=4\n[gru]\noutput=\xff\xfe4\n")
+    with pytest.raises(ValueError, match=r"line 4: expected UTF-8"):
+        darknet.load_network(str(p))
+
+
+def test_weights_are_sized_before_they_are_read(tmp_path):
+    # Before: the whole file was read first (/dev/zero until memory ran out).
+    p = _cfg(tmp_path, NET.format(net="", out="4"))
+    net = darknet.load_network(str(p))
+    with pytest.raises(ValueError, match="oversized"):
+        darknet.load_weights(net, "/dev/zero")
+    big = tmp_path / "big.weights"
+    with open(big, "wb") as f:
+        f.write(b"\0" * 20)
+        f.seek(2 ** 33)                      # an 8 GiB sparse file
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="oversized"):
+        darknet.load_weights(net, str(big))
+
+
+def test_torch_state_dicts_refuse_bad_keys_and_values():
+    layer = GRU(3, 4, variant="reset_after")
+    sd = layer.torch_state_dict()
+    with pytest.raises(TypeError, match="string keys"):
+        layer.load_torch_state_dict({**sd, 5: sd["weight_ih_l0"]})
+    with pytest.raises(ValueError, match="finite"):
+        layer.load_torch_state_dict({**sd, "weight_hh_l0": sd["weight_hh_l0"] * np.nan})
+    mixed = {"a." + k if "ih" in k else "b." + k: v for k, v in sd.items()}
+    with pytest.raises(ValueError, match="several prefixes"):
+        layer.load_torch_state_dict(mixed)
+    stacked = StackedGRU(3, 4, variant="reset_after")
+    mixed = {"a." + k if "ih" in k else "b." + k: v
+             for k, v in stacked.torch_state_dict().items()}
+    with pytest.raises(ValueError, match="several prefixes"):
+        stacked.load_torch_state_dict(mixed)
+
+
+# ------------------------------------------------------------------- fuzz ---
+
+FUZZ = os.path.join(ROOT, "tests", "fuzz", "fuzz_inputs.py")
+
+
+def _fuzz(examples):
+    pytest.importorskip("hypothesis", reason="hypothesis (the test extra) is not installed")
+    r = subprocess.run([sys.executable, FUZZ, str(examples)], capture_output=True,
+                       text=True, cwd=ROOT, timeout=1800,
+                       env={**os.environ, "PYTHONPATH": ROOT})
+    # a crash (signal) or any exception other than ValueError/TypeError fails
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_fuzz_readers_briefly():
+    # cfg text, weights bytes, torch state dicts: loaded or refused, never a
+    # crash or another exception (a few seconds)
+    _fuzz(60)
+
+
+@pytest.mark.slow
+def test_fuzz_readers_long():
+    _fuzz(3000)
+
+
+# ------------------------------------------------------------------- soak ---
+
+def _rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_memory_stays_flat_over_training_and_create_delete_cycles():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4, 16)).astype(np.float32)
+    layer = StackedGRU(16, 32, num_layers=2, bidirectional=True, seed=0, optimizer="adam")
+    L = np.array([8, 3, 5, 1])
+
+    def step():
+        y = layer.forward(x, train=True, lengths=L)
+        layer.backward(np.ones_like(y))
+        layer.update(learning_rate=1e-3)
+
+    for _ in range(200):
+        step()
+    before = _rss()
+    for _ in range(2000):
+        step()
+    assert _rss() - before < 8 << 20
+    gc.disable()
+    try:
+        for _ in range(100):
+            GRU(64, 256)                      # warm-up: allocator pools
+        before = _rss()
+        for _ in range(2000):
+            g = GRU(64, 256)                  # ~1.5 MiB of storage each
+            g.params
+            del g
+        assert _rss() - before < 16 << 20     # 2000 leaked layers would be ~3 GiB
+    finally:
+        gc.enable()

@@ -76,7 +76,7 @@ def parser():
     p.add_argument("--repeat", type=V.POSITIVE_INT, default=5,
                    help="samples per engine and measurement (default 5)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--threads", type=V.POSITIVE_INT, default=None,
+    p.add_argument("--threads", type=V.THREADS, default=None,
                    help="threads for every engine (default: gru_cy's default, "
                         "OpenMP's count, given to the others too)")
     p.add_argument("--variant", choices=("reset_after", "darknet", "both"),

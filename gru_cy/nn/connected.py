@@ -52,8 +52,8 @@ class Connected(Trainable):
     def __init__(self, inputs, outputs, activation="linear", batch_normalize=False,
                  optimizer="sgd", dtype=np.float32, device="cpu", seed=None,
                  num_threads=None):
-        self.inputs = V.positive_int("inputs", inputs)
-        self.outputs = V.positive_int("outputs", outputs)
+        self.inputs = V.size("inputs", inputs)
+        self.outputs = V.size("outputs", outputs)
         self.activation = V.choice("activation", activation, ACTIVATIONS)
         self._act = ACTIVATIONS.index(activation)
         self.batch_normalize = bool(batch_normalize)
@@ -61,6 +61,8 @@ class Connected(Trainable):
         O, I = self.outputs, self.inputs
         # theta: weights (O, I), biases (O,), with BN scales (O,)
         n = O * I + O + (O if self.batch_normalize else 0)
+        V.memory("outputs", 4 * n * V.float_dtype(dtype).itemsize,
+                 f"Connected({I}, {O})'s parameters, gradients and optimiser state")
         self._init_storage(n, O * I, O if self.batch_normalize else 0, dtype, optimizer,
                            num_threads)
         rng = np.random.default_rng(seed)
