@@ -8,6 +8,8 @@ Environment switches (read at build time):
   gemm micro-kernels carry ``target_clones`` so gcc dispatches AVX-512 / AVX2 /
   baseline versions at run time.
 * ``GRU_CY_DEBUG=1``      ``-O0 -g`` and Cython bounds checks.
+* ``GRU_CY_ASAN=1``       AddressSanitizer (``tools/asan.sh`` builds and tests
+  with it).
 """
 import os
 import shutil
@@ -57,6 +59,8 @@ else:
     OPT = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
 if _flag("GRU_CY_NATIVE"):
     OPT.append("-march=native")
+SANITIZE = ["-fsanitize=address", "-fno-omit-frame-pointer"] if _flag("GRU_CY_ASAN") else []
+OPT += SANITIZE
 COMPILE = OPT + OMP_COMPILE + ["-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
 BUILD_INFO = {
     "openmp": bool(OMP_COMPILE),
@@ -85,7 +89,7 @@ def ext(name):
         [f"gru_cy/_cpu/{name}.pyx"],
         include_dirs=[np.get_include(), os.path.join(HERE, "gru_cy", "_cpu")],
         extra_compile_args=COMPILE,
-        extra_link_args=OMP_LINK,
+        extra_link_args=OMP_LINK + SANITIZE,
         depends=[os.path.join("gru_cy", "_cpu", f) for f in
                  os.listdir(os.path.join(HERE, "gru_cy", "_cpu"))
                  if f.endswith((".h", ".pxd"))],
