@@ -213,9 +213,10 @@ class GRU(Trainable):
         if lengths is not None or self.reverse:
             return self._forward_packed(x, train, h0, lengths)
         self._seq = None
-        if not train and h0 is None:
+        if not train and h0 is None and not self.batch_normalize:
             # Fast path (batch-1 streaming calls this per step): x needs no
-            # conversion, the carried state fits; checked and run in C.
+            # conversion, the carried state fits; checked and run in C.  (BN
+            # takes the general path: its input range is checked there.)
             out = self._engine.infer_lean(x, self._state, 0 if n is None else n)
             if out is not None:
                 y, self._state = out
@@ -228,6 +229,7 @@ class GRU(Trainable):
             x = V.array("x", x, self.dtype, ("T", "B", self.inputs), backend)
         T, B = x.shape[:2]
         h0 = self._initial_state(h0, B)
+        self._check_bn_range(x)
         if train and self.batch_normalize and B == 1:
             raise ValueError("x: batch normalisation in training needs a batch of at "
                              "least 2 sequences, got B = 1")
@@ -256,6 +258,7 @@ class GRU(Trainable):
         if lengths is None:
             lengths = np.full(B, T, np.int64)
         h0 = self._initial_state(h0, B)
+        self._check_bn_range(x)
         # Fewer engine calls with padded rows, except where BN's batch
         # statistics must see the running sequences only.
         costs = (None if train and self.batch_normalize else
@@ -281,6 +284,23 @@ class GRU(Trainable):
         if train:
             self._seq = (run[1], records)
         return run[4]
+
+    def _check_bn_range(self, x):
+        # With BN, an input projection that overflows (finite x of 3e38 in
+        # float32) makes every output NaN, and the rolling statistics with
+        # them: refused.  |x @ U.T| <= max|x| * max_row sum|U|; BN's centring
+        # needs twice that, so a quarter of the largest float is the bound.
+        if not self.batch_normalize:
+            return
+        xp = self._backend.xp
+        U = self._theta[:3 * self.outputs * self.inputs].reshape(3 * self.outputs, -1)
+        bound = float(xp.abs(x).max()) * float(xp.abs(U).sum(axis=1).max())
+        limit = 0.25 * float(np.finfo(self.dtype).max)
+        if not bound < limit:
+            raise ValueError(f"x: values up to {float(xp.abs(x).max()):.3g} would overflow "
+                             f"the input projection of {self.dtype.name} before batch "
+                             f"normalisation (bound {bound:.3g}, limit {limit:.3g}); "
+                             f"scale the input down")
 
     def _initial_state(self, h0, B):
         # h0 checked, else the carried state when its batch is B, else None (zeros).

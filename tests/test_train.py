@@ -119,7 +119,7 @@ def test_text_model_trains_saves_and_generates(tmp_path):
     text.write_text("hello world. " * 200)
     stem = tmp_path / "char"
     out = tmp_path / "r.json"
-    r = _run("train", "--text", str(text), "--iterations", "60", "--hidden", "16",
+    r = _run("train", "--text", str(text), "--iterations", "200", "--hidden", "16",
              "--steps", "8", "--batch", "4", "--threads", "1", "--quiet",
              "--learning-rate", "0.01", "--save", str(stem), "--json", str(out))
     assert r.returncode == 0, r.stderr
