@@ -396,7 +396,11 @@ def train_main(argv=None):
         print(f"gru-cy train: error: --device {args.device}: {e}", file=sys.stderr)
         return 2
     except ValueError as e:
-        p.error(str(e))
+        msg = str(e)
+        if msg.startswith(("outputs:", "inputs:")):
+            # a layer's size is --hidden's (the task fixes the others)
+            msg = f"--hidden {args.hidden}: {msg}"
+        p.error(msg)
     with np.errstate(over="ignore", invalid="ignore"):
         return _run(job, task, args)
 

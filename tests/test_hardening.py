@@ -256,6 +256,13 @@ def test_output_paths_are_checked_before_the_work(tmp_path, args, option):
     assert "%" not in r.stdout and "final loss" not in r.stdout        # nothing ran
 
 
+def test_cli_sizes_are_usage_errors():
+    r = _cli("train", "--hidden", "100000")
+    assert r.returncode == 2 and "--hidden 100000" in r.stderr and "GiB" in r.stderr
+    r = _cli("train", "--threads", "99999999999")
+    assert r.returncode == 2 and "--threads" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_version_and_device_exit_codes():
     r = _cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("gru-cy ")
