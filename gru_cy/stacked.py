@@ -129,6 +129,12 @@ class StackedGRU:
             raise TypeError(f"seed: expected an int or None, got {seed!r}")
         self.num_threads = V.num_threads(num_threads)
         D = self.directions
+        from gru_cy.kernels import param_size
+        total = sum(D * param_size(self.inputs if k == 0 else D * self.outputs, self.outputs,
+                                   bool(batch_normalize)) for k in range(self.num_layers))
+        V.memory("num_layers", 4 * total * V.float_dtype(dtype).itemsize,
+                 f"{self.num_layers} layer(s) x {D} direction(s) of {self.outputs} units "
+                 f"(parameters, gradients and optimiser state)")
         seeds = np.random.SeedSequence(seed).spawn(self.num_layers * D + 1)
         self.layers = []
         for k in range(self.num_layers):

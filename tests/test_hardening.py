@@ -292,6 +292,7 @@ def test_a_diverged_run_exits_1_with_a_message(monkeypatch):
     (lambda: Connected(300000, 300000), "GiB"),
     (lambda: GRU(8, 4, num_threads=2 ** 40), "num_threads: expected at most"),
     (lambda: StackedGRU(8, 4, num_layers=2 ** 33), "num_layers: expected at most"),
+    (lambda: StackedGRU(8, 4000, num_layers=200, bidirectional=True), "num_layers: 200"),
 ])
 def test_sizes_are_bounded_before_allocation(make, words):
     # Before: OverflowError / MemoryError tracebacks (or 10 GiB asked).
