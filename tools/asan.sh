@@ -17,6 +17,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/gru_cy-asan.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 git ls-files -z | xargs -0 -I{} cp --parents {} "$work"/
 cd "$work"
+# the build's requirements (pyproject.toml [build-system]), where missing
+$PY -c "import Cython" 2>/dev/null || $PY -m pip install --quiet "Cython>=3"
 GRU_CY_ASAN=1 $PY setup.py build_ext --inplace -j 2 > build.log 2>&1 || { tail -40 build.log; exit 1; }
 libasan=$(gcc -print-file-name=libasan.so)
 args=("$@")
