@@ -13,7 +13,7 @@ model per thread.
 import functools
 import threading
 
-__all__ = ["serialized", "new_lock"]
+__all__ = ["serialized", "new_lock", "Locked"]
 
 
 def new_lock():
@@ -28,3 +28,20 @@ def serialized(method):
         with self._lock:
             return method(self, *args, **kwargs)
     return call
+
+
+class Locked:
+    """Pickling and copying of an object with a lock (``self._lock``): the lock
+    is left out and a fresh one made; ``copy.copy`` makes an independent copy
+    (as ``copy.deepcopy``), never one sharing arrays with the original."""
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = new_lock()
+
+    def __copy__(self):
+        import copy
+        return copy.deepcopy(self)

@@ -135,6 +135,13 @@ class GRU(Trainable):
                                     self.outputs, self.variant == "reset_after", act,
                                     self.batch_normalize, self.gemm == "blas")
 
+    _TRANSIENT = Trainable._TRANSIENT + ("_engine", "_seq", "_packing")
+
+    def _restored(self):
+        self._seq = None
+        self._packing = None
+        self._engine = self._make_engine()
+
     def _invalidate(self):
         self._seq = None
         self._engine.invalidate()

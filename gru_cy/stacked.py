@@ -20,7 +20,7 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from gru_cy import _validate as V
-from gru_cy._locking import new_lock, serialized
+from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.backends import DEVICES
 from gru_cy.layer import (GRU, GRU_ACTIVATIONS, VARIANTS, backward_directions,
                           forward_directions)
@@ -79,7 +79,7 @@ class _Params(MutableMapping):
         return f"{'grads' if self._grads else 'params'}({', '.join(self._map)})"
 
 
-class StackedGRU:
+class StackedGRU(Locked):
     """Layers of GRUs, optionally bidirectional: ``torch.nn.GRU``'s model.
 
     Parameters

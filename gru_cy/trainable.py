@@ -14,7 +14,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
-from gru_cy._locking import new_lock, serialized
+from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.optim import OPTIMIZERS, Optimizer
 
 
@@ -71,7 +71,7 @@ class ParamDict(MutableMapping):
                                          for k, v in self._views.items()) + "})"
 
 
-class Trainable:
+class Trainable(Locked):
     """Base of the layers with parameters (``GRU``, ``Connected``).
 
     A subclass calls :meth:`_init_storage` in its constructor and provides
@@ -113,6 +113,35 @@ class Trainable:
         self._params = ParamDict(self._views(self._theta, self._rolling), self._backend,
                                  on_change, self._lock)
         self._grads = self._views(self._grad, None)
+
+    # ----------------------------------------------------- pickle and copy --
+    # What a pickle or a copy leaves out (rebuilt by __setstate__): the lock,
+    # the named views, the backend object; subclasses add their engine and
+    # caches (a restored layer has no training cache).
+    _TRANSIENT = ("_lock", "_params", "_grads", "_backend")
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+        state["_device"] = self._backend.name
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        backend = backends.get(state.pop("_device"))
+        self.__dict__.update(state)
+        self._backend = backend
+        # fresh storage, aligned as the engine wants it
+        for name in ("_theta", "_grad"):
+            a = getattr(self, name)
+            fresh = backend.storage(a.size, a.dtype)
+            fresh[...] = a
+            setattr(self, name, fresh)
+        self._lock = new_lock()
+        self._restored()
+        self._bind()
+
+    def _restored(self):
+        """Hook: rebuild what the pickle left out (an engine), after unpickling."""
 
     def _moved(self, backend):
         """Hook: move what else the layer holds to ``backend`` (its engine, state)."""

@@ -48,6 +48,10 @@ class Connected(Trainable):
     """
 
     type = "connected"
+    _TRANSIENT = Trainable._TRANSIENT + ("_cache",)
+
+    def _restored(self):
+        self._cache = None
 
     def __init__(self, inputs, outputs, activation="linear", batch_normalize=False,
                  optimizer="sgd", dtype=np.float32, device="cpu", seed=None,

@@ -8,7 +8,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
-from gru_cy._locking import new_lock, serialized
+from gru_cy._locking import Locked, new_lock, serialized
 
 
 def _floating(name, a, backend):
@@ -132,7 +132,7 @@ def mse(y, targets, scale=1.0):
     return total, d
 
 
-class Softmax:
+class Softmax(Locked):
     """Darknet's ``[softmax]``: row-wise softmax (``groups``, ``temperature``).
 
     In a network, a softmax followed by the loss is differentiated together

@@ -10,7 +10,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
-from gru_cy._locking import new_lock, serialized
+from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.layer import GRU
 from gru_cy.nn.losses import Cost, Softmax
 from gru_cy.stacked import StackedGRU
@@ -20,7 +20,7 @@ _RECURRENT = (GRU, StackedGRU)
 __all__ = ["Network"]
 
 
-class Network:
+class Network(Locked):
     """A sequence of ``[gru]``, ``[connected]``, ``[softmax]`` and ``[cost]`` layers.
 
     Tensors are time-major ``(T, B, features)``; a GRU sees them as such, the
