@@ -388,10 +388,12 @@ class GRU(Trainable):
         torch_compat.load_torch_state_dict(self, state_dict)
         return self
 
-    def torch_state_dict(self):
-        """The weights as a ``torch.nn.GRU`` state dict of NumPy arrays."""
+    def torch_state_dict(self, tensors=False):
+        """The weights as a ``torch.nn.GRU`` state dict: NumPy arrays, or with
+        ``tensors=True`` torch tensors (torch imported then only), which
+        ``module.load_state_dict`` takes as they are."""
         from gru_cy import torch_compat
-        return torch_compat.torch_state_dict(self)
+        return torch_compat.as_tensors(torch_compat.torch_state_dict(self), tensors)
 
     def __repr__(self):
         return (f"GRU(inputs={self.inputs}, outputs={self.outputs}, "

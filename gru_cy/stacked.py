@@ -461,10 +461,11 @@ class StackedGRU(Locked):
         torch_compat.load_stacked(self, state_dict)
         return self
 
-    def torch_state_dict(self):
-        """The weights as a ``torch.nn.GRU`` state dict of NumPy arrays."""
+    def torch_state_dict(self, tensors=False):
+        """The weights as a ``torch.nn.GRU`` state dict: NumPy arrays, or torch
+        tensors with ``tensors=True`` (for ``module.load_state_dict``)."""
         from gru_cy import torch_compat
-        return torch_compat.stacked_state_dict(self)
+        return torch_compat.as_tensors(torch_compat.stacked_state_dict(self), tensors)
 
     @classmethod
     def from_torch(cls, module, **kwargs):

@@ -275,3 +275,16 @@ def stacked_from_torch(cls, module, kwargs):
     model = cls(int(module.input_size), int(module.hidden_size), **args)
     model.load_torch_state_dict(sd)
     return model.to(device)
+
+
+def as_tensors(state_dict, tensors):
+    """``state_dict`` as it is, or (``tensors``) with every array a torch tensor:
+    torch is imported here only, and a clear error says where it is missing."""
+    if not tensors:
+        return state_dict
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("torch_state_dict(tensors=True): torch is not installed "
+                          "(gru_cy never needs it; use tensors=False for NumPy arrays)") from None
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}

@@ -559,3 +559,17 @@ def test_batch_mode_inference_stops_chunks_with_their_sequences(variant, reverse
         assert_allclose(y[sl, b:b + 1], yb, **tol(np.float32, "engine"))
         assert_allclose(g.state[b], one.state[0], **tol(np.float32, "engine"))
         assert not y[n:, b].any()
+
+
+@pytest.mark.parametrize("stacked", (False, True), ids=("gru", "stacked"))
+def test_torch_state_dict_tensors_load_as_written(stacked):
+    torch = pytest.importorskip("torch", reason="torch is a test reference only")
+    if stacked:
+        m = torch.nn.GRU(3, 4, num_layers=2, bidirectional=True)
+        g = StackedGRU(3, 4, num_layers=2, bidirectional=True, variant="reset_after", seed=1)
+    else:
+        m = torch.nn.GRU(3, 4)
+        g = GRU(3, 4, variant="reset_after", seed=1)
+    m.load_state_dict(g.torch_state_dict(tensors=True))     # as written in the issue
+    for k, v in g.torch_state_dict().items():
+        assert_array_equal(m.state_dict()[k].numpy(), v)
