@@ -137,6 +137,12 @@ class GRU(Trainable):
 
     _TRANSIENT = Trainable._TRANSIENT + ("_engine", "_seq", "_packing")
 
+    def _checkpoint_node(self, prefix, arrays, with_state):
+        from gru_cy import _checkpoint_io as C
+        node = {"kind": "GRU", "args": C.gru_args(self)}
+        node.update(C.trainable(self, prefix, arrays, with_state))
+        return node
+
     def _restored(self):
         self._seq = None
         self._packing = None

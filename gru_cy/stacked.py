@@ -411,7 +411,28 @@ class StackedGRU(Locked):
         self._dh0 = xp.stack(dh0)
         return self._from_time_major(d)
 
+    def _checkpoint_node(self, prefix, arrays, with_state):
+        from gru_cy import _checkpoint_io as C
+        g = self.layers[0][0]
+        return {"kind": "StackedGRU", "args": dict(
+            inputs=self.inputs, outputs=self.outputs, num_layers=self.num_layers,
+            bidirectional=self.bidirectional, batch_first=self.batch_first,
+            dropout=self.dropout, variant=g.variant, activation=g.activation,
+            batch_normalize=g.batch_normalize, optimizer=g.optimizer, dtype=g.dtype.name,
+            num_threads=self.num_threads, bias=self.bias, gemm=g.gemm),
+            "rng": self._rng.bit_generator.state,
+            "layers": [C.node(sub, f"{prefix}l{k}.d{d}.", arrays, with_state)
+                       for k, dirs in enumerate(self.layers) for d, sub in enumerate(dirs)]}
+
     # ------------------------------------------------------------ training --
+    @serialized
+    def save(self, path, state=True):
+        """Write a checkpoint (``gru_cy.checkpoint``: the architecture, parameters,
+        gradients, rolling statistics, optimiser state, row counts and, with
+        ``state``, the carried state), atomically; ``gru_cy.load`` reads it."""
+        from gru_cy import _checkpoint_io
+        _checkpoint_io.save(self, path, state)
+
     @serialized
     def zero_grad(self):
         """Zero every sublayer's gradients and row count."""

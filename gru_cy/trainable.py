@@ -166,6 +166,14 @@ class Trainable(Locked):
         return dict(self._grads)
 
     @serialized
+    def save(self, path, state=True):
+        """Write a checkpoint (``gru_cy.checkpoint``: the architecture, parameters,
+        gradients, rolling statistics, optimiser state, row counts and, with
+        ``state``, the carried state), atomically; ``gru_cy.load`` reads it."""
+        from gru_cy import _checkpoint_io
+        _checkpoint_io.save(self, path, state)
+
+    @serialized
     def zero_grad(self):
         """Zero the gradient buffers in place and the row count."""
         self._grad[...] = 0

@@ -53,6 +53,15 @@ class Connected(Trainable):
     def _restored(self):
         self._cache = None
 
+    def _checkpoint_node(self, prefix, arrays, with_state):
+        from gru_cy import _checkpoint_io as C
+        node = {"kind": "Connected", "args": dict(
+            inputs=self.inputs, outputs=self.outputs, activation=self.activation,
+            batch_normalize=self.batch_normalize, optimizer=self.optimizer,
+            dtype=self.dtype.name, num_threads=self.num_threads)}
+        node.update(C.trainable(self, prefix, arrays, with_state))
+        return node
+
     def __init__(self, inputs, outputs, activation="linear", batch_normalize=False,
                  optimizer="sgd", dtype=np.float32, device="cpu", seed=None,
                  num_threads=None):

@@ -152,6 +152,10 @@ class Softmax(Locked):
         self._p = None
         self._lock = new_lock()
 
+    def _checkpoint_node(self, prefix, arrays, with_state):
+        return {"kind": "Softmax", "args": dict(inputs=self.inputs, groups=self.groups,
+                                                temperature=self.temperature)}
+
     @serialized
     def forward(self, x, train=False):
         """P (R, C) = softmax of each group of each row of x (R, C)."""
@@ -198,6 +202,10 @@ class Cost:
 
     def forward(self, x, train=False):
         return x.copy()
+
+    def _checkpoint_node(self, prefix, arrays, with_state):
+        return {"kind": "Cost", "args": dict(inputs=self.inputs, cost_type=self.cost_type,
+                                             scale=self.scale)}
 
     def loss(self, y, targets):
         """(scale * sse of the output y, its gradient)."""

@@ -88,6 +88,17 @@ class Network(Locked):
         self._lengths = None
         self._lock = new_lock()
 
+    def _checkpoint_node(self, prefix, arrays, with_state):
+        from gru_cy import _checkpoint_io as C
+        return {"kind": "Network", "args": dict(
+            inputs=self.inputs, batch=self.batch, subdivisions=self.subdivisions,
+            time_steps=self.time_steps, learning_rate=self.learning_rate,
+            momentum=self.momentum, decay=self.decay, optimizer=self.optimizer, b1=self.b1,
+            b2=self.b2, eps=self.eps, seen=self.seen, clip=self.clip),
+            "rows": int(self._rows), "calls": int(self._calls),
+            "layers": [C.node(layer, f"{prefix}{i}.", arrays, with_state)
+                       for i, layer in enumerate(self.layers)]}
+
     @property
     def update_batch(self):
         """Rows per update as Darknet counts them: B * subdivisions * T."""
@@ -307,6 +318,14 @@ class Network(Locked):
             layer._apply_update(token)
         self._rows = 0
         self._shape = None
+
+    @serialized
+    def save(self, path, state=True):
+        """Write a checkpoint (``gru_cy.checkpoint``: the architecture, parameters,
+        gradients, rolling statistics, optimiser state, row counts and, with
+        ``state``, the carried state), atomically; ``gru_cy.load`` reads it."""
+        from gru_cy import _checkpoint_io
+        _checkpoint_io.save(self, path, state)
 
     @serialized
     def zero_grad(self):

@@ -1,0 +1,113 @@
+"""Whole-model checkpoints (issue 14, item 3): model.save / gru_cy.load, a
+documented .npz + JSON format, resumed training bit for bit, damaged and
+foreign files refused."""
+import json
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import gru_cy
+from gru_cy import GRU, checkpoint
+
+from test_pickle import _arrays, _gru, _net_cost, _network, _stacked, _train
+
+
+@pytest.mark.parametrize("make", [_gru, _stacked, _network, _net_cost],
+                         ids=("gru", "stacked", "network", "network-cost"))
+def test_resume_is_bit_identical(tmp_path, make):
+    rng = np.random.default_rng(0)
+    model = make()
+    _train(model, 3, rng)
+    path = tmp_path / "m.ckpt"
+    model.save(path)
+    resumed = gru_cy.load(path)
+    assert type(resumed) is type(model)
+    for k, v in _arrays(model).items():
+        assert_array_equal(_arrays(resumed)[k], v, err_msg=k)
+    y1 = _train(model, 3, np.random.default_rng(9))
+    y2 = _train(resumed, 3, np.random.default_rng(9))
+    assert_array_equal(y1, y2)
+    for k, v in _arrays(model).items():
+        assert_array_equal(_arrays(resumed)[k], v, err_msg=k)
+
+
+def test_mid_accumulation_gradients_and_counts_travel(tmp_path):
+    g = GRU(3, 5, seed=0, optimizer="adam")
+    x = np.random.default_rng(1).normal(size=(4, 2, 3)).astype(np.float32)
+    y = g.forward(x, train=True)
+    g.backward(np.ones_like(y))                    # gradients accumulated, no update yet
+    g.save(tmp_path / "g.ckpt", state=False)
+    r = gru_cy.load(tmp_path / "g.ckpt")
+    assert r.state is None and r._rows == g._rows
+    for k in g.grads:
+        assert_array_equal(r.grads[k], g.grads[k])
+    g.update(learning_rate=0.01)
+    r.update(learning_rate=0.01)
+    for k in g.params:
+        assert_array_equal(r.params[k], g.params[k])
+
+
+def test_the_format_is_readable_without_gru_cy(tmp_path):
+    model = _stacked()
+    model.save(tmp_path / "s.ckpt")
+    with np.load(tmp_path / "s.ckpt", allow_pickle=False) as z:
+        header = json.loads(z["__header__"].tobytes().decode())
+        assert header["format"] == "gru_cy-checkpoint" and header["version"] == 1
+        assert header["model"]["kind"] == "StackedGRU"
+        first = header["model"]["layers"][0]
+        assert z[first["prefix"] + "theta"].size == model.layers[0][0]._theta.size
+
+
+def test_damaged_and_foreign_files_are_value_errors(tmp_path):
+    path = tmp_path / "g.ckpt"
+    _gru().save(path)
+    good = path.read_bytes()
+    cases = {"truncated": good[: len(good) // 2], "not a zip": b"hello",
+             "empty": b""}
+    for name, data in cases.items():
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match="checkpoint"):
+            gru_cy.load(path)
+    # another version, a missing array, a wrong size: refused, nothing loaded
+    path.write_bytes(good)
+    with np.load(path) as z:
+        entries = {k: z[k] for k in z.files}
+    header = json.loads(entries["__header__"].tobytes().decode())
+
+    def rewrite(h, drop=None, resize=None):
+        e = dict(entries)
+        e["__header__"] = np.frombuffer(json.dumps(h).encode(), np.uint8)
+        if drop:
+            del e[drop]
+        if resize:
+            e[resize] = e[resize][:-1]
+        with open(path, "wb") as f:          # (np.savez would add ".npz" to the name)
+            np.savez(f, **e)
+
+    rewrite({**header, "version": 99})
+    with pytest.raises(ValueError, match="version 99"):
+        gru_cy.load(path)
+    rewrite(header, drop="grad")
+    with pytest.raises(ValueError, match="'grad' missing"):
+        gru_cy.load(path)
+    rewrite(header, resize="theta")
+    with pytest.raises(ValueError, match="'theta'"):
+        gru_cy.load(path)
+
+
+def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "g.ckpt"
+    _gru().save(path)
+    old = path.read_bytes()
+    import os
+    monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(OSError("full")))
+    with pytest.raises(OSError):
+        GRU(3, 4).save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == old
+
+
+def test_save_refuses_other_objects(tmp_path):
+    with pytest.raises(TypeError, match="model"):
+        checkpoint.save(object(), tmp_path / "x")
