@@ -339,7 +339,13 @@ def train_parser():
                         "(default 0.1; 0 never stops early)")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON")
     p.add_argument("--save", metavar="PATH",
-                   help="write the trained network as PATH.cfg and PATH.weights")
+                   help="write the trained network as a checkpoint PATH.ckpt (gru_cy.load) "
+                        "and a Darknet pair PATH.cfg, PATH.weights; Ctrl-C during training "
+                        "saves the checkpoint first")
+    p.add_argument("--resume", metavar="PATH",
+                   help="continue training the network of checkpoint PATH (or PATH.ckpt) "
+                        "written by --save: same task and sizes; parameters, optimiser "
+                        "state and counters go on from there")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the loss curve (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -348,7 +354,7 @@ def train_parser():
 
 def _stem(path):
     root, ext = os.path.splitext(path)
-    return root if ext in (".cfg", ".weights") else path
+    return root if ext in (".cfg", ".weights", ".ckpt") else path
 
 
 def train_main(argv=None):
@@ -373,9 +379,15 @@ def train_main(argv=None):
     stem = _stem(args.save) if args.save else None
     bad = _files.unwritable([(stem and stem + ".cfg", "--save"),
                              (stem and stem + ".weights", "--save"),
+                             (stem and stem + ".ckpt", "--save"),
                              (args.json, "--json"), (args.plot, "--plot")])
     if bad:
         p.error(bad)
+    if args.resume and not os.path.isfile(args.resume):
+        if os.path.isfile(args.resume + ".ckpt"):
+            args.resume += ".ckpt"
+        else:
+            p.error(f"--resume: no such file: {args.resume}")
     args.steps = args.steps or DEFAULT_STEPS[task]
     if task == "adding" and args.steps < 2:
         p.error(f"--steps: the adding problem needs at least 2 steps, got {args.steps}")
@@ -405,7 +417,50 @@ def train_main(argv=None):
         return _run(job, task, args)
 
 
+def _resume(job, path):
+    # The checkpoint's network in place of the job's new one (same task and sizes).
+    from .checkpoint import load
+    net = load(path, device=job.net.device)
+    old = job.net
+    same = (type(net) is type(old) and len(net.layers) == len(old.layers)
+            and all(type(a) is type(b) and getattr(a, "inputs", None) == b.inputs
+                    and getattr(a, "outputs", None) == b.outputs
+                    for a, b in zip(net.layers, old.layers))
+            and np.dtype(net.dtype) == np.dtype(old.dtype))
+    if not same:
+        def sizes(n):
+            return ", ".join(f"{getattr(layer, 'type', type(layer).__name__.lower())}"
+                             f"({layer.inputs}->{layer.outputs})" for layer in n.layers)
+        raise ValueError(f"--resume: {path} holds [{sizes(net)}] ({net.dtype}), this task "
+                         f"trains [{sizes(old)}] ({old.dtype}): give the options it was "
+                         f"trained with")
+    job.net = net
+
+
+def _save_checkpoint(job, args):
+    stem = _stem(args.save)
+    job.net.save(stem + ".ckpt")
+    return stem + ".ckpt"
+
+
 def _run(job, task, args):
+    if args.resume:
+        try:
+            _resume(job, args.resume)
+        except ValueError as e:
+            print(f"gru-cy train: error: {e}", file=sys.stderr)
+            return 2
+    try:
+        return _train(job, task, args)
+    except KeyboardInterrupt:
+        if args.save:
+            path = _save_checkpoint(job, args)
+            print(f"\ngru-cy train: saved the network so far as {path} "
+                  f"(continue with --resume {path})", file=sys.stderr)
+        raise
+
+
+def _train(job, task, args):
     bar = None if args.quiet else Progress(args.iterations)
     goal = args.target * job.baseline
     history, evals = [], []
@@ -454,8 +509,9 @@ def _run(job, task, args):
         _files.write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     if args.save:
         stem = _stem(args.save)
+        ckpt = _save_checkpoint(job, args)
         darknet.save(job.net, stem + ".cfg", stem + ".weights")
-        print(f"saved {stem}.cfg and {stem}.weights")
+        print(f"saved {ckpt}, {stem}.cfg and {stem}.weights")
     if args.plot:
         _plot(args.plot, history, evals, job.baseline, task)
         print(f"plotted {args.plot}")

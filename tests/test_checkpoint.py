@@ -111,3 +111,47 @@ def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
 def test_save_refuses_other_objects(tmp_path):
     with pytest.raises(TypeError, match="model"):
         checkpoint.save(object(), tmp_path / "x")
+
+
+# --------------------------------------------------------------------- CLI ---
+
+import os          # noqa: E402
+import signal      # noqa: E402
+import subprocess  # noqa: E402
+import sys         # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--hidden", "8", "--steps", "10", "--batch", "16", "--threads", "1", "--quiet"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "gru_cy", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.slow
+def test_train_save_resume_and_ctrl_c(tmp_path):
+    stem = str(tmp_path / "m")
+    r = _cli("train", "--iterations", "60", "--save", stem, *SMALL)
+    assert r.returncode == 0, r.stderr
+    for ext in (".ckpt", ".cfg", ".weights"):
+        assert os.path.isfile(stem + ext)
+    net = gru_cy.load(stem + ".ckpt")
+    assert net.seen > 0
+    r = _cli("train", "--iterations", "30", "--resume", stem, "--save", stem + "2", *SMALL)
+    assert r.returncode == 0, r.stderr
+    assert gru_cy.load(stem + "2.ckpt").seen > net.seen        # went on from there
+    r = _cli("train", "--iterations", "5", "--resume", stem, *SMALL[:1], "9", *SMALL[2:])
+    assert r.returncode == 2 and "--resume" in r.stderr         # another size
+    # Ctrl-C: the checkpoint first, then one line and 130
+    loud = [a for a in SMALL if a != "--quiet"]
+    p = subprocess.Popen([sys.executable, "-m", "gru_cy", "train", "--iterations", "100000",
+                          "--target", "0", "--save", stem + "3", *loud],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert p.stderr.readline().startswith("[")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert "--resume" in err and os.path.isfile(stem + "3.ckpt")
+    gru_cy.load(stem + "3.ckpt")
