@@ -27,7 +27,16 @@ def _real(path):
 
 
 def _umask_mode():
-    mask = os.umask(0)
+    # 0o666 & ~umask, the umask read without changing it where Linux says it
+    # (setting it to read it would briefly change it for every thread)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
     os.umask(mask)
     return 0o666 & ~mask
 
@@ -36,7 +45,8 @@ def _temp(real, payload):
     # A synced temporary file next to `real` holding `payload` (bytes or
     # str), with the mode the target should end with.
     directory = os.path.dirname(real)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(real) + "-", dir=directory)
+    # a short name: the target's own may already be near the 255-byte limit
+    fd, tmp = tempfile.mkstemp(prefix=".gru_cy-tmp-", dir=directory)
     try:
         try:
             mode = stat.S_IMODE(os.stat(real).st_mode)
@@ -82,21 +92,25 @@ def write_group(items):
         for real, tmp in zip(reals, temps):
             backup = None
             if os.path.exists(real):
-                backup = os.path.join(os.path.dirname(real), f".old-{os.path.basename(real)}"
-                                      f"-{uuid.uuid4().hex[:12]}")
+                backup = os.path.join(os.path.dirname(real),
+                                      f".gru_cy-old-{uuid.uuid4().hex[:16]}")
                 try:
                     os.link(real, backup)
                 except OSError:            # no hard links here: a copy
                     shutil.copy2(real, backup)
-            backups.append([real, backup, False])
+            # marked replaced before the rename: should it fail or be interrupted,
+            # the rollback puts the old file back either way (the backup is it)
+            backups.append([real, backup, True])
             os.replace(tmp, real)
-            backups[-1][2] = True
     except BaseException:
         # put back what was replaced; remove what was new
         for real, backup, replaced in reversed(backups):
             try:
                 if replaced and backup is not None:
-                    os.replace(backup, real)
+                    if os.path.exists(real) and os.path.samefile(backup, real):
+                        _unlink(backup)       # never replaced (rename of two links: a no-op)
+                    else:
+                        os.replace(backup, real)
                 elif replaced:
                     _unlink(real)
                 elif backup is not None:

@@ -170,7 +170,7 @@ def lengths(value, B, T):
         b = int(np.flatnonzero(arr == bad)[0])
         raise ValueError(f"lengths: expected integers in [1, T = {T}], got "
                          f"lengths[{b}] = {bad}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.array(arr, dtype=np.int64, copy=True)   # never the caller's (it may edit it)
 
 
 def update_args(learning_rate, momentum, decay, batch, b1, b2, eps, clip, rows):

@@ -56,8 +56,19 @@ class _Arrays:
         return a
 
 
+def _count(node, key, path):
+    # a non-negative integer counter of the header
+    v = node[key]
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"{path}: damaged checkpoint: {key} = {v!r}, expected an integer "
+                         f">= 0")
+    return v
+
+
 def _restore_trainable(layer, node, arrays):
     p = node["prefix"]
+    node = dict(node, optim_t=_count(node, "optim_t", arrays.path),
+                rows=_count(node, "rows", arrays.path))
     n, dt = layer._theta.size, layer.dtype
     plan = [("_theta", arrays.take(p + "theta", dt, n)),
             ("_grad", arrays.take(p + "grad", dt, n))]
@@ -129,7 +140,8 @@ def _build(node, arrays, device, pending):
     if kind == "Network":
         layers = [_build(sub, arrays, device, pending) for sub in node["layers"]]
         net = Network(layers, **args)
-        net._rows, net._calls = int(node["rows"]), int(node["calls"])
+        net._rows = _count(node, "rows", arrays.path)
+        net._calls = _count(node, "calls", arrays.path)
         return net
     raise ValueError(f"{arrays.path}: damaged checkpoint: unknown model kind {kind!r}")
 
@@ -158,9 +170,12 @@ def load(path, device="cpu"):
         pending = []
         try:
             model = _build(header["model"], arrays, device, pending)
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"{path}: damaged checkpoint header ({type(e).__name__}: "
                              f"{e})") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            # np.load reads members when they are taken: a bad CRC shows here
+            raise ValueError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
         extra = set(npz.files) - arrays.used
         if extra:
             raise ValueError(f"{path}: damaged checkpoint: arrays {sorted(extra)} belong "

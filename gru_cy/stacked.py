@@ -456,11 +456,16 @@ class StackedGRU(Locked):
                 for name, g in layer.grads.items():
                     if name.endswith(".biases"):
                         g[...] = 0
-        return [layer._check_update(**hp) for layer in self._sublayers()]
+        out = []
+        for layer in self._sublayers():
+            with layer._lock:
+                out.append(layer._check_update(**hp))
+        return out
 
     def _apply_update(self, checked):
         for layer, hp in zip(self._sublayers(), checked):
-            layer._apply_update(hp)
+            with layer._lock:
+                layer._apply_update(hp)
         self._shape = None
         self._masks = None
 

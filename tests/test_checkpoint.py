@@ -155,3 +155,31 @@ def test_train_save_resume_and_ctrl_c(tmp_path):
     assert p.returncode == 130 and "Traceback" not in err, err
     assert "--resume" in err and os.path.isfile(stem + "3.ckpt")
     gru_cy.load(stem + "3.ckpt")
+
+
+def test_damaged_members_and_headers_are_value_errors(tmp_path):
+    # (review findings) a flipped byte inside an array, headers of the wrong
+    # shape or with bad counters: ValueError, not BadZipFile / KeyError / ...
+    path = tmp_path / "g.ckpt"
+    _gru().save(path)
+    good = path.read_bytes()
+    i = good.find(b"theta.npy")
+    i = good.find(b"\x93NUMPY", i) + 200          # inside theta's data
+    bad = bytearray(good)
+    bad[i] ^= 0xFF
+    path.write_bytes(bytes(bad))
+    with pytest.raises(ValueError, match="damaged"):
+        gru_cy.load(path)
+    path.write_bytes(good)
+    with np.load(path) as z:
+        entries = {k: z[k] for k in z.files}
+    header = json.loads(entries["__header__"].tobytes().decode())
+    for change in ({"model": [1]}, {"model": {**header["model"], "rows": None}},
+                   {"model": {**header["model"], "rows": -7}},
+                   {"model": {k: v for k, v in header["model"].items() if k != "optim_t"}}):
+        e = dict(entries)
+        e["__header__"] = np.frombuffer(json.dumps({**header, **change}).encode(), np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, **e)
+        with pytest.raises(ValueError, match="checkpoint"):
+            gru_cy.load(path)

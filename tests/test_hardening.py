@@ -466,3 +466,12 @@ def test_bn_refuses_inputs_that_overflow_its_projection(train, lengths):
     for k, v in rolling.items():
         assert_array_equal(g.params[k], v)
     assert np.all(np.isfinite(g.forward(np.ones_like(x), train=True)))
+
+
+def test_long_file_names_save(tmp_path):
+    # (review finding) temporary and backup names stay short
+    name = tmp_path / ("m" * 250)
+    _files.write_atomic(name, b"a")
+    _files.write_group([(name, b"b")])
+    assert name.read_bytes() == b"b"
+    assert sorted(os.listdir(tmp_path)) == ["m" * 250]

@@ -573,3 +573,19 @@ def test_torch_state_dict_tensors_load_as_written(stacked):
     m.load_state_dict(g.torch_state_dict(tensors=True))     # as written in the issue
     for k, v in g.torch_state_dict().items():
         assert_array_equal(m.state_dict()[k].numpy(), v)
+
+
+def test_editing_lengths_in_place_between_calls():
+    # (review finding) the layer keeps its packing while lengths repeat: it
+    # must compare against a copy, not the caller's array
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3, 3)).astype(np.float32)
+    L = np.array([5, 2, 3], np.int64)
+    for make in (lambda: GRU(3, 4, seed=0),
+                 lambda: StackedGRU(3, 4, num_layers=2, bidirectional=True, seed=0)):
+        g, fresh = make(), make()
+        g.forward(x, lengths=L)
+        g.reset_state()
+        L[:] = [2, 5, 5]
+        assert_array_equal(g.forward(x, lengths=L), fresh.forward(x, lengths=L))
+        L[:] = [5, 2, 3]
