@@ -50,6 +50,18 @@ def node(obj, prefix, arrays, with_state):
     return make(prefix, arrays, with_state)
 
 
+class Saveable:
+    """``save`` for the model classes (each describes itself with
+    ``_checkpoint_node`` and holds ``self._lock``)."""
+
+    def save(self, path, state=True):
+        """Write a checkpoint (``gru_cy.checkpoint``: the architecture, parameters,
+        gradients, rolling statistics, optimiser state, row counts and, with
+        ``state``, the carried state), atomically; ``gru_cy.load`` reads it."""
+        with self._lock:
+            save(self, path, state)
+
+
 def save(model, path, state=True):
     """Write ``model`` (and, with ``state``, its carried states) to ``path``."""
     from gru_cy._version import __version__

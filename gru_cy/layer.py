@@ -307,10 +307,11 @@ class GRU(Trainable):
             return
         xp = self._backend.xp
         U = self._theta[:3 * self.outputs * self.inputs].reshape(3 * self.outputs, -1)
-        bound = float(xp.abs(x).max()) * float(xp.abs(U).sum(axis=1).max())
+        top = float(xp.abs(x).max())
+        bound = top * float(xp.abs(U).sum(axis=1).max())
         limit = 0.25 * float(np.finfo(self.dtype).max)
         if not bound < limit:
-            raise ValueError(f"x: values up to {float(xp.abs(x).max()):.3g} would overflow "
+            raise ValueError(f"x: values up to {top:.3g} would overflow "
                              f"the input projection of {self.dtype.name} before batch "
                              f"normalisation (bound {bound:.3g}, limit {limit:.3g}); "
                              f"scale the input down")

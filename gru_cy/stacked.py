@@ -20,6 +20,7 @@ from collections.abc import MutableMapping
 import numpy as np
 
 from gru_cy import _validate as V
+from gru_cy._checkpoint_io import Saveable
 from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.backends import DEVICES
 from gru_cy.layer import (GRU, GRU_ACTIVATIONS, VARIANTS, backward_directions,
@@ -79,7 +80,7 @@ class _Params(MutableMapping):
         return f"{'grads' if self._grads else 'params'}({', '.join(self._map)})"
 
 
-class StackedGRU(Locked):
+class StackedGRU(Locked, Saveable):
     """Layers of GRUs, optionally bidirectional: ``torch.nn.GRU``'s model.
 
     Parameters
@@ -425,14 +426,6 @@ class StackedGRU(Locked):
                        for k, dirs in enumerate(self.layers) for d, sub in enumerate(dirs)]}
 
     # ------------------------------------------------------------ training --
-    @serialized
-    def save(self, path, state=True):
-        """Write a checkpoint (``gru_cy.checkpoint``: the architecture, parameters,
-        gradients, rolling statistics, optimiser state, row counts and, with
-        ``state``, the carried state), atomically; ``gru_cy.load`` reads it."""
-        from gru_cy import _checkpoint_io
-        _checkpoint_io.save(self, path, state)
-
     @serialized
     def zero_grad(self):
         """Zero every sublayer's gradients and row count."""

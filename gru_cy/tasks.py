@@ -251,7 +251,10 @@ class _Text:
         self.held = data[data.size - held:]
         data = data[:data.size - held]
         self.data = data
-        self.eval_size = args.eval_size
+        # the evaluation's windows: --eval-size of --steps bytes at fixed places
+        starts = np.linspace(0, held - args.steps - 1,
+                             min(args.eval_size, held - args.steps), dtype=np.int64)
+        self.held_chunk = self.held[starts[None, :] + np.arange(args.steps + 1)[:, None]]
         self.T, self.B = args.steps, args.batch
         self.net = _build(args, 256, 256, [Softmax(256), Cost(256)], self.T, self.B)
         stride = data.size // self.B
@@ -282,10 +285,7 @@ class _Text:
         # Cross-entropy per byte on held-out text: --eval-size windows of
         # --steps bytes at fixed places of the held-out tenth, from a zero
         # state; the training state is put back afterwards.
-        T, held = self.T, self.held
-        starts = np.linspace(0, held.size - T - 1, min(self.eval_size, held.size - T),
-                             dtype=np.int64)
-        chunk = held[starts[None, :] + np.arange(T + 1)[:, None]]
+        chunk = self.held_chunk
         grus = [layer for layer in self.net.layers if hasattr(layer, "reset_state")]
         states = [layer.state for layer in grus]
         self.net.reset_state()

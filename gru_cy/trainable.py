@@ -14,6 +14,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
+from gru_cy._checkpoint_io import Saveable
 from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.optim import OPTIMIZERS, Optimizer
 
@@ -71,7 +72,7 @@ class ParamDict(MutableMapping):
                                          for k, v in self._views.items()) + "})"
 
 
-class Trainable(Locked):
+class Trainable(Locked, Saveable):
     """Base of the layers with parameters (``GRU``, ``Connected``).
 
     A subclass calls :meth:`_init_storage` in its constructor and provides
@@ -164,14 +165,6 @@ class Trainable(Locked):
     def grads(self):
         """Mapping name -> live gradient buffer (trainable parameters only)."""
         return dict(self._grads)
-
-    @serialized
-    def save(self, path, state=True):
-        """Write a checkpoint (``gru_cy.checkpoint``: the architecture, parameters,
-        gradients, rolling statistics, optimiser state, row counts and, with
-        ``state``, the carried state), atomically; ``gru_cy.load`` reads it."""
-        from gru_cy import _checkpoint_io
-        _checkpoint_io.save(self, path, state)
 
     @serialized
     def zero_grad(self):

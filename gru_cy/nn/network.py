@@ -10,6 +10,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
+from gru_cy._checkpoint_io import Saveable
 from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.layer import GRU
 from gru_cy.nn.losses import Cost, Softmax
@@ -20,7 +21,7 @@ _RECURRENT = (GRU, StackedGRU)
 __all__ = ["Network"]
 
 
-class Network(Locked):
+class Network(Locked, Saveable):
     """A sequence of ``[gru]``, ``[connected]``, ``[softmax]`` and ``[cost]`` layers.
 
     Tensors are time-major ``(T, B, features)``; a GRU sees them as such, the
@@ -318,14 +319,6 @@ class Network(Locked):
             layer._apply_update(token)
         self._rows = 0
         self._shape = None
-
-    @serialized
-    def save(self, path, state=True):
-        """Write a checkpoint (``gru_cy.checkpoint``: the architecture, parameters,
-        gradients, rolling statistics, optimiser state, row counts and, with
-        ``state``, the carried state), atomically; ``gru_cy.load`` reads it."""
-        from gru_cy import _checkpoint_io
-        _checkpoint_io.save(self, path, state)
 
     @serialized
     def zero_grad(self):
