@@ -1,4 +1,5 @@
-"""The ``gru-cy`` command: ``info``, ``train``, ``generate``, ``gradcheck``, ``bench``."""
+"""The ``gru-cy`` command: ``info``, ``train``, ``generate``, ``gradcheck``, ``bench``,
+``export``."""
 import argparse
 import importlib
 import json
@@ -11,6 +12,7 @@ COMMANDS = {
     "generate": ("gru_cy.tasks", "generate_main", "sample text from a saved character model"),
     "gradcheck": ("gru_cy.gradcheck", "main", "check the backward against finite differences"),
     "bench": ("gru_cy.bench", "main", "side-by-side timings against NumPy, PyTorch, ONNX Runtime"),
+    "export": ("gru_cy.onnx._cli", "main", "convert a checkpoint or Darknet pair to ONNX"),
     "info": ("gru_cy.cli", "info_main", "version, OpenMP, threads, build flags, CUDA"),
 }
 

@@ -24,6 +24,8 @@ def test_readme_examples_run(tmp_path, monkeypatch):
     for block in _blocks():
         if "import torch" in block:
             continue               # test_readme_torch_example
+        if "import gru_cy.onnx" in block:
+            continue               # test_readme_onnx_example
         exec(compile(block, "README.md", "exec"), namespace)
     # what the examples promise
     assert namespace["y"].shape == (20, 8, 5)
@@ -36,3 +38,12 @@ def test_readme_torch_example():
     for block in _blocks():
         if "import torch" in block:
             exec(compile(block, "README.md", "exec"), {})
+
+
+def test_readme_onnx_example(tmp_path, monkeypatch):
+    pytest.importorskip("onnx", reason="the ONNX example needs the onnx package")
+    monkeypatch.chdir(tmp_path)
+    blocks = [b for b in _blocks() if "import gru_cy.onnx" in b]
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})

@@ -187,6 +187,15 @@ TOLERANCES = {
         "torch_packed": dict(rtol=0, atol=2e-5),
         # ONNX Runtime's float GRU: 1e-5 absolute (observed ~3e-7).
         "ort": dict(rtol=0, atol=1e-5),
+        # An exported model (float32 weights, BN folded into them) run by ONNX
+        # Runtime or OpenVINO against gru_cy: issue 14's bar, 1e-5 absolute on
+        # outputs and final states (observed <= 3e-7; BN folding rounds the
+        # scaled weights once more, one ulp of each).
+        "onnx_export": dict(rtol=0, atol=1e-5),
+        # Export then import: the same float32 weights come back (BN folded,
+        # so a BN layer's outputs differ by the folding's rounding): issue
+        # 14's bar, 1e-6 (observed 0 without BN, <= 1.5e-8 with).
+        "onnx_roundtrip": dict(rtol=0, atol=1e-6),
         "torch_weight_grad": dict(rtol=0, atol=10 * 2e-5),  # (see float64's)
         # A float32 layer against the same float64 layer after three Adam
         # steps: float32 rounding of the same steps, ~1e-6 relative of O(1)
