@@ -111,6 +111,15 @@ def _apply_trainable(layer, restored):
     layer._invalidate()
 
 
+def _set_rng(model, state, path):
+    # a dropout generator's state (a fresh model's: nothing else changes)
+    try:
+        model._rng.bit_generator.state = state
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: damaged checkpoint: dropout generator state "
+                         f"({type(e).__name__}: {e})") from None
+
+
 def _build(node, arrays, device, pending):
     from gru_cy.layer import GRU
     from gru_cy.nn import Connected, Cost, Dropout, Network, Softmax
@@ -132,7 +141,7 @@ def _build(node, arrays, device, pending):
         return Cost(**args)
     if kind == "Dropout":
         layer = Dropout(**args)
-        layer._rng.bit_generator.state = node["rng"]
+        _set_rng(layer, node["rng"], arrays.path)
         return layer
     if kind == "StackedGRU":
         model = StackedGRU(**args)
@@ -142,7 +151,7 @@ def _build(node, arrays, device, pending):
                              f"sublayers for a stack of {len(subs)}")
         for g, sub in zip(subs, node["layers"]):
             pending.append((g, _restore_trainable(g, sub, arrays)))
-        model._rng.bit_generator.state = node["rng"]
+        _set_rng(model, node["rng"], arrays.path)
         return model
     if kind == "Network":
         layers = [_build(sub, arrays, device, pending) for sub in node["layers"]]
@@ -183,6 +192,11 @@ def load(path, device="cpu"):
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             # np.load reads members when they are taken: a bad CRC shows here
             raise ValueError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+        except ValueError as e:
+            # a constructor refusing the header's arguments
+            if str(e).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: damaged checkpoint: {e}") from None
         extra = set(npz.files) - arrays.used
         if extra:
             raise ValueError(f"{path}: damaged checkpoint: arrays {sorted(extra)} belong "
