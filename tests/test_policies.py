@@ -507,3 +507,19 @@ def test_dropout_in_a_network_trains_and_reproduces():
     x = np.ones((3, 2, 4), np.float32)
     assert_array_equal(a.forward(x), b.forward(x))
     assert "Dropout" in gru_cy.__all__ and gru_cy.Dropout is Dropout
+
+
+@pytest.mark.parametrize("how", ["pickle", "deepcopy", "copy"])
+def test_dropout_copies_carry_the_generator_and_are_independent(how):
+    import copy
+    import pickle
+    layer = Dropout(7, 0.5, seed=3)
+    x = np.ones((4, 7))
+    layer.forward(x, train=True)
+    clone = {"pickle": lambda m: pickle.loads(pickle.dumps(m)),
+             "deepcopy": copy.deepcopy, "copy": copy.copy}[how](layer)
+    assert (clone.type, clone.inputs, clone.outputs, clone.probability) == ("dropout", 7, 7, 0.5)
+    assert_array_equal(clone.backward(x), layer.backward(x))     # the mask travelled
+    assert_array_equal(clone.forward(x, train=True), layer.forward(x, train=True))
+    clone.forward(x, train=True)                                 # the clone's own generator
+    assert clone.dropout_state != layer.dropout_state
