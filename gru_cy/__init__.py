@@ -8,5 +8,5 @@ from gru_cy.nn import (Connected, Cost, Dropout, Network, Softmax, mse, softmax,
                        softmax_cross_entropy)
 from gru_cy.stacked import StackedGRU
 
-__all__ = ["GRU", "StackedGRU", "Network", "load", "Connected", "Dropout", "Softmax", "Cost", "softmax",
-           "softmax_cross_entropy", "mse", "__version__"]
+__all__ = ["GRU", "StackedGRU", "Network", "load", "Connected", "Dropout", "Softmax", "Cost",
+           "softmax", "softmax_cross_entropy", "mse", "__version__"]

@@ -523,3 +523,9 @@ def test_dropout_copies_carry_the_generator_and_are_independent(how):
     assert_array_equal(clone.forward(x, train=True), layer.forward(x, train=True))
     clone.forward(x, train=True)                                 # the clone's own generator
     assert clone.dropout_state != layer.dropout_state
+
+
+def test_steps_and_scales_must_be_sequences():
+    for kw in (dict(steps=5, scales=[0.1]), dict(steps=[5], scales="0.1")):
+        with pytest.raises(TypeError, match="expected a sequence of numbers"):
+            Network([Connected(2, 2)], 2, policy="steps", **kw)

@@ -19,5 +19,5 @@ from gru_cy.nn.dropout import Dropout
 from gru_cy.nn.losses import Cost, Softmax, mse, softmax, softmax_cross_entropy
 from gru_cy.nn.network import Network
 
-__all__ = ["Connected", "Dropout", "Softmax", "Cost", "Network", "softmax", "softmax_cross_entropy",
-           "mse", "ACTIVATIONS"]
+__all__ = ["Connected", "Dropout", "Softmax", "Cost", "Network", "softmax",
+           "softmax_cross_entropy", "mse", "ACTIVATIONS"]

@@ -23,7 +23,7 @@ __all__ = ["Network"]
 
 
 class Network(Locked, Saveable):
-    """A sequence of ``[gru]``, ``[connected]``, ``[dropout]``, ``[softmax]`` and ``[cost]`` layers.
+    """A sequence of ``[gru]``, ``[connected]``, ``[dropout]``, ``[softmax]``, ``[cost]`` layers.
 
     Tensors are time-major ``(T, B, features)``; a GRU sees them as such, the
     other layers see ``T*B`` rows (Darknet's layout).  GRU states carry from

@@ -117,8 +117,9 @@ def check(policy="constant", burn_in=0, power=4.0, step=1, scale=1.0, steps=(), 
                scale=V.hyper("scale", scale),
                gamma=V.hyper("gamma", gamma, low=-math.inf),
                max_batches=_count("max_batches", max_batches, 0))
-    if isinstance(steps, (str, bytes)) or isinstance(scales, (str, bytes)):
-        raise TypeError("steps, scales: expected sequences of numbers, got a string")
+    for name, value in (("steps", steps), ("scales", scales)):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise TypeError(f"{name}: expected a sequence of numbers, got {value!r}")
     out["steps"] = tuple(_count(f"steps[{i}]", s, 0) for i, s in enumerate(steps))
     out["scales"] = tuple(V.hyper(f"scales[{i}]", s) for i, s in enumerate(scales))
     if len(out["steps"]) != len(out["scales"]):
