@@ -4,9 +4,9 @@ and a gradient check."""
 from gru_cy._version import __version__
 from gru_cy.checkpoint import load
 from gru_cy.layer import GRU
-from gru_cy.nn import (Connected, Cost, Network, Softmax, mse, softmax,
+from gru_cy.nn import (Connected, Cost, Dropout, Network, Softmax, mse, softmax,
                        softmax_cross_entropy)
 from gru_cy.stacked import StackedGRU
 
-__all__ = ["GRU", "StackedGRU", "Network", "load", "Connected", "Softmax", "Cost", "softmax",
-           "softmax_cross_entropy", "mse", "__version__"]
+__all__ = ["GRU", "StackedGRU", "Network", "load", "Connected", "Dropout", "Softmax", "Cost",
+           "softmax", "softmax_cross_entropy", "mse", "__version__"]

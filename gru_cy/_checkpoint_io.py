@@ -45,8 +45,8 @@ def node(obj, prefix, arrays, with_state):
     """The header node of ``obj`` (its ``_checkpoint_node``), its arrays added."""
     make = getattr(obj, "_checkpoint_node", None)
     if make is None:
-        raise TypeError(f"model: expected a gru_cy GRU, StackedGRU, Connected, Softmax, "
-                        f"Cost or Network, got {type(obj).__name__}")
+        raise TypeError(f"model: expected a gru_cy GRU, StackedGRU, Connected, Dropout, "
+                        f"Softmax, Cost or Network, got {type(obj).__name__}")
     return make(prefix, arrays, with_state)
 
 

@@ -7,13 +7,16 @@ array) and whose other entries are the arrays the header names.  The header::
     {"format": "gru_cy-checkpoint", "version": 1, "gru_cy": "<package version>",
      "model": <node>}
 
-A node is ``{"kind": "GRU" | "Connected" | "Softmax" | "Cost" | "StackedGRU" |
-"Network", "args": {constructor arguments}, ...}``; a layer with parameters
+A node is ``{"kind": "GRU" | "Connected" | "Dropout" | "Softmax" | "Cost" |
+"StackedGRU" | "Network", "args": {constructor arguments}, ...}``; a layer with parameters
 adds ``"prefix"`` (its arrays are ``<prefix>theta``, ``grad``, ``rolling``,
 ``optim.<u|m|v>``, ``state``), ``"rows"`` (rows since the last update) and
 ``"optim_t"`` (Adam's step); a ``StackedGRU`` adds ``"layers"`` (its GRUs,
 layer-major, forward direction first) and ``"rng"`` (its dropout generator's
-state); a ``Network`` adds ``"layers"``, ``"seen"``, ``"rows"``, ``"calls"``.
+state); a ``Dropout`` adds ``"rng"`` (its mask generator's state); a
+``Network``'s args hold its learning-rate policy (``policy``, ``burn_in``,
+``power``, ``step``, ``scale``, ``steps``, ``scales``, ``gamma``,
+``max_batches``) and it adds ``"layers"``, ``"seen"``, ``"rows"``, ``"calls"``.
 ``theta`` is the flat parameter vector of ``gru_cy.kernels.param_layout``
 (GRU) or weights|biases|scales (Connected).
 
@@ -108,9 +111,18 @@ def _apply_trainable(layer, restored):
     layer._invalidate()
 
 
+def _set_rng(model, state, path):
+    # a dropout generator's state (a fresh model's: nothing else changes)
+    try:
+        model._rng.bit_generator.state = state
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: damaged checkpoint: dropout generator state "
+                         f"({type(e).__name__}: {e})") from None
+
+
 def _build(node, arrays, device, pending):
     from gru_cy.layer import GRU
-    from gru_cy.nn import Connected, Cost, Network, Softmax
+    from gru_cy.nn import Connected, Cost, Dropout, Network, Softmax
     from gru_cy.stacked import StackedGRU
     kind, args = node.get("kind"), dict(node.get("args", {}))
     if kind in ("GRU", "Connected", "StackedGRU"):
@@ -127,6 +139,10 @@ def _build(node, arrays, device, pending):
         return Softmax(**args)
     if kind == "Cost":
         return Cost(**args)
+    if kind == "Dropout":
+        layer = Dropout(**args)
+        _set_rng(layer, node["rng"], arrays.path)
+        return layer
     if kind == "StackedGRU":
         model = StackedGRU(**args)
         subs = [g for dirs in model.layers for g in dirs]
@@ -135,7 +151,7 @@ def _build(node, arrays, device, pending):
                              f"sublayers for a stack of {len(subs)}")
         for g, sub in zip(subs, node["layers"]):
             pending.append((g, _restore_trainable(g, sub, arrays)))
-        model._rng.bit_generator.state = node["rng"]
+        _set_rng(model, node["rng"], arrays.path)
         return model
     if kind == "Network":
         layers = [_build(sub, arrays, device, pending) for sub in node["layers"]]
@@ -176,6 +192,11 @@ def load(path, device="cpu"):
         except (zipfile.BadZipFile, OSError, EOFError) as e:
             # np.load reads members when they are taken: a bad CRC shows here
             raise ValueError(f"{path}: damaged checkpoint ({type(e).__name__}: {e})") from None
+        except ValueError as e:
+            # a constructor refusing the header's arguments
+            if str(e).startswith(str(path)):
+                raise
+            raise ValueError(f"{path}: damaged checkpoint: {e}") from None
         extra = set(npz.files) - arrays.used
         if extra:
             raise ValueError(f"{path}: damaged checkpoint: arrays {sorted(extra)} belong "

@@ -1,8 +1,17 @@
 """Darknet networks in and out: ``.cfg`` text and ``.weights`` files (SPEC section 3).
 
 Supported sections: ``[net]`` (or ``[network]``), ``[gru]``, ``[connected]``,
-``[softmax]`` and ``[cost]`` (``type=sse``).  Anything else is a ``ValueError``
-naming the section and its line.
+``[dropout]``, ``[softmax]`` and ``[cost]`` (``type=sse``).  Anything else is a
+``ValueError`` naming the section and its line, and so is any option a section
+does not implement (``OPTIONS`` lists them): gru_cy refuses what it would
+otherwise read and ignore.
+
+``[net]``'s learning-rate ``policy`` (constant, step, steps, exp, poly,
+sigmoid) and its options ``burn_in``, ``power``, ``step``, ``scale``,
+``steps``, ``scales``, ``gamma``, ``max_batches`` become the ``Network``'s
+policy (``gru_cy.nn.schedule``: Darknet's ``get_current_rate``), applied by
+every update without an explicit rate; ``[dropout]``'s ``probability`` makes
+a :class:`~gru_cy.nn.Dropout` (seeded with the layer's seed).
 
 Darknet's conventions, as in pjreddie's ``parser.c`` (commit f6afaab):
 
@@ -44,7 +53,8 @@ import numpy as np
 from . import _files
 from .backends import to_host
 from .layer import GRU
-from .nn import ACTIVATIONS, Connected, Cost, Network, Softmax
+from .nn import ACTIVATIONS, Connected, Cost, Dropout, Network, Softmax
+from .nn import schedule
 
 __all__ = ["parse_cfg", "load_network", "network_from_cfg", "load_weights",
            "save_weights", "save_cfg", "save", "cfg_text"]
@@ -54,7 +64,7 @@ GRU_ORDERS = {
     "alexeyab": ("uz", "ur", "uh", "wz", "wr", "wh"),
 }
 ALEXEYAB_HEADER = (0, 2, 5)
-SUPPORTED = ("net", "network", "gru", "connected", "softmax", "cost")
+SUPPORTED = ("net", "network", "gru", "connected", "dropout", "softmax", "cost")
 
 
 # --- cfg ---------------------------------------------------------------------
@@ -134,7 +144,7 @@ _RANGES = {
     "decay": (0.0, math.inf, False, False), "B1": (0.0, 1.0, False, True),
     "B2": (0.0, 1.0, False, True), "eps": (0.0, math.inf, True, False),
     "scale": (-math.inf, math.inf, False, False),
-    "temperature": (0.0, math.inf, True, False),
+    "temperature": (0.0, math.inf, True, False), "probability": (0.0, 1.0, False, True),
 }
 _INT_MIN, _INT_MAX = -2 ** 31, 2 ** 31 - 1      # Darknet reads ints as C ints
 
@@ -144,8 +154,11 @@ def _opt(sec, key, default, kind, where):
     ints within C's int, floats finite and within ``_RANGES``."""
     if key not in sec["options"]:
         return default
-    raw = sec["options"][key]
-    where = f"{where}: option {key}"
+    return _convert(sec["options"][key], key, kind, f"{where}: option {key}")
+
+
+def _convert(raw, key, kind, where):
+    # one cfg value as _opt describes it; errors start with `where`
     try:
         if kind is int:
             try:
@@ -170,9 +183,47 @@ def _opt(sec, key, default, kind, where):
     return value
 
 
+def _opt_list(sec, key, kind, where):
+    """Option ``key`` as Darknet's comma-separated list (``steps``, ``scales``)."""
+    if key not in sec["options"]:
+        return ()
+    raw = sec["options"][key]
+    return tuple(_convert(piece, key, kind, f"{where}: option {key}, item {i}")
+                 for i, piece in enumerate(raw.split(",")))
+
+
+# The options each section implements (Darknet's names); any other is refused
+# by name rather than read and ignored.
+OPTIONS = {
+    "net": ("batch", "subdivisions", "time_steps", "inputs", "height", "width", "channels",
+            "h", "w", "c", "learning_rate", "momentum", "decay", "adam", "B1", "B2", "eps",
+            "policy", "burn_in", "power", "step", "scale", "steps", "scales", "gamma",
+            "max_batches"),
+    "gru": ("output", "batch_normalize", "tanh"),
+    "connected": ("output", "activation", "batch_normalize"),
+    "dropout": ("probability",),
+    "softmax": ("groups", "temperature", "spatial"),
+    "cost": ("type", "scale"),
+}
+OPTIONS["network"] = OPTIONS["net"]
+OPTIONS["soft"] = OPTIONS["softmax"]
+
+
+def _only_known(sec, where):
+    """ValueError naming the first option of ``sec`` that gru_cy does not implement."""
+    known = OPTIONS.get(sec["type"])
+    if known is None:
+        return
+    for key in sec["options"]:
+        if key not in known:
+            raise ValueError(f"{where}: option {key}: not supported by gru_cy (it would be "
+                             f"ignored); expected one of {', '.join(known)}")
+
+
 def _layer_from_section(kind, sec, n, where, optimizer, dtype, device, lseed,
                         num_threads):
     # The layer of one cfg section taking n inputs.
+    _only_known(sec, where)
     if kind in ("gru",):
         H = _opt(sec, "output", 1, int, where)
         if H <= 0:
@@ -193,9 +244,13 @@ def _layer_from_section(kind, sec, n, where, optimizer, dtype, device, lseed,
         bn = bool(_opt(sec, "batch_normalize", 0, int, where))
         return Connected(n, O, activation=act, batch_normalize=bn, optimizer=optimizer,
                          dtype=dtype, device=device, seed=lseed, num_threads=num_threads)
+    elif kind == "dropout":
+        return Dropout(n, probability=_opt(sec, "probability", 0.5, float, where),
+                       seed=lseed)
     elif kind in ("softmax", "soft"):
-        if _opt(sec, "spatial", 0, int, where) or "tree" in sec["options"]:
-            raise ValueError(f"{where}: spatial and tree softmax are not supported")
+        if _opt(sec, "spatial", 0, float, where):
+            raise ValueError(f"{where}: option spatial: expected 0 (spatial softmax is not "
+                             f"supported), got {sec['options']['spatial']!r}")
         groups = _opt(sec, "groups", 1, int, where)
         if groups <= 0 or n % groups:
             raise ValueError(f"{where}: groups: expected a positive divisor of "
@@ -211,6 +266,26 @@ def _layer_from_section(kind, sec, n, where, optimizer, dtype, device, lseed,
     else:
         raise ValueError(f"{where}: unknown or unsupported section [{kind}]; "
                          f"supported: {', '.join(SUPPORTED)}")
+
+
+def _policy(net_sec, where):
+    """The learning-rate policy's arguments of ``Network`` from ``[net]`` (Darknet's
+    ``parse_net_options`` defaults), checked by ``gru_cy.nn.schedule.check``."""
+    d = schedule.DEFAULTS
+    opts = net_sec["options"]
+    args = dict(policy=opts.get("policy", d["policy"]),
+                burn_in=_opt(net_sec, "burn_in", d["burn_in"], int, where),
+                power=_opt(net_sec, "power", d["power"], float, where),
+                step=_opt(net_sec, "step", d["step"], int, where),
+                scale=_opt(net_sec, "scale", d["scale"], float, where),
+                steps=_opt_list(net_sec, "steps", int, where),
+                scales=_opt_list(net_sec, "scales", float, where),
+                gamma=_opt(net_sec, "gamma", d["gamma"], float, where),
+                max_batches=_opt(net_sec, "max_batches", d["max_batches"], int, where))
+    try:
+        return schedule.check(**args)
+    except ValueError as e:
+        raise ValueError(f"{where}: option {e}") from None
 
 
 def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
@@ -237,6 +312,7 @@ def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
         raise ValueError(f"cfg line {net_sec['line']}: expected the first section to "
                          f"be [net] or [network], got [{net_sec['type']}]")
     where = f"[{net_sec['type']}] (line {net_sec['line']})"
+    _only_known(net_sec, where)
     batch = _opt(net_sec, "batch", 1, int, where)
     subdivisions = _opt(net_sec, "subdivisions", 1, int, where)
     time_steps = _opt(net_sec, "time_steps", 1, int, where)
@@ -250,7 +326,9 @@ def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
     inputs = _opt(net_sec, "inputs", 0, int, where)
     if inputs <= 0:
         hwc = 1
-        for key in ("h", "w", "c"):
+        for name, key in (("height", "h"), ("width", "w"), ("channels", "c")):
+            # Darknet's names; h, w, c are gru_cy's older short spellings
+            key = name if name in net_sec["options"] else key
             v = _opt(net_sec, key, 0, int, where)
             if v < 0:
                 raise ValueError(f"{where}: option {key}: expected >= 0, got {v}")
@@ -260,6 +338,7 @@ def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
         raise ValueError(f"{where}: expected inputs= (or h, w, c) > 0, got none")
     adam = _opt(net_sec, "adam", 0, int, where)
     optimizer = "adam" if adam else "sgd"
+    policy = _policy(net_sec, where)
     layers, options = [], []
     n = inputs
     for i, sec in enumerate(sections[1:]):
@@ -286,7 +365,7 @@ def network_from_cfg(sections, dtype=np.float32, device="cpu", seed=None,
                   optimizer=optimizer,
                   b1=_opt(net_sec, "B1", 0.9, float, where),
                   b2=_opt(net_sec, "B2", 0.999, float, where),
-                  eps=_opt(net_sec, "eps", 1e-7, float, where))
+                  eps=_opt(net_sec, "eps", 1e-7, float, where), **policy)
     net.options = dict(net_sec["options"])
     net.section_name = net_sec["type"]
     net.layer_options = options
@@ -577,6 +656,29 @@ def _section(name, original, values):
     return [f"[{name}]"] + [f"{k}={v}" for k, v in opts.items()] + [""]
 
 
+def _policy_values(net):
+    # [net]'s policy options: those the cfg had, and those that differ from
+    # Darknet's defaults (lists as Darknet's comma lists, the cfg's spelling
+    # kept where the values are the same)
+    options = getattr(net, "options", {})
+    d = schedule.DEFAULTS
+    out = {}
+    for key in ("policy", "burn_in", "power", "step", "scale", "gamma", "max_batches"):
+        val = getattr(net, key)
+        if val != d[key] or key in options:
+            out[key] = val
+    for key, kind in (("steps", int), ("scales", float)):
+        val = tuple(getattr(net, key))
+        if not val and key not in options:
+            continue
+        try:
+            same = _opt_list({"options": options}, key, kind, "") == val
+        except ValueError:
+            same = False
+        out[key] = options[key] if same else ",".join(_fmt(kind(v)) for v in val)
+    return out
+
+
 def cfg_text(net):
     """Darknet cfg text describing ``net`` (see :func:`save_cfg`)."""
     _darknet_variant_only(net, "written to a Darknet cfg")
@@ -596,6 +698,7 @@ def cfg_text(net):
                                   ("eps", net.eps, 1e-7)):
             if val != default or key in getattr(net, "options", {}):
                 net_values[key] = val
+    net_values.update(_policy_values(net))
     lines = _section(getattr(net, "section_name", "net"), getattr(net, "options", {}),
                      net_values)
     originals = getattr(net, "layer_options", None) or [{} for _ in net.layers]
@@ -609,6 +712,10 @@ def cfg_text(net):
             lines += _section("connected", orig, {
                 "output": layer.outputs, "activation": layer.activation,
                 "batch_normalize": 1 if layer.batch_normalize else None})
+        elif isinstance(layer, Dropout):
+            lines += _section("dropout", orig, {
+                "probability": layer.probability
+                if layer.probability != 0.5 or "probability" in orig else None})
         elif isinstance(layer, Softmax):
             lines += _section("softmax", orig, {
                 "groups": layer.groups if layer.groups != 1 else None,
@@ -626,8 +733,9 @@ def save_cfg(net, path):
     """Write ``net`` as a Darknet ``.cfg``, atomically.
 
     Options read from a cfg are kept in their order; the values this package
-    knows (sizes, activation, BN, ``tanh``, hyper-parameters) are written
-    from the network.  ``tanh=1`` marks a tanh candidate.
+    knows (sizes, activation, BN, ``tanh``, hyper-parameters, the learning-rate
+    policy, dropout probabilities) are written from the network.  ``tanh=1``
+    marks a tanh candidate.
 
     Parameters
     ----------

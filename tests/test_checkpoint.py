@@ -8,13 +8,13 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import gru_cy
-from gru_cy import GRU, checkpoint
+from gru_cy import GRU, Connected, Dropout, Network, Softmax, checkpoint
 
-from test_pickle import _arrays, _gru, _net_cost, _network, _stacked, _train
+from test_pickle import _arrays, _gru, _net_cost, _net_dropout, _network, _stacked, _train
 
 
-@pytest.mark.parametrize("make", [_gru, _stacked, _network, _net_cost],
-                         ids=("gru", "stacked", "network", "network-cost"))
+@pytest.mark.parametrize("make", [_gru, _stacked, _network, _net_cost, _net_dropout],
+                         ids=("gru", "stacked", "network", "network-cost", "network-dropout"))
 def test_resume_is_bit_identical(tmp_path, make):
     rng = np.random.default_rng(0)
     model = make()
@@ -30,6 +30,42 @@ def test_resume_is_bit_identical(tmp_path, make):
     assert_array_equal(y1, y2)
     for k, v in _arrays(model).items():
         assert_array_equal(_arrays(resumed)[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_200_iterations_interrupted_at_100_with_a_schedule_and_dropout(tmp_path, optimizer):
+    # issue 14's bar: a steps policy with burn_in (the rate depends on seen),
+    # a [dropout] layer (its generator), subdivisions (a resume between
+    # updates carries the accumulated gradients and the call count)
+    def make():
+        return Network([GRU(3, 5, seed=1, optimizer=optimizer), Dropout(5, 0.3, seed=2),
+                        Connected(5, 4, seed=3, optimizer=optimizer), Softmax(4)], 3,
+                       batch=2, subdivisions=3, time_steps=4, learning_rate=0.05,
+                       optimizer=optimizer, policy="steps", steps=[10, 40], scales=[0.5, 0.1],
+                       burn_in=5, power=2.0)
+
+    data = np.random.default_rng(4)
+    batches = [(data.normal(size=(4, 2, 3)).astype(np.float32), data.integers(0, 4, (4, 2)))
+               for _ in range(200)]
+    whole = make()
+    for x, t in batches:
+        whole.train_step(x, t)
+    first = make()
+    for x, t in batches[:100]:
+        first.train_step(x, t)
+    first.save(tmp_path / "run.ckpt")
+    del first
+    resumed = gru_cy.load(tmp_path / "run.ckpt")
+    assert (resumed.policy, resumed.steps, resumed.scales, resumed.burn_in, resumed.power) == (
+        "steps", (10, 40), (0.5, 0.1), 5, 2.0)
+    for x, t in batches[100:]:
+        resumed.train_step(x, t)
+    assert resumed.seen == whole.seen and resumed.current_batch == 200 // 3
+    for k, v in _arrays(whole).items():
+        assert_array_equal(_arrays(resumed)[k], v, err_msg=k)
+    assert resumed.layers[1].dropout_state == whole.layers[1].dropout_state
+    x = np.ones((4, 2, 3), np.float32)
+    assert_array_equal(resumed.forward(x), whole.forward(x))
 
 
 def test_mid_accumulation_gradients_and_counts_travel(tmp_path):
@@ -94,6 +130,35 @@ def test_damaged_and_foreign_files_are_value_errors(tmp_path):
     rewrite(header, resize="theta")
     with pytest.raises(ValueError, match="'theta'"):
         gru_cy.load(path)
+
+
+def test_damaged_policy_and_dropout_generator_are_value_errors(tmp_path):
+    path = tmp_path / "n.ckpt"
+    _net_dropout().save(path)
+    with np.load(path) as z:
+        entries = {k: z[k] for k in z.files}
+    header = json.loads(entries["__header__"].tobytes().decode())
+    model = header["model"]
+    assert model["args"]["policy"] == "steps" and model["args"]["steps"] == [2, 5]
+    assert model["layers"][1]["kind"] == "Dropout" and "rng" in model["layers"][1]
+
+    def load_with(edit):
+        h = json.loads(json.dumps(header))
+        edit(h["model"])
+        e = dict(entries, __header__=np.frombuffer(json.dumps(h).encode(), np.uint8))
+        with open(path, "wb") as f:
+            np.savez(f, **e)
+        with pytest.raises(ValueError) as info:
+            gru_cy.load(path)
+        assert str(info.value).startswith(f"{path}: damaged checkpoint"), str(info.value)
+        return str(info.value)
+
+    assert "scales: expected one scale per step" in load_with(
+        lambda m: m["args"].update(scales=[0.5]))
+    assert "policy" in load_with(lambda m: m["args"].update(policy="random"))
+    assert "dropout generator state" in load_with(
+        lambda m: m["layers"][1].update(rng={"bit_generator": "MT19937"}))
+    assert "dropout generator state" in load_with(lambda m: m["layers"][1].update(rng=5))
 
 
 def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from gru_cy import GRU, Network, StackedGRU
-from gru_cy.nn import Connected, Cost, Softmax
+from gru_cy.nn import Connected, Cost, Dropout, Softmax
 
 
 def _gru():
@@ -28,6 +28,14 @@ def _network():
 
 def _net_cost():
     return Network([GRU(4, 6, seed=3), Connected(6, 4, seed=4), Cost(4)], 4)
+
+
+def _net_dropout():
+    # a learning-rate schedule and a [dropout] layer (its generator travels)
+    return Network([GRU(4, 6, seed=3, optimizer="adam"), Dropout(6, 0.4, seed=5),
+                    Connected(6, 5, seed=4, optimizer="adam"), Softmax(5)], 4, batch=3,
+                   time_steps=5, learning_rate=0.05, optimizer="adam", policy="steps",
+                   steps=[2, 5], scales=[0.5, 0.2], burn_in=2, power=2.0)
 
 
 def _train(model, steps, rng):
@@ -57,8 +65,8 @@ def _arrays(model):
     return {k: np.array(v) for k, v in model.params.items()}
 
 
-@pytest.mark.parametrize("make", [_gru, _stacked, _network, _net_cost],
-                         ids=("gru", "stacked", "network", "network-cost"))
+@pytest.mark.parametrize("make", [_gru, _stacked, _network, _net_cost, _net_dropout],
+                         ids=("gru", "stacked", "network", "network-cost", "network-dropout"))
 @pytest.mark.parametrize("how", ["pickle", "deepcopy", "copy"])
 def test_round_trip_is_exact_and_training_continues_bit_for_bit(make, how):
     rng = np.random.default_rng(0)

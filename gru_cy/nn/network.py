@@ -1,4 +1,4 @@
-"""A network of ``[gru]``, ``[connected]``, ``[softmax]`` and ``[cost]`` layers.
+"""A network of ``[gru]``, ``[connected]``, ``[dropout]``, ``[softmax]`` and ``[cost]`` layers.
 
 The pieces follow Darknet's semantics so that a Darknet network loads and runs
 here unchanged (see ``gru_cy.darknet``, which depends on this module, never
@@ -13,6 +13,7 @@ from gru_cy import backends
 from gru_cy._checkpoint_io import Saveable
 from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.layer import GRU
+from gru_cy.nn import schedule
 from gru_cy.nn.losses import Cost, Softmax
 from gru_cy.stacked import StackedGRU
 
@@ -22,7 +23,7 @@ __all__ = ["Network"]
 
 
 class Network(Locked, Saveable):
-    """A sequence of ``[gru]``, ``[connected]``, ``[softmax]`` and ``[cost]`` layers.
+    """A sequence of ``[gru]``, ``[connected]``, ``[dropout]``, ``[softmax]``, ``[cost]`` layers.
 
     Tensors are time-major ``(T, B, features)``; a GRU sees them as such, the
     other layers see ``T*B`` rows (Darknet's layout).  GRU states carry from
@@ -33,7 +34,7 @@ class Network(Locked, Saveable):
     ----------
     layers : list
         ``gru_cy.GRU``, ``gru_cy.StackedGRU`` (time-major), :class:`Connected`,
-        :class:`Softmax`, :class:`Cost`.
+        :class:`Dropout`, :class:`Softmax`, :class:`Cost`.
     inputs : int
         Features per step of the input.
     batch, subdivisions, time_steps : int
@@ -42,16 +43,31 @@ class Network(Locked, Saveable):
         ``time_steps`` is ``T``.  An update's batch is
         ``batch * subdivisions * time_steps`` rows.
     learning_rate, momentum, decay, b1, b2, eps : float
-        Hyper-parameters passed to every layer's ``update``.
+        Hyper-parameters passed to every layer's ``update``; ``learning_rate``
+        is the base rate of the policy.
     optimizer : {"sgd", "adam"}
         Recorded for the cfg (``adam=1``); each layer holds its own.
     seen : int
         Darknet's counter of training rows (``B*T`` per training call).
+    clip : float or None
+        Passed to every layer's ``update``.
+    policy : {"constant", "step", "steps", "exp", "poly", "sigmoid"}
+        Darknet's learning-rate policy (``gru_cy.nn.schedule``): the rate of
+        an update without an explicit one is
+        :meth:`current_learning_rate`, Darknet's ``get_current_rate`` at
+        batch number :attr:`current_batch`.  Default "constant": always
+        ``learning_rate``.
+    burn_in, power, step, scale, steps, scales, gamma, max_batches
+        The policy's parameters, as the cfg's ``[net]`` options of the same
+        names (Darknet's defaults; ``steps``, ``scales`` sequences); checked
+        by ``gru_cy.nn.schedule.check``.
     """
 
     def __init__(self, layers, inputs, batch=1, subdivisions=1, time_steps=1,
                  learning_rate=0.001, momentum=0.9, decay=0.0001, optimizer="sgd",
-                 b1=0.9, b2=0.999, eps=1e-7, seen=0, clip=None):
+                 b1=0.9, b2=0.999, eps=1e-7, seen=0, clip=None, policy="constant",
+                 burn_in=0, power=4.0, step=1, scale=1.0, steps=(), scales=(), gamma=1.0,
+                 max_batches=0):
         if not layers:
             raise ValueError("layers: expected at least one layer, got none")
         self.layers = list(layers)
@@ -66,6 +82,14 @@ class Network(Locked, Saveable):
         self.b1, self.b2, self.eps = float(b1), float(b2), float(eps)
         self.clip = clip
         self.seen = int(seen)
+        sched = schedule.check(policy=policy, burn_in=burn_in, power=power, step=step,
+                               scale=scale, steps=steps, scales=scales, gamma=gamma,
+                               max_batches=max_batches)
+        self.policy = sched["policy"]
+        self.burn_in, self.power = sched["burn_in"], sched["power"]
+        self.step, self.scale = sched["step"], sched["scale"]
+        self.steps, self.scales = sched["steps"], sched["scales"]
+        self.gamma, self.max_batches = sched["gamma"], sched["max_batches"]
         # Darknet's file metadata (gru_cy.darknet reads and writes them)
         self.options = {}             # [net] options read from a cfg (kept by save_cfg)
         self.section_name = "net"
@@ -95,10 +119,47 @@ class Network(Locked, Saveable):
             inputs=self.inputs, batch=self.batch, subdivisions=self.subdivisions,
             time_steps=self.time_steps, learning_rate=self.learning_rate,
             momentum=self.momentum, decay=self.decay, optimizer=self.optimizer, b1=self.b1,
-            b2=self.b2, eps=self.eps, seen=self.seen, clip=self.clip),
+            b2=self.b2, eps=self.eps, seen=self.seen, clip=self.clip,
+            **self._schedule()),
             "rows": int(self._rows), "calls": int(self._calls),
             "layers": [C.node(layer, f"{prefix}{i}.", arrays, with_state)
                        for i, layer in enumerate(self.layers)]}
+
+    def _schedule(self):
+        # the policy's parameters, as schedule.check and current_rate take them
+        return dict(policy=self.policy, burn_in=self.burn_in, power=self.power,
+                    step=self.step, scale=self.scale, steps=list(self.steps),
+                    scales=list(self.scales), gamma=self.gamma,
+                    max_batches=self.max_batches)
+
+    @property
+    def current_batch(self):
+        """Darknet's batch number ``get_current_batch``: ``seen // update_batch``.
+
+        ``seen`` advances by ``B*T`` in each training forward, before the
+        update of its batch: the first update (after ``subdivisions``
+        training calls of the cfg's sizes) has batch number 1.
+        """
+        return int(self.seen) // self.update_batch
+
+    def current_learning_rate(self, batch_num=None):
+        """The rate an update without an explicit one uses now: Darknet's
+        ``get_current_rate`` (``gru_cy.nn.schedule.current_rate``) with this
+        network's policy.
+
+        Parameters
+        ----------
+        batch_num : int or None
+            Darknet's batch number; default :attr:`current_batch`.
+
+        Returns
+        -------
+        float
+        """
+        b = self.current_batch if batch_num is None else batch_num
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 0:
+            raise ValueError(f"batch_num: expected an integer >= 0 or None, got {b!r}")
+        return schedule.current_rate(b, self.learning_rate, **self._schedule())
 
     @property
     def update_batch(self):
@@ -290,21 +351,43 @@ class Network(Locked, Saveable):
         return loss
 
     @serialized
-    def update(self, batch=None):
+    def update(self, batch=None, learning_rate=None):
         """Update every layer with the network's hyper-parameters.
 
-        ``batch`` defaults to the rows backpropagated since the last update
-        (``B*T`` per training call, i.e. Darknet's ``batch*subdivisions*T``
-        when called every ``subdivisions`` calls).
+        Parameters
+        ----------
+        batch : int or None
+            Default: the rows backpropagated since the last update (``B*T``
+            per training call, i.e. Darknet's ``batch*subdivisions*T`` when
+            called every ``subdivisions`` calls).
+        learning_rate : float or None
+            Default: :meth:`current_learning_rate`, the policy's rate at the
+            current batch number (``learning_rate`` itself with the
+            "constant" policy and no ``burn_in``).
+
+        Raises
+        ------
+        ValueError
+            No rows to update with, the policy's rate is NaN or negative
+            (``poly`` past ``max_batches``), or a step would leave a
+            non-finite parameter (then nothing changes).
         """
         if batch is None:
             if self._rows == 0:
                 raise ValueError("batch: expected a number of rows; none were "
                                  "backpropagated since the last update")
             batch = self._rows
+        if learning_rate is None:
+            learning_rate = self.current_learning_rate()
+            if not learning_rate >= 0 or learning_rate == float("inf"):
+                raise ValueError(f"learning_rate: policy {self.policy!r} at batch number "
+                                 f"{self.current_batch} gives {learning_rate!r}, expected a "
+                                 f"finite rate >= 0 (max_batches={self.max_batches}, "
+                                 f"power={self.power}); pass learning_rate= or change the "
+                                 f"policy")
         # Every layer's step is checked before any is taken: a step that would
         # leave a non-finite parameter anywhere changes nothing anywhere.
-        hp = dict(learning_rate=self.learning_rate, momentum=self.momentum,
+        hp = dict(learning_rate=learning_rate, momentum=self.momentum,
                   decay=self.decay, batch=batch, b1=self.b1, b2=self.b2, eps=self.eps,
                   clip=self.clip)
         trainable = [layer for layer in self.layers if hasattr(layer, "_check_update")]
