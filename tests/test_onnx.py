@@ -420,3 +420,17 @@ def test_cli_export_errors(tmp_path, args, match):
     assert match in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "a.onnx").exists()
+
+
+def test_dropout_layer_exports_as_identity():
+    from gru_cy.nn import Dropout
+    rng = np.random.default_rng(4)
+    net = Network([GRU(3, 5, seed=1), Dropout(5, probability=0.4, seed=2),
+                   Connected(5, 4, activation="tanh", seed=3)], 3)
+    x = rng.normal(size=(6, 2, 3)).astype(np.float32)
+    proto = gonnx._export.build(net)
+    assert not any(n.op_type == "Dropout" for n in proto.graph.node)
+    assert_allclose(_run_ort(proto, {"x": x})["y"], net.forward(x),
+                    **tol(np.float32, "onnx_export"))
+    back = gonnx.load(proto)
+    assert [type(layer).__name__ for layer in back.layers] == ["GRU", "Connected"]
