@@ -193,3 +193,41 @@ def test_feature_rows_through_cli(tmp_path):
     report = json.loads(out.read_text())
     assert {(f["row"], f["config"]) for f in report["features"]} == {
         ("lengths", "D"), ("bidirectional", "A")}
+
+
+# ------------------------------------------------------- stronger peers ---
+@pytest.mark.parametrize("variant", ("reset_after", "darknet"))
+@pytest.mark.parametrize("name, module", [("openvino", "openvino"),
+                                          ("openvino_default", "openvino"),
+                                          ("jax", "jax")])
+def test_issue17_peers_agree_with_gru_cy(monkeypatch, name, module, variant):
+    pytest.importorskip(module, reason=f"{module} is a benchmark reference only")
+    from gru_cy.bench import engines as E
+    monkeypatch.setitem(bench.CONFIGS, "D", (3, 7, 4, 6))
+    import numpy as np
+    f32 = np.dtype(np.float32)
+    params, x, dy, h0 = E.make_problem("D", f32, variant)
+    built, skipped = E.build_engines(["gru_cy", name], params, variant, f32, 1)
+    assert not skipped and [e.name for e in built] == ["gru_cy", name]
+    for task in built[1].tasks:
+        if task == "stream":
+            xs = x[:, :1]
+            ours = built[0].stream_outputs(xs)
+            assert E._within(E._max_diff(built[1].stream_outputs(xs), ours), ours,
+                             x.dtype, built[1])
+            built[1].stream(xs)()
+            continue
+        diff, ok = E.check_outputs(task, built, x, dy, h0)[name]
+        assert ok, (task, diff)
+        fn = built[1].infer(x, h0) if task == "inference" else built[1].train(x, dy, h0)
+        fn()                                         # the timed call runs
+    if name == "jax":                                # the training step moves the weights
+        step = built[1].train(x, dy, h0)
+        before = np.asarray(built[1].trained["p"]["Wh"]).copy()
+        step()
+        assert not np.array_equal(before, np.asarray(built[1].trained["p"]["Wh"]))
+
+
+def test_engines_list_names_the_new_peers(capsys):
+    assert bench.main(["--engines", "gru_cy,openvino,openvino_default,jax", "--help"]) == 0
+    assert "openvino" in " ".join(bench.ENGINES) and "jax" in bench.ENGINES

@@ -1,4 +1,5 @@
-"""``gru-cy bench``: gru_cy side by side with NumPy, PyTorch and ONNX Runtime.
+"""``gru-cy bench``: gru_cy side by side with NumPy, PyTorch, ONNX Runtime,
+OpenVINO and JAX.
 
 Every engine runs the same math on the same weights: the layer's seeded
 parameters (with small random biases) are copied into
@@ -12,9 +13,16 @@ parameters (with small random biases) are copied into
 - ``ort``: ONNX Runtime's GRU operator, the graph built with ``onnx.helper``
   (gate blocks z, r, h; ``W`` (1, 3H, I), ``R`` (1, 3H, H), ``B`` (1, 6H) =
   input biases then recurrent biases; ``linear_before_reset`` 1 for
-  ``reset_after``, 0 for ``darknet``); float32 inference and streaming.
+  ``reset_after``, 0 for ``darknet``); float32 inference and streaming;
+- ``openvino``: OpenVINO's CPU plugin on the same ONNX model, compiled per
+  problem for its fixed shapes with ``INFERENCE_NUM_THREADS`` and float32
+  precision; inference and streaming.  ``openvino_default``: the same at
+  OpenVINO's default precision (bfloat16 on a CPU with AVX512_BF16), checked
+  with a bfloat16 tolerance (5e-2) and judged against no float32 target;
+- ``jax``: a ``lax.scan`` GRU under ``jit`` (inference) and one ``jit`` of
+  ``value_and_grad`` plus SGD with momentum and weight decay (training).
 
-PyTorch and ONNX Runtime are optional: an engine that cannot be imported is
+PyTorch, ONNX Runtime, OpenVINO and JAX are optional: an engine that cannot be imported is
 left out and said so.  Before anything is timed, every engine's output (and
 torch's ``dx``) is compared with gru_cy's; the largest absolute difference is
 shown in the table and a mismatch makes the command exit with status 1.

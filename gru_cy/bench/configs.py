@@ -17,26 +17,28 @@ CONFIGS = {
 STREAM_SIZES = CONFIGS["A"]
 """Batch-1 streaming uses config A's I and H, T single-step calls, B = 1."""
 
-ENGINES = ("gru_cy", "numpy", "torch", "ort")
+ENGINES = ("gru_cy", "numpy", "torch", "ort", "openvino", "openvino_default", "jax")
 TASKS = ("inference", "train", "stream")
 
 TARGETS = {
     ("inference", "A"): 0.8, ("inference", "B"): 0.8,
-    ("inference", "C"): 1.0, ("inference", "D"): 0.8,
-    ("stream", "stream"): 0.5,
-    ("train", "A"): 0.25, ("train", "B"): 0.8, ("train", "C"): 1.0, ("train", "D"): 0.5,
+    ("inference", "C"): 0.94, ("inference", "D"): 0.8,
+    ("stream", "stream"): 0.4,
+    ("train", "A"): 0.25, ("train", "B"): 0.5, ("train", "C"): 0.7, ("train", "D"): 0.5,
 }
 """(task, config) -> the project's performance target: the largest gru_cy /
-fastest-peer time ratio accepted."""
-TARGET_PEERS = ("torch", "ort")
-"""The peers the performance targets compare with; NumPy is shown but judged
-against no target."""
+fastest-peer time ratio accepted (issue 17's, C as NOTES.md sets it: 0.94 of
+OpenVINO float32 is 88% of the FMA peak, 0.7 of JAX's training step 85%)."""
+TARGET_PEERS = ("torch", "ort", "openvino", "jax")
+"""The float32 peers the performance targets compare with; NumPy is shown but
+judged against no target, OpenVINO at its default precision (bfloat16 on
+this CPU) is shown beside them (``openvino_default``), judged against none."""
 
 SEED = 20240601
 
 ROWS = ("peers", "lengths", "bidirectional", "packed")
 """What ``gru-cy bench --rows`` accepts: ``peers`` the engine comparison
-(gru_cy, NumPy, torch, ORT on configs A-D and streaming), then the operator
+(gru_cy, NumPy, torch, ORT, OpenVINO, JAX on configs A-D and streaming), then the operator
 features' rows, each gru_cy against a baseline: ``lengths`` (padded batches
 against full length, configs A-D), ``bidirectional`` (both directions against
 one, config A's sizes), ``packed`` (a 2-layer bidirectional StackedGRU on padded batches against

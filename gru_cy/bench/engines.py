@@ -1,14 +1,13 @@
-"""The engines ``gru-cy bench`` times (gru_cy, NumPy, PyTorch, ONNX Runtime),
+"""The engines ``gru-cy bench`` times (gru_cy, NumPy, PyTorch, ONNX Runtime;
+OpenVINO and JAX in ``peers``),
 the shared problem they run, and the check that their outputs agree."""
 import numpy as np
 
+from .common import DECAY, LEARNING_RATE, MOMENTUM, _stack, gru_onnx_model  # noqa: F401
 from .configs import CONFIGS, SEED, STREAM_SIZES, TASKS
 
 STREAM_CHECK_STEPS = 16
 """Steps of carried state the streaming guard compares (enough to catch a lost state)."""
-LEARNING_RATE = 1e-3
-MOMENTUM = 0.9
-DECAY = 1e-4
 TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
 """Largest accepted |difference| relative to max(1, max|gru_cy value|): float32
 results of T-step recurrences summed in other orders differ by ~1e-6 to 1e-5."""
@@ -38,10 +37,6 @@ def make_problem(config, dtype, variant, seed=SEED):
     dy = rng.standard_normal((T, B, H)).astype(dtype)
     h0 = (0.1 * rng.standard_normal((B, H))).astype(dtype)
     return params, x, dy, h0
-
-
-def _stack(params, subs, what):
-    return np.concatenate([params[f"{s}.{what}"] for s in subs])
 
 
 # ---------------------------------------------------------------- engines --
@@ -259,12 +254,8 @@ class OrtEngine:
             raise NotImplementedError("ONNX Runtime's CPU GRU kernel is float32 only")
         self.ort = ort
         self.H = params["uz.weights"].shape[0]
-        self.I = params["uz.weights"].shape[1]
-        self.W = _stack(params, ("uz", "ur", "uh"), "weights")[None]
-        self.R = _stack(params, ("wz", "wr", "wh"), "weights")[None]
-        self.Bias = np.concatenate([_stack(params, ("uz", "ur", "uh"), "biases"),
-                                    _stack(params, ("wz", "wr", "wh"), "biases")])[None]
         self.lbr = 1 if variant == "reset_after" else 0
+        self.params = params
         opts = ort.SessionOptions()
         if threads is not None:
             opts.intra_op_num_threads = threads
@@ -275,26 +266,7 @@ class OrtEngine:
         self.single = self._session(stream=True)
 
     def _session(self, stream):
-        from onnx import TensorProto, helper, numpy_helper
-
-        H, I = self.H, self.I
-        f = TensorProto.FLOAT
-        outputs = ["", "Y_h"] if stream else ["Y", "Y_h"]
-        node = helper.make_node("GRU", ["X", "W", "R", "B", "", "initial_h"], outputs,
-                                hidden_size=H, linear_before_reset=self.lbr)
-        graph_out = [helper.make_tensor_value_info("Y_h", f, [1, "B", H])]
-        if not stream:
-            graph_out.insert(0, helper.make_tensor_value_info("Y", f, ["T", 1, "B", H]))
-        graph = helper.make_graph(
-            [node], "gru",
-            [helper.make_tensor_value_info("X", f, ["T", "B", I]),
-             helper.make_tensor_value_info("initial_h", f, [1, "B", H])],
-            graph_out,
-            initializer=[numpy_helper.from_array(self.W, "W"),
-                         numpy_helper.from_array(self.R, "R"),
-                         numpy_helper.from_array(self.Bias, "B")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-        model.ir_version = 8
+        model = gru_onnx_model(self.params, self.lbr, stream)
         return self.ort.InferenceSession(model.SerializeToString(), self.opts,
                                          providers=["CPUExecutionProvider"])
 
@@ -341,12 +313,21 @@ ENGINE_CLASSES = {"gru_cy": GruCyEngine, "numpy": NumpyEngine,
                   "torch": TorchEngine, "ort": OrtEngine}
 
 
+def _engine_class(name):
+    if name not in ENGINE_CLASSES:
+        from . import peers
+        ENGINE_CLASSES.update(openvino=peers.OpenVinoEngine,
+                              openvino_default=peers.OpenVinoDefaultEngine,
+                              jax=peers.JaxEngine)
+    return ENGINE_CLASSES[name]
+
+
 def build_engines(names, params, variant, dtype, threads):
     """The engines that can run here, and why the others cannot."""
     engines, skipped = [], {}
     for name in names:
         try:
-            engines.append(ENGINE_CLASSES[name](params, variant, dtype, threads))
+            engines.append(_engine_class(name)(params, variant, dtype, threads))
         except (ImportError, NotImplementedError) as e:
             skipped[name] = str(e).splitlines()[0]
     return engines, skipped
@@ -358,9 +339,10 @@ def _max_diff(a, ref):
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(ref, np.float64))))
 
 
-def _within(diff, ref, dtype):
+def _within(diff, ref, dtype, engine=None):
     scale = max(1.0, float(np.max(np.abs(ref))))
-    return diff <= TOLERANCE[np.dtype(dtype).name] * scale
+    limit = getattr(engine, "tolerance", None) or TOLERANCE[np.dtype(dtype).name]
+    return diff <= limit * scale
 
 
 def check_outputs(task, engines, x, dy, h0):
@@ -378,17 +360,17 @@ def check_outputs(task, engines, x, dy, h0):
         ref = ref_engine.stream_outputs(xs)
         for e in engines[1:]:
             d = _max_diff(e.stream_outputs(xs), ref)
-            out[e.name] = (d, _within(d, ref, x.dtype))
+            out[e.name] = (d, _within(d, ref, x.dtype, e))
     elif task == "inference":
         ref = ref_engine.layer.forward(x, h0=h0)
         for e in engines[1:]:
             got = e.infer_outputs(x, h0) if hasattr(e, "infer_outputs") else e.infer(x, h0)()
             d = _max_diff(got, ref)
-            out[e.name] = (d, _within(d, ref, x.dtype))
+            out[e.name] = (d, _within(d, ref, x.dtype, e))
     else:
         ref = ref_engine.grad(x, dy, h0)
         for e in engines[1:]:
             d = _max_diff(e.grad(x, dy, h0), ref)
-            out[e.name] = (d, _within(d, ref, x.dtype))
+            out[e.name] = (d, _within(d, ref, x.dtype, e))
     return out
 

@@ -249,7 +249,8 @@ def render(report):
                              "peer time", "ratio", "target", "met", "ratio of minima"])
     if report["results"]:
         text = (head + "\n" + body
-                + "\n\nSummary (gru_cy time / the fastest of torch and ORT):\n" + summary)
+                + "\n\nSummary (gru_cy time / the fastest float32 peer of torch, ORT, "
+                  "OpenVINO, JAX):\n" + summary)
     else:
         text = head.rstrip("\n")
     by_variant = {(r["config"], r["task"], r["variant"]): r["gru_cy_s"]
