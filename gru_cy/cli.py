@@ -11,7 +11,8 @@ COMMANDS = {
     "train": ("gru_cy.tasks", "train_main", "train a GRU on a built-in task (the main job)"),
     "generate": ("gru_cy.tasks", "generate_main", "sample text from a saved character model"),
     "gradcheck": ("gru_cy.gradcheck", "main", "check the backward against finite differences"),
-    "bench": ("gru_cy.bench", "main", "side-by-side timings against NumPy, PyTorch, ONNX Runtime"),
+    "bench": ("gru_cy.bench", "main",
+              "side-by-side timings against NumPy, PyTorch, ONNX Runtime, OpenVINO, JAX"),
     "export": ("gru_cy.onnx._cli", "main", "convert a checkpoint or Darknet pair to ONNX"),
     "info": ("gru_cy.cli", "info_main", "version, OpenMP, threads, build flags, CUDA"),
 }

@@ -85,7 +85,8 @@ def parser():
                         "linear_before_reset follows it)")
     p.add_argument("--engines", default=",".join(ENGINES),
                    type=lambda v: _parse_list(v, ENGINES),
-                   help="comma-separated subset of gru_cy,numpy,torch,ort (gru_cy always runs)")
+                   help="comma-separated subset of " + ",".join(ENGINES) + " (gru_cy always "
+                        "runs; peers not installed are skipped, saying why)")
     p.add_argument("--tasks", default="inference,train",
                    type=lambda v: _parse_list(v, ("inference", "train")),
                    help="for configs A-D: inference,train (default both)")
