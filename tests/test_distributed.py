@@ -5,7 +5,8 @@ a failing rank, ``gru-cy train --distributed``.
 The multi-rank cases run scripts through ``mpiexec -n 2`` and ``-n 3`` (more
 ranks than this machine's cores is fine: MPICH oversubscribes) with a
 timeout, so that a hang fails instead of blocking the suite.  They skip,
-saying why, where mpi4py or mpiexec is missing (``pip install "gru_cy[mpi]"``).
+saying why, where mpi4py or mpiexec is missing (``pip install "gru_cy[mpi]"``);
+they run subprocesses, hence ``slow`` (the sampler's test is not).
 """
 import importlib.util
 import json
@@ -152,6 +153,7 @@ def _train(script, tmp_path, n, dtype, optimizer, bn, name, oracle=True):
     return np.load(out)
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("bn", [False, True], ids=["plain", "bn"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -170,6 +172,7 @@ def test_ranks_match_one_process(script, tmp_path, dtype, optimizer, bn):
     assert_array_equal(first["losses"], again["losses"])
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("bn", [False, True], ids=["plain", "bn"])
 def test_three_ranks(script, tmp_path, bn):
@@ -182,6 +185,7 @@ def test_three_ranks(script, tmp_path, bn):
     assert_array_equal(first["params"], again["params"])
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_failing_rank_ends_the_job(tmp_path):
     # rank 1 raises while the others wait in a collective: without the abort
@@ -200,6 +204,7 @@ def test_a_failing_rank_ends_the_job(tmp_path):
     assert "rank 1 of 3 failed: RuntimeError: rank one cannot go on" in p.stderr
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_the_wrapper_forwards_and_checks(tmp_path):
     # GRU and StackedGRU wrapped (gradient sums and rows over 2 ranks against
@@ -270,6 +275,7 @@ def test_shard_takes_every_nth_sequence():
         D.shard(x, t[:, :3], rank=0, size=2)
 
 
+@pytest.mark.slow
 def test_import_gru_cy_does_not_import_mpi4py():
     code = ("import sys, gru_cy, gru_cy.distributed, gru_cy.tasks, gru_cy.cli; "
             "print('mpi4py' in sys.modules)")
@@ -277,3 +283,56 @@ def test_import_gru_cy_does_not_import_mpi4py():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_cli_without_mpi4py_exits_2(tmp_path):
+    # mpi4py hidden: --distributed is bad usage naming the extra
+    (tmp_path / "mpi4py").mkdir()
+    (tmp_path / "mpi4py" / "__init__.py").write_text("raise ImportError('hidden')\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    p = subprocess.run([sys.executable, "-m", "gru_cy", "train", "--distributed",
+                        "--iterations", "1", "--quiet"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert 'pip install "gru_cy[mpi]"' in p.stderr
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_cli_distributed(tmp_path):
+    # 2 ranks: rank 0 alone prints the result and writes the files; the run
+    # equals itself bit for bit.
+    def run(name):
+        args = ["-m", "gru_cy", "train", "--distributed", "--task", "adding", "--steps", "6",
+                "--hidden", "4", "--batch", "6", "--iterations", "8", "--eval-every", "4",
+                "--eval-size", "10", "--target", "0", "--dtype", "float64",
+                "--json", f"{name}.json", "--save", name]
+        return mpirun(2, args, tmp_path)
+
+    p = run("a")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("adding: final loss") == 1, p.stdout
+    assert p.stdout.count("saved ") == 1
+    assert p.stderr.count("] 1/8 ") == 1, p.stderr           # one progress bar
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["iterations"] == 8 and result["ranks"] == 2 and result["batch"] == 6
+    import gru_cy
+    net = gru_cy.load(str(tmp_path / "a.ckpt"))
+    assert (tmp_path / "a.cfg").exists() and (tmp_path / "a.weights").exists()
+    q = run("b")
+    assert q.returncode == 0, q.stderr[-3000:]
+    again = gru_cy.load(str(tmp_path / "b.ckpt"))
+    for a, b in zip(D._leaves(net), D._leaves(again)):
+        assert_array_equal(a._theta, b._theta)
+    assert json.loads((tmp_path / "b.json").read_text())["final_loss"] == result["final_loss"]
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_cli_batch_smaller_than_ranks_is_usage(tmp_path):
+    p = mpirun(3, ["-m", "gru_cy", "train", "--distributed", "--batch", "2",
+                   "--iterations", "1", "--quiet"], tmp_path)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "--batch 2: expected at least one sequence per rank (3)" in p.stderr
