@@ -10,13 +10,17 @@ global batch (:func:`shard`: rank r of n takes sequences r, r + n, ...).
   applies the model's own rule with the global row count as ``batch``: the
   step is the one a single process takes on the whole batch, and every rank
   takes the same step, so the copies stay identical;
-* the sum has a fixed order: each layer's flat gradient buffer is gathered
-  whole (``MPI_Allgather``, or ``MPI_Iallgather`` started as soon as the
-  backward has finished that layer) and every rank adds the parts in rank
-  order 0, 1, ..., n-1.  Results are bit-identical from run to run with the
-  same number of ranks (and the same threads per rank: the engine is
-  bit-identical for any thread count), and equal to one process on the
-  whole batch up to the rounding of the partial sums;
+* the sum has a fixed order: every element of a layer's flat gradient
+  buffer is the sum of the ranks' values added in rank order 0, 1, ..., n-1,
+  whichever rank adds it.  By default (``reduction="scatter"``) chunk j of
+  the buffer goes to rank j (``MPI_Ialltoallv``, started as soon as the
+  backward has finished that layer), which adds its chunk's n parts in rank
+  order, then the summed chunks go to every rank (``MPI_Allgatherv``): the
+  traffic of a ring allreduce, deterministic by construction (an MPI
+  allreduce's order is the library's choice).  Results are bit-identical
+  from run to run with the same number of ranks (and the same threads per
+  rank: the engine is bit-identical for any thread count), and equal to one
+  process on the whole batch up to the rounding of the partial sums;
 * batch normalisation keeps **per-rank statistics** (torch DDP without
   SyncBatchNorm): a training forward normalises with the statistics of the
   rank's shard, the gradients are summed as above and the rolling
@@ -200,12 +204,20 @@ class DataParallel:
     comm : mpi4py communicator or None
         Default ``MPI.COMM_WORLD``.
     overlap : bool
-        Start each layer's gradient gather (``MPI_Iallgather``) as soon as
-        the backward has finished it, the last layer's first, while the
+        Start each layer's gradient sum (its first phase, non-blocking) as
+        soon as the backward has finished it, the last layer's first, while the
         backward of the earlier layers runs (a Network, or a StackedGRU per
         layer); ``update`` waits for them.  The gradients must then not be
         changed between ``backward`` and ``update`` (use ``overlap=False``
         to edit them there).  The result is the same either way.
+    reduction : {"scatter", "gather"}
+        How the gradients are summed; both add every element's n parts in
+        rank order, so both give the same bits.  "scatter": chunk j of each
+        buffer goes to rank j (``MPI_Alltoallv``), which sums it, then every
+        summed chunk to every rank (``MPI_Allgatherv``): 2 (n-1)/n times the
+        buffer sent and received per rank, as a ring allreduce.  "gather":
+        the whole buffer to every rank (``MPI_Allgather``), each rank sums all
+        of it: (n-1) times the buffer, simpler, fine for two or three ranks.
 
     Raises
     ------
@@ -216,8 +228,12 @@ class DataParallel:
         (raised on every rank alike).
     """
 
-    def __init__(self, model, comm=None, overlap=True):
+    def __init__(self, model, comm=None, overlap=True, reduction="scatter"):
+        if reduction not in ("scatter", "gather"):
+            raise ValueError(f"reduction: expected 'scatter' or 'gather', "
+                             f"got {reduction!r}")
         MPI = mpi()
+        self.reduction = reduction
         self.__dict__["model"] = model
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank = self.comm.Get_rank()
@@ -270,16 +286,29 @@ class DataParallel:
 
     # ------------------------------------------------------------ reduction --
     def _start(self, leaves):
-        # Start the gather of these layers' gradients (complete now).
+        # Start the first phase of the sum of these layers' gradients (complete
+        # now): "scatter" sends chunk j of the buffer to rank j (MPI_Ialltoallv);
+        # "gather" sends the whole buffer to every rank (MPI_Iallgather).
+        MPI = self._MPI
         for leaf in leaves:
             g = leaf._grad
-            parts = np.empty((self.size, g.size), g.dtype)
-            self._pending[id(leaf)] = (leaf, parts, self.comm.Iallgather(g, parts))
+            if self.reduction == "gather":
+                parts = np.empty((self.size, g.size), g.dtype)
+                req = self.comm.Iallgather(g, parts)
+            else:
+                counts, displs = _chunks(g.size, self.size)
+                mine = int(counts[self.rank])
+                parts = np.empty((self.size, mine), g.dtype)
+                kind = MPI.DOUBLE if g.dtype == np.float64 else MPI.FLOAT
+                req = self.comm.Ialltoallv(
+                    [g, (counts, displs), kind],
+                    [parts, ([mine] * self.size, [mine * r for r in range(self.size)]), kind])
+            self._pending[id(leaf)] = (leaf, parts, req)
         # let MPI progress what is already under way
-        self._MPI.Request.Testall([p[2] for p in self._pending.values()])
+        MPI.Request.Testall([p[2] for p in self._pending.values()])
 
     def _drop_pending(self):
-        # Gathers of gradients that are no longer final (another backward or a
+        # Sums of gradients that are no longer final (another backward or a
         # zero_grad follows): finish them (every rank started them) and forget.
         if self._pending:
             self._MPI.Request.Waitall([p[2] for p in self._pending.values()])
@@ -288,15 +317,29 @@ class DataParallel:
     def _reduce(self):
         """Sum the gradients over the ranks (rank order), average the rolling
         statistics; returns the global row count."""
+        MPI = self._MPI
         missing = [leaf for leaf in self._leaves if id(leaf) not in self._pending]
         self._start(missing)
         rows = np.array([self._rows_here()], np.int64)
         all_rows = np.empty(self.size, np.int64)
         self.comm.Allgather(rows, all_rows)
-        self._MPI.Request.Waitall([p[2] for p in self._pending.values()])
-        for leaf, parts, _ in self._pending.values():
-            _sum_in_order(leaf._grad, parts)
+        pending = list(self._pending.values())
         self._pending = {}
+        MPI.Request.Waitall([p[2] for p in pending])
+        second = []
+        for leaf, parts, _ in pending:
+            g = leaf._grad
+            if self.reduction == "gather":
+                _sum_in_order(g, parts)
+                continue
+            # this rank's chunk summed in rank order, then every chunk to every rank
+            chunk = np.empty(parts.shape[1], g.dtype)
+            _sum_in_order(chunk, parts)
+            counts, displs = _chunks(g.size, self.size)
+            kind = MPI.DOUBLE if g.dtype == np.float64 else MPI.FLOAT
+            second.append((chunk, self.comm.Iallgatherv(
+                [chunk, kind], [g, (counts, displs), kind])))
+        MPI.Request.Waitall([req for _, req in second])
         for leaf in self._leaves:
             if leaf._rolling is not None:
                 r = leaf._rolling
@@ -411,6 +454,16 @@ class DataParallel:
             raise err
         if msg is not None:
             raise RuntimeError(f"save: rank 0 could not write {path}: {msg}")
+
+
+def _chunks(m, n):
+    # (counts, displacements) of m elements split into n chunks, the first
+    # m % n of them one longer.
+    counts = np.full(n, m // n, np.int64)
+    counts[:m % n] += 1
+    displs = np.zeros(n, np.int64)
+    np.cumsum(counts[:-1], out=displs[1:])
+    return counts, displs
 
 
 def _sum_in_order(out, parts):

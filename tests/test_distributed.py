@@ -56,6 +56,7 @@ SCRIPT = textwrap.dedent('''
     from gru_cy import distributed as D
 
     dtype, optimizer, bn, out = sys.argv[1], sys.argv[2], sys.argv[3] == "bn", sys.argv[4]
+    reduction = "gather" if "--gather" in sys.argv else "scatter"
     dtype = np.dtype(dtype)
     T, B, I, H, C, STEPS = 4, 6, 3, 5, 4, 5
 
@@ -84,7 +85,7 @@ SCRIPT = textwrap.dedent('''
         if comm.Get_rank() > 0:      # another start: the broadcast must overwrite it
             for leaf in D._leaves(local):
                 leaf._theta[...] = 0.5
-        model = D.DataParallel(local)
+        model = D.DataParallel(local, reduction=reduction)
         losses = []
         for x, labels in batches():
             xs, ls, _ = D.shard(x, labels)
@@ -145,10 +146,11 @@ def script(tmp_path_factory):
     return path
 
 
-def _train(script, tmp_path, n, dtype, optimizer, bn, name, oracle=True):
+def _train(script, tmp_path, n, dtype, optimizer, bn, name, oracle=True, gather=False):
     out = tmp_path / f"{name}.npz"
     args = [str(script), dtype, optimizer, "bn" if bn else "plain", str(out)]
-    p = mpirun(n, args + (["--oracle"] if oracle else []), tmp_path)
+    args += (["--oracle"] if oracle else []) + (["--gather"] if gather else [])
+    p = mpirun(n, args, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     return np.load(out)
 
@@ -177,12 +179,16 @@ def test_ranks_match_one_process(script, tmp_path, dtype, optimizer, bn):
 @pytest.mark.parametrize("bn", [False, True], ids=["plain", "bn"])
 def test_three_ranks(script, tmp_path, bn):
     # 3 ranks on 2 cores (oversubscribed); B = 6 gives each rank 2 sequences.
+    # Both reductions add in rank order: the same bits.
     first = _train(script, tmp_path, 3, "float64", "adam", bn, "a")
     again = _train(script, tmp_path, 3, "float64", "adam", bn, "b", oracle=False)
+    gathered = _train(script, tmp_path, 3, "float64", "adam", bn, "c", oracle=False,
+                      gather=True)
     scale = np.abs(first["ref"]).max()
     rtol = tol("float64", "distributed")["rtol"]
     assert_allclose(first["params"], first["ref"], rtol=rtol, atol=rtol * scale)
     assert_array_equal(first["params"], again["params"])
+    assert_array_equal(first["params"], gathered["params"])
 
 
 @pytest.mark.slow
@@ -247,6 +253,13 @@ def test_the_wrapper_forwards_and_checks(tmp_path):
     p = mpirun(2, [str(path)], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.strip() == "ok"
+
+
+def test_chunks_cover_the_buffer():
+    for m, n in [(10, 3), (2, 3), (0, 2), (7, 7), (1000, 64)]:
+        counts, displs = D._chunks(m, n)
+        assert counts.sum() == m and counts.max() - counts.min() <= 1
+        assert_array_equal(displs, np.concatenate([[0], np.cumsum(counts)[:-1]]))
 
 
 def test_shard_takes_every_nth_sequence():
