@@ -27,6 +27,8 @@ global batch (:func:`shard`: rank r of n takes sequences r, r + n, ...).
   statistics are averaged over the ranks at every update.  With BN the
   result is therefore that of n shards normalised separately, not that of
   one process on the whole batch; every shard needs at least two sequences.
+* a Network's ``seen`` (Darknet's counter of training rows) counts every
+  rank's rows from one update to the next.
 
 mpi4py is imported when a function of this module first needs MPI, never by
 ``import gru_cy``; without it those functions raise ``ImportError`` naming
@@ -283,6 +285,10 @@ class DataParallel:
                     optim.state[k] = np.zeros_like(leaf._theta)
                 self.comm.Bcast(optim.state[k], root=0)
             leaf._invalidate()
+        if isinstance(self.model, Network):
+            # Darknet's counter of training rows: the whole job's
+            self.model.seen = self.comm.bcast(self.model.seen, root=0)
+            self._seen = self.model.seen
 
     # ------------------------------------------------------------ reduction --
     def _start(self, leaves):
@@ -320,9 +326,14 @@ class DataParallel:
         MPI = self._MPI
         missing = [leaf for leaf in self._leaves if id(leaf) not in self._pending]
         self._start(missing)
-        rows = np.array([self._rows_here()], np.int64)
-        all_rows = np.empty(self.size, np.int64)
+        net = self.model if isinstance(self.model, Network) else None
+        # this rank's rows since the last update, and (a Network) its seen rows
+        rows = np.array([self._rows_here(), 0 if net is None else net.seen - self._seen],
+                        np.int64)
+        all_rows = np.empty((self.size, 2), np.int64)
         self.comm.Allgather(rows, all_rows)
+        if net is not None:
+            net.seen = self._seen = self._seen + int(all_rows[:, 1].sum())
         pending = list(self._pending.values())
         self._pending = {}
         MPI.Request.Waitall([p[2] for p in pending])
@@ -347,7 +358,7 @@ class DataParallel:
                 self.comm.Allgather(np.ascontiguousarray(r), parts)
                 _sum_in_order(r, parts)
                 r /= self.size
-        return int(all_rows.sum())
+        return int(all_rows[:, 0].sum())
 
     def _rows_here(self):
         m = self.model

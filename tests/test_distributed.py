@@ -95,6 +95,7 @@ SCRIPT = textwrap.dedent('''
         if comm.Get_rank() == 0:
             for r, p in enumerate(every):
                 assert np.array_equal(p, mine), f"rank {r} differs from rank 0"
+            assert local.seen == 5 * T * B, local.seen      # every rank's rows
             result = {"params": mine, "losses": np.array(losses)}
             if "--oracle" in sys.argv:
                 n = comm.Get_size()
@@ -349,3 +350,23 @@ def test_cli_batch_smaller_than_ranks_is_usage(tmp_path):
                    "--iterations", "1", "--quiet"], tmp_path)
     assert p.returncode == 2, p.stderr[-3000:]
     assert "--batch 2: expected at least one sequence per rank (3)" in p.stderr
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_readme_example(tmp_path):
+    # The README's MPI example (a ```python mpiexec -n N block, which
+    # test_readme.py leaves out) runs as written under mpiexec.
+    import re
+    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "README.md")
+    with open(readme, encoding="utf-8") as f:
+        blocks = re.findall(r"```python mpiexec -n (\d+)\n(.*?)```", f.read(), re.S)
+    assert blocks
+    for n, code in blocks:
+        path = tmp_path / "example.py"
+        path.write_text(code)
+        p = mpirun(int(n), [str(path)], tmp_path)
+        assert p.returncode == 0, p.stderr[-3000:]
+    import gru_cy
+    net = gru_cy.load(str(tmp_path / "model.ckpt"))
+    assert isinstance(net, gru_cy.Network)
