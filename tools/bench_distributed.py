@@ -141,7 +141,8 @@ def main(argv=None):
         return 0
     configs = args.configs.split(",")
     steps = [int(s) for s in args.steps.split(",")]
-    report = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "configs": {}}
+    report = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "configs": {},
+              "load_before": os.getloadavg()}
     for config, n_steps in zip(configs, steps + steps[-1:] * len(configs)):
         runs = {"2x1": [], "1x2": []}
         for r in range(args.repeats):
@@ -207,6 +208,9 @@ def main(argv=None):
                 print(f"    strong scaling, {n} ranks x {B // n} sequences: step "
                       f"{a['step'] * 1e3:.1f} ms (comm {100 * a['comm_share']:.1f}%), "
                       f"{a['speedup_vs_2']:.2f}x the 2-rank step")
+    report["load_after"] = os.getloadavg()
+    print(f"load average (1, 5, 15 min) before {report['load_before']}, "
+          f"after {report['load_after']}: other work on the machine skews the times")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
