@@ -160,10 +160,11 @@ def abort_on_error(comm=None, prog="gru_cy"):
         if comm.Get_size() == 1:
             raise
         code = 130 if isinstance(e, KeyboardInterrupt) else 1
-        traceback.print_exc(file=sys.stderr)
-        print(f"{prog}: rank {comm.Get_rank()} of {comm.Get_size()} failed: "
-              f"{type(e).__name__}: {e}; ending the job (MPI Abort, exit {code})",
-              file=sys.stderr)
+        # one write: the launcher may interleave the ranks' output between writes
+        sys.stderr.write(traceback.format_exc()
+                         + f"{prog}: rank {comm.Get_rank()} of {comm.Get_size()} failed: "
+                           f"{type(e).__name__}: {e}; ending the job (MPI Abort, exit "
+                           f"{code})\n")
         sys.stderr.flush()
         sys.stdout.flush()
         comm.Abort(code)
@@ -285,6 +286,14 @@ class DataParallel:
                     optim.state[k] = np.zeros_like(leaf._theta)
                 self.comm.Bcast(optim.state[k], root=0)
             leaf._invalidate()
+        # A carried state is the whole batch's (a checkpoint's, as save writes
+        # it): rank 0's goes to every rank, which keeps its sequences' rows.
+        for leaf in self._leaves:
+            if isinstance(leaf, GRU):
+                st = self.comm.bcast(None if leaf._state is None else
+                                     np.asarray(leaf._state), root=0)
+                leaf._state = None if st is None else np.ascontiguousarray(
+                    st[shard_indices(st.shape[0], self.rank, self.size)])
         if isinstance(self.model, Network):
             # Darknet's counter of training rows: the whole job's
             self.model.seen = self.comm.bcast(self.model.seen, root=0)
@@ -359,6 +368,18 @@ class DataParallel:
                 _sum_in_order(r, parts)
                 r /= self.size
         return int(all_rows[:, 0].sum())
+
+    def _global_states(self):
+        # {leaf index: the whole batch's carried state} on rank 0 (empty elsewhere)
+        out = {}
+        for i, leaf in enumerate(self._leaves):
+            if not isinstance(leaf, GRU):
+                continue
+            parts = self.comm.gather(None if leaf._state is None
+                                     else np.asarray(leaf._state), root=0)
+            if self.rank == 0 and all(p is not None for p in parts):
+                out[i] = _interleave(parts)
+        return out
 
     def _rows_here(self):
         m = self.model
@@ -451,12 +472,23 @@ class DataParallel:
 
     def save(self, path, state=True):
         """Rank 0 writes the checkpoint (the model's ``save``); every rank must
-        call it and every rank raises if the write failed.  The carried state
-        saved is rank 0's shard's: ``state=False`` leaves it out."""
+        call it and every rank raises if the write failed.  With ``state`` the
+        carried states are the whole batch's, the ranks' rows put back in
+        place: the checkpoint is the one a single process would write, and
+        wrapping a model loaded from it gives each rank its rows again."""
         err = None
+        states = self._global_states() if state else {}
         if self.rank == 0:
+            kept = {i: self._leaves[i]._state for i in states}
             try:
-                self.model.save(path, state=state)
+                with self.model._lock:
+                    for i, st in states.items():
+                        self._leaves[i]._state = st
+                    try:
+                        self.model.save(path, state=state)
+                    finally:
+                        for i, st in kept.items():
+                            self._leaves[i]._state = st
             except Exception as e:      # reported on every rank below
                 err = e
         msg = self.comm.bcast(None if err is None else f"{type(err).__name__}: {err}",
@@ -465,6 +497,16 @@ class DataParallel:
             raise err
         if msg is not None:
             raise RuntimeError(f"save: rank 0 could not write {path}: {msg}")
+
+
+def _interleave(parts):
+    # The whole batch's rows from the ranks' shards: rank r's row k is row
+    # r + k n (the inverse of shard_indices).
+    n = len(parts)
+    out = np.empty((sum(p.shape[0] for p in parts),) + parts[0].shape[1:], parts[0].dtype)
+    for r, p in enumerate(parts):
+        out[r::n] = p
+    return out
 
 
 def _chunks(m, n):

@@ -509,9 +509,17 @@ def _resume(job, path):
     job.net = net
 
 
-def _save_checkpoint(job, args):
+def _save_checkpoint(job, args, collective=True):
+    # Distributed: every rank calls it (the carried states of every rank's
+    # sequences go into rank 0's file), unless not collective (Ctrl-C: rank 0
+    # alone, without the carried state).
     stem = _stem(args.save)
-    job.net.save(stem + ".ckpt")
+    if job.dp is None:
+        job.net.save(stem + ".ckpt")
+    elif collective:
+        job.dp.save(stem + ".ckpt")
+    else:
+        job.net.save(stem + ".ckpt", state=False)
     return stem + ".ckpt"
 
 
@@ -528,7 +536,7 @@ def _run(job, task, args):
         return _train(job, task, args)
     except KeyboardInterrupt:
         if args.save and _rank(args) == 0:
-            path = _save_checkpoint(job, args)
+            path = _save_checkpoint(job, args, collective=False)
             print(f"\ngru-cy train: saved the network so far as {path} "
                   f"(continue with --resume {path})", file=sys.stderr)
         raise
@@ -573,6 +581,7 @@ def _train(job, task, args):
               "learning_rate": args.learning_rate, "device": args.device,
               "seed": args.seed, "reached_target": bool(final < goal),
               "ranks": 1 if args.comm is None else args.comm.Get_size()}
+    ckpt = _save_checkpoint(job, args) if args.save else None
     if not lead:
         return 1 if not math.isfinite(final) or final > DIVERGED * job.baseline else 0
     print(f"{task}: final loss {final:.5f}, baseline {job.baseline:.5f} "
@@ -587,7 +596,6 @@ def _train(job, task, args):
         _files.write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     if args.save:
         stem = _stem(args.save)
-        ckpt = _save_checkpoint(job, args)
         darknet.save(job.net, stem + ".cfg", stem + ".weights")
         print(f"saved {ckpt}, {stem}.cfg and {stem}.weights")
     if args.plot:

@@ -35,10 +35,11 @@ needs_mpi = pytest.mark.skipif(
 TIMEOUT = 60        # seconds for one mpiexec run; a hang fails the test
 
 
-def mpirun(n, args, tmp_path, timeout=TIMEOUT):
-    """``mpiexec -n n python args...`` (one thread per rank); the completed process."""
+def mpirun(n, args, tmp_path, timeout=TIMEOUT, options=()):
+    """``mpiexec [options] -n n python args...`` (one thread per rank); the completed
+    process."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [MPIEXEC, "-n", str(n), sys.executable] + list(args)
+    cmd = [MPIEXEC] + list(options) + ["-n", str(n), sys.executable] + list(args)
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -206,9 +207,12 @@ def test_a_failing_rank_ends_the_job(tmp_path):
                 raise RuntimeError("rank one cannot go on")
             comm.Barrier()
     '''))
-    p = mpirun(3, [str(path)], tmp_path, timeout=30)
+    # each rank's stderr in a file of its own (the launcher may interleave lines)
+    p = mpirun(3, [str(path)], tmp_path, timeout=30,
+               options=["-errfile-pattern", str(tmp_path / "err.%r")])
     assert p.returncode != 0
-    assert "rank 1 of 3 failed: RuntimeError: rank one cannot go on" in p.stderr
+    err = (tmp_path / "err.1").read_text()
+    assert "rank 1 of 3 failed: RuntimeError: rank one cannot go on" in err, err
 
 
 @pytest.mark.slow
@@ -370,3 +374,31 @@ def test_readme_example(tmp_path):
     import gru_cy
     net = gru_cy.load(str(tmp_path / "model.ckpt"))
     assert isinstance(net, gru_cy.Network)
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_cli_checkpoint_holds_the_whole_batch(tmp_path):
+    # A character model trained on 2 ranks: its checkpoint carries the state of
+    # all 6 sequences (each rank's rows put back in place), so training goes on
+    # from it in one process or on 3 ranks, to the same loss.
+    (tmp_path / "book.txt").write_text("the quick brown fox jumps over the lazy dog. " * 60)
+    common = ["-m", "gru_cy", "train", "--text", "book.txt", "--iterations", "6",
+              "--hidden", "8", "--batch", "6", "--steps", "8", "--eval-size", "20",
+              "--dtype", "float64", "--quiet", "--target", "0"]
+    p = mpirun(2, common + ["--distributed", "--save", "m"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import gru_cy
+    net = gru_cy.load(str(tmp_path / "m.ckpt"))
+    assert net.layers[0].state.shape == (6, 8)
+    assert net.seen == 6 * 6 * 8
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable] + common + ["--resume", "m", "--json", "one.json"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    three = mpirun(3, common + ["--distributed", "--resume", "m", "--json", "three.json"],
+                   tmp_path)
+    assert three.returncode == 0, three.stderr[-3000:]
+    a = json.loads((tmp_path / "one.json").read_text())["final_loss"]
+    b = json.loads((tmp_path / "three.json").read_text())["final_loss"]
+    assert_allclose(b, a, **tol("float64", "distributed"))
