@@ -202,8 +202,10 @@ class DataParallel:
     ----------
     model : gru_cy.GRU, gru_cy.StackedGRU or gru_cy.Network
         On the CPU; built alike on every rank (same sizes and dtype): rank 0's
-        parameters, rolling statistics and optimiser state are copied to the
-        others here.
+        parameters, rolling statistics, optimiser state and (a Network's)
+        ``seen`` are copied to the others here; gradients accumulated before
+        count once (rank 0's: the other ranks zero theirs); a carried state is
+        taken as the whole batch's, each rank keeping its sequences' rows.
     comm : mpi4py communicator or None
         Default ``MPI.COMM_WORLD``.
     overlap : bool
@@ -298,6 +300,14 @@ class DataParallel:
             # Darknet's counter of training rows: the whole job's
             self.model.seen = self.comm.bcast(self.model.seen, root=0)
             self._seen = self.model.seen
+        # Gradients accumulated before (a checkpoint saved between backward and
+        # update, loaded by every rank) count once: rank 0's.
+        if self.rank > 0:
+            for leaf in self._leaves:
+                leaf._grad[...] = 0
+                leaf._rows = 0
+            if isinstance(self.model, Network):
+                self.model._rows = 0
 
     # ------------------------------------------------------------ reduction --
     def _start(self, leaves):

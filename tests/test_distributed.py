@@ -244,6 +244,33 @@ def test_the_wrapper_forwards_and_checks(tmp_path):
                 for k, v in ref.params.items():
                     np.testing.assert_allclose(model.params[k], v, rtol=1e-13, atol=1e-15)
                 assert model.inputs == 3 and model.rank == r and model.size == n
+            # gradients accumulated before the wrap (alike on every rank) count once
+            def gru():
+                g = gru_cy.GRU(3, 4, dtype=np.float64, seed=5, num_threads=1)
+                g.backward(np.ones_like(g.forward(x, train=True)))
+                return g
+            model, ref = D.DataParallel(gru()), gru()
+            model.update(learning_rate=0.1)
+            ref.update(learning_rate=0.1)
+            np.testing.assert_array_equal(model._theta, ref._theta)
+            # a Network around a StackedGRU (its layers' sums start in its backward)
+            def make():
+                return gru_cy.Network(
+                    [gru_cy.StackedGRU(3, 4, num_layers=2, bidirectional=True,
+                                       dtype=np.float64, seed=3, num_threads=1),
+                     gru_cy.Connected(8, 2, dtype=np.float64, seed=4, num_threads=1),
+                     gru_cy.Softmax(2)], inputs=3, batch=4, time_steps=5,
+                    learning_rate=0.1)
+            labels = np.arange(20).reshape(5, 4) % 2
+            model = D.DataParallel(make())
+            xs, ls, _ = D.shard(x, labels)
+            for _ in range(2):
+                model.train_step(xs, ls)
+            ref = make()
+            for _ in range(2):
+                ref.train_step(x, labels)
+            for a, b in zip(D._leaves(model.model), D._leaves(ref)):
+                np.testing.assert_allclose(a._theta, b._theta, rtol=1e-13, atol=1e-15)
             try:
                 D.DataParallel(gru_cy.GRU(3, 4 + r, seed=0))
             except ValueError as e:
