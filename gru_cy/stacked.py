@@ -370,6 +370,12 @@ class StackedGRU(Locked, Saveable):
         dx : array shaped as ``x``.  Sets ``dh0`` (num_layers * D, B, H);
         adds each parameter's gradient into ``grads``.
         """
+        return self._backward(dy, dstate)
+
+    def _backward(self, dy, dstate=None, after=None):
+        # backward's body; ``after(dirs)``, where given, is called with each
+        # layer's GRUs as soon as their gradients are complete (the last
+        # layer's first): gru_cy.distributed starts their reduction there.
         if self._shape is None:
             raise ValueError("backward: expected a preceding forward(x, train=True) "
                              "(none since the last update or inference forward)")
@@ -406,6 +412,8 @@ class StackedGRU(Locked, Saveable):
                 dxs = self._run(dirs, call)
             for j, layer in enumerate(dirs):
                 dh0[k * D + j] = layer.dh0
+            if after is not None:
+                after(list(dirs))
             d = dxs[0] if D == 1 else dxs[0] + dxs[1]
             if k > 0 and self._masks:
                 d = d * self._masks[k - 1]

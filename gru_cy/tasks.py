@@ -18,6 +18,13 @@ Tasks (all train a Darknet-style network: ``[gru]`` -> ``[connected]`` -> loss):
 The evaluation loss (``final_loss``) is measured on held-out sequences: fresh
 ones for ``adding`` and ``copy``, the last tenth of the file (never trained
 on) for text; ``--target`` and ``--eval-size`` apply to every task.
+
+``--distributed`` (under ``mpiexec -n N``, ``gru_cy.distributed``): every rank
+draws the same global batch of ``--batch`` sequences and trains on its shard
+(rank r of N takes sequences r, r + N, ...); the update is the global one.
+The held-out evaluation runs on every rank (the parameters are identical) and
+rank 0's verdict is shared; rank 0 alone prints and writes files.  A rank that
+fails ends the job through ``comm.Abort``.
 """
 
 import argparse
@@ -150,6 +157,31 @@ class Progress:
 
 # --- models ----------------------------------------------------------------------
 
+class _Job:
+    """What the tasks share: the network, or under --distributed the network
+    wrapped in ``gru_cy.distributed.DataParallel`` and this rank's sequences."""
+    dp = None
+
+    @property
+    def model(self):
+        return self.net if self.dp is None else self.dp
+
+    def distribute(self, comm):
+        from .distributed import DataParallel, shard_indices
+        self.dp = DataParallel(self.net, comm)
+        self.mine = shard_indices(self.B, comm.Get_rank(), comm.Get_size())
+
+    def part(self, a, axis):
+        """This rank's sequences of a global batch (``a`` itself alone)."""
+        if self.dp is None:
+            return a
+        return np.ascontiguousarray(np.take(a, self.mine, axis=axis))
+
+    def total(self, value):
+        """``value`` summed over the ranks (itself alone)."""
+        return value if self.dp is None else self.dp.sum(value)
+
+
 def _build(args, inputs, outputs, head, T, B):
     """[gru] -> [connected linear] -> head, as a Darknet-compatible Network."""
     dtype = np.dtype(args.dtype)
@@ -166,7 +198,7 @@ def _build(args, inputs, outputs, head, T, B):
                    decay=args.decay, optimizer=args.optimizer, clip=args.clip)
 
 
-class _Adding:
+class _Adding(_Job):
     name = "adding"
 
     def __init__(self, args, rng):
@@ -179,7 +211,8 @@ class _Adding:
 
     def train_step(self):
         x, t = adding_batch(self.rng, self.T, self.B, self.net.dtype)
-        net = self.net
+        x, t = self.part(x, 1), self.part(t, 0)
+        net = self.model
         net.reset_state()
         y = net.forward(x, train=True)
         last = to_host(y[-1])
@@ -189,7 +222,9 @@ class _Adding:
         dy[-1] = 2 * (last - t)
         net.backward(dy)
         net.update(batch=self.B)
-        return float(np.mean((last - t) ** 2))
+        if self.dp is None:
+            return float(np.mean((last - t) ** 2))
+        return self.total(float(np.sum((last - t) ** 2))) / self.B
 
     def evaluate(self):
         self.net.reset_state()
@@ -198,7 +233,7 @@ class _Adding:
         return float(np.mean((y[-1] - self.eval_t) ** 2))
 
 
-class _Copy:
+class _Copy(_Job):
     name = "copy"
 
     def __init__(self, args, rng):
@@ -211,13 +246,17 @@ class _Copy:
         self.baseline = math.log(COPY_SYMBOLS)
 
     @staticmethod
-    def _xent(p, labels, mask):
+    def _nll(p, labels, mask):
         pl = np.take_along_axis(p, labels[:, :, None], axis=2)[:, :, 0]
-        return float(-np.log(np.maximum(pl[mask], 1e-30)).mean())
+        return -np.log(np.maximum(pl[mask], 1e-30))
+
+    def _xent(self, p, labels, mask):
+        return float(self._nll(p, labels, mask).mean())
 
     def train_step(self):
         x, labels, mask = copy_batch(self.rng, self.T, self.B, self.net.dtype)
-        net = self.net
+        x, labels, mask = self.part(x, 1), self.part(labels, 1), self.part(mask, 1)
+        net = self.model
         net.reset_state()
         p = to_host(net.forward(x, train=True))
         onehot = np.zeros_like(p)
@@ -226,7 +265,9 @@ class _Copy:
         d = (p - onehot) * mask[:, :, None]
         net.backward(d, start=len(net.layers) - 2)
         net.update(batch=self.B * COPY_LENGTH)
-        return self._xent(p, labels, mask)
+        if self.dp is None:
+            return self._xent(p, labels, mask)
+        return self.total(float(self._nll(p, labels, mask).sum())) / (self.B * COPY_LENGTH)
 
     def evaluate(self):
         x, labels, mask = self.eval
@@ -236,7 +277,7 @@ class _Copy:
         return self._xent(p, labels, mask)
 
 
-class _Text:
+class _Text(_Job):
     name = "text"
 
     def __init__(self, args, rng):
@@ -270,9 +311,9 @@ class _Text:
         T, B = self.T, self.B
         idx = self.offsets[None, :] + np.arange(T + 1)[:, None]
         chunk = self.data[idx]
-        x = self.eye[chunk[:-1]]
-        labels = chunk[1:].astype(np.int64)
-        loss = self.net.train_step(x, labels) / (T * B)
+        x = self.part(self.eye[chunk[:-1]], 1)
+        labels = self.part(chunk[1:].astype(np.int64), 1)
+        loss = self.model.train_step(x, labels) / (T * B)
         self.offsets = self.offsets + T
         wrap = self.offsets + T + 1 >= self.data.size
         if wrap.any():
@@ -349,6 +390,10 @@ def train_parser():
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the loss curve (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of mpiexec -n N (needs "
+                        "gru_cy[mpi]): the global --batch split over the ranks; "
+                        "--threads defaults to the processors over the ranks per machine")
     return p
 
 
@@ -361,6 +406,25 @@ def train_main(argv=None):
     """``gru-cy train``: returns the exit code (argparse exits 2 on bad usage)."""
     p = train_parser()
     args = p.parse_args(argv)
+    args.comm = None
+    if not args.distributed:
+        return _train_main(p, args)
+    from . import distributed
+    try:
+        args.comm = distributed.world()
+    except ImportError as e:
+        p.error(f"--distributed: {e}")
+    with distributed.abort_on_error(args.comm, "gru-cy train"):
+        if args.threads is None:
+            args.threads = distributed.threads_per_rank(args.comm)
+        return _train_main(p, args)
+
+
+def _rank(args):
+    return 0 if args.comm is None else args.comm.Get_rank()
+
+
+def _train_main(p, args):
     task = "text" if args.text else (args.task or "adding")
     if args.text and args.task:
         p.error("--task and --text are exclusive: --text trains a language model")
@@ -377,10 +441,15 @@ def train_main(argv=None):
     # Where the results go, checked before the work starts (a run must not
     # end in a traceback that loses it).
     stem = _stem(args.save) if args.save else None
-    bad = _files.unwritable([(stem and stem + ".cfg", "--save"),
-                             (stem and stem + ".weights", "--save"),
-                             (stem and stem + ".ckpt", "--save"),
-                             (args.json, "--json"), (args.plot, "--plot")])
+    bad = None
+    if _rank(args) == 0:
+        bad = _files.unwritable([(stem and stem + ".cfg", "--save"),
+                                 (stem and stem + ".weights", "--save"),
+                                 (stem and stem + ".ckpt", "--save"),
+                                 (args.json, "--json"), (args.plot, "--plot")])
+    if args.comm is not None:
+        # rank 0 writes the files: its verdict stands for every rank
+        bad = args.comm.bcast(bad, root=0)
     if bad:
         p.error(bad)
     if args.resume and not os.path.isfile(args.resume):
@@ -398,6 +467,9 @@ def train_main(argv=None):
     args.hidden = args.hidden or (128 if text else 64)
     args.batch = args.batch or (16 if text else 50)
     args.iterations = args.iterations or (1000 if text else 4000)
+    if args.comm is not None and args.batch < args.comm.Get_size():
+        p.error(f"--batch {args.batch}: expected at least one sequence per rank "
+                f"({args.comm.Get_size()})")
     if args.learning_rate is None:
         args.learning_rate = (0.003 if text else 0.01) if args.optimizer == "adam" else 0.1
     rng = np.random.default_rng(args.seed)
@@ -437,9 +509,17 @@ def _resume(job, path):
     job.net = net
 
 
-def _save_checkpoint(job, args):
+def _save_checkpoint(job, args, collective=True):
+    # Distributed: every rank calls it (the carried states of every rank's
+    # sequences go into rank 0's file), unless not collective (Ctrl-C: rank 0
+    # alone, without the carried state).
     stem = _stem(args.save)
-    job.net.save(stem + ".ckpt")
+    if job.dp is None:
+        job.net.save(stem + ".ckpt")
+    elif collective:
+        job.dp.save(stem + ".ckpt")
+    else:
+        job.net.save(stem + ".ckpt", state=False)
     return stem + ".ckpt"
 
 
@@ -450,18 +530,21 @@ def _run(job, task, args):
         except ValueError as e:
             print(f"gru-cy train: error: {e}", file=sys.stderr)
             return 2
+    if args.comm is not None:
+        job.distribute(args.comm)
     try:
         return _train(job, task, args)
     except KeyboardInterrupt:
-        if args.save:
-            path = _save_checkpoint(job, args)
+        if args.save and _rank(args) == 0:
+            path = _save_checkpoint(job, args, collective=False)
             print(f"\ngru-cy train: saved the network so far as {path} "
                   f"(continue with --resume {path})", file=sys.stderr)
         raise
 
 
 def _train(job, task, args):
-    bar = None if args.quiet else Progress(args.iterations)
+    lead = _rank(args) == 0
+    bar = None if args.quiet or not lead else Progress(args.iterations)
     goal = args.target * job.baseline
     history, evals = [], []
     start = time.perf_counter()
@@ -474,7 +557,7 @@ def _train(job, task, args):
         if not math.isfinite(loss):
             break
         if it % args.eval_every == 0 or it == args.iterations:
-            final = job.evaluate()
+            final = _evaluate(job, args)
             evals.append((it, final))
             # "Reached and stable": two consecutive evaluations under the goal.
             below = below + 1 if final < goal else 0
@@ -484,7 +567,7 @@ def _train(job, task, args):
         if below >= 2:
             break
     if not evals or evals[-1][0] != it:
-        final = job.evaluate()
+        final = _evaluate(job, args)
         evals.append((it, final))
     seconds = time.perf_counter() - start
     if bar is not None:
@@ -496,7 +579,11 @@ def _train(job, task, args):
               "steps": args.steps, "seconds": round(seconds, 3), "iterations": it,
               "hidden": args.hidden, "batch": args.batch, "optimizer": args.optimizer,
               "learning_rate": args.learning_rate, "device": args.device,
-              "seed": args.seed, "reached_target": bool(final < goal)}
+              "seed": args.seed, "reached_target": bool(final < goal),
+              "ranks": 1 if args.comm is None else args.comm.Get_size()}
+    ckpt = _save_checkpoint(job, args) if args.save else None
+    if not lead:
+        return 1 if not math.isfinite(final) or final > DIVERGED * job.baseline else 0
     print(f"{task}: final loss {final:.5f}, baseline {job.baseline:.5f} "
           f"(ratio {final / job.baseline:.4f}), {it} iterations, {seconds:.1f} s")
     diverged = not math.isfinite(final) or final > DIVERGED * job.baseline
@@ -509,13 +596,18 @@ def _train(job, task, args):
         _files.write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     if args.save:
         stem = _stem(args.save)
-        ckpt = _save_checkpoint(job, args)
         darknet.save(job.net, stem + ".cfg", stem + ".weights")
         print(f"saved {ckpt}, {stem}.cfg and {stem}.weights")
     if args.plot:
         _plot(args.plot, history, evals, job.baseline, task)
         print(f"plotted {args.plot}")
     return 1 if diverged else 0
+
+
+def _evaluate(job, args):
+    # Every rank evaluates (identical parameters); rank 0's number stands.
+    final = job.evaluate()
+    return final if args.comm is None else args.comm.bcast(final, root=0)
 
 
 def _plot(path, history, evals, baseline, task):

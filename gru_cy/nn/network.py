@@ -317,6 +317,12 @@ class Network(Locked, Saveable):
         start : int or None
             Index of the layer whose output ``dy`` refers to; default the last.
         """
+        return self._backward(dy, start)
+
+    def _backward(self, dy, start=None, after=None):
+        # backward's body; ``after(leaves)``, where given, is called as soon as
+        # the gradients of those layers with parameters are complete (the last
+        # layer's first): gru_cy.distributed starts their reduction there.
         if self._shape is None:
             raise ValueError("backward: expected a preceding forward(train=True), got none")
         T, B = self._shape
@@ -330,10 +336,15 @@ class Network(Locked, Saveable):
             keep[rows] = True
             d[self._backend.xp.asarray(np.flatnonzero(~keep))] = 0
         for layer in reversed(self.layers[:start + 1]):
-            if isinstance(layer, _RECURRENT):
+            if isinstance(layer, StackedGRU) and after is not None:
+                with layer._lock:
+                    d = layer._backward(d.reshape(T, B, -1), None, after)
+            elif isinstance(layer, _RECURRENT):
                 d = layer.backward(d.reshape(T, B, -1))
             else:
                 d = layer.backward(d.reshape(T * B, -1))
+            if after is not None and hasattr(layer, "_grad"):
+                after([layer])
         self._rows += T * B if rows is None else len(rows)
         return d.reshape(T, B, -1)
 
