@@ -127,7 +127,8 @@ def test_close_to_float32(variant, T, B, I, H):
 
 @needs_bf16
 @pytest.mark.parametrize("variant", ["darknet", "reset_after"])
-@pytest.mark.parametrize("T,B,I,H", [(3, 9, 40, 50), (4, 20, 64, 200), (2, 3, 17, 1000)])
+@pytest.mark.parametrize("T,B,I,H", [(3, 9, 40, 50), (4, 20, 64, 200), (2, 3, 17, 1000),
+                                     (5, 33, 20, 40)])
 def test_bit_identical_across_threads(variant, T, B, I, H):
     outs = []
     for n in (1, 2, 3):

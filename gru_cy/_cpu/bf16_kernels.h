@@ -43,6 +43,7 @@
 #define GB_NW 16          /* columns per weight panel (one zmm of float32) */
 #define GB_MR 8           /* rows per micro-tile */
 #define GB_CHUNK_ROWS 512 /* rows (steps x B) of one input-projection chunk */
+#define GB_BATCH_WEIGHT_BYTES (1 << 20)  /* batch mode up to this much bf16 weight */
 
 static int gb_forced_off = 0;   /* tests: act as if the CPU lacked AVX512_BF16 */
 
@@ -247,13 +248,61 @@ static inline void gb_slice(ptrdiff_t H, int tid, int n, ptrdiff_t *j0, ptrdiff_
     *j1 = p1 * GB_NW < H ? p1 * GB_NW : H;
 }
 
-static void gb_forward_team(void *arg, int tid, int n)
+/* Step t of rows [b0, b0 + nb) and units [j0, j1) (w = j1 - j0 > 0): the
+ * recurrent product(s) with their biases, the gates and h_t, and h_t's bf16
+ * copy for step t + 1.  xpt: the input projection of row b0 at step t (rows
+ * 3H apart).  sync: meet the team at darknet's second product (it needs every
+ * unit of s = r * h_{t-1}); without it the rows are this thread's alone. */
+static void gb_step(gb_fwd *f, ptrdiff_t t, const float *xpt, ptrdiff_t b0, ptrdiff_t nb,
+                    ptrdiff_t j0, ptrdiff_t j1, int tid, int sync)
+{
+    const ptrdiff_t B = f->B, NI = f->NI, H = f->H, w = j1 - j0;
+    const ptrdiff_t KPH = gb_pairs(H), H3 = 3 * H, wsz = gb_pack_size(H, H);
+    const uint32_t *Wpk = f->pk + 3 * gb_pack_size(H, NI);
+    const uint32_t *hb = f->hb[(t + 1) & 1] + b0 * KPH;   /* bf16 of h_{t-1} */
+    uint32_t *hb_out = f->hb[t & 1] + b0 * KPH, *sb = f->sb + b0 * KPH;
+    const float *hprev = (t == 0 ? (f->h0 ? f->h0 : f->zero) : f->y + (t - 1) * B * H)
+                         + b0 * H;
+    float *h = f->y + t * B * H + b0 * H;
+    float *hp = f->hp + b0 * H3, *z = f->z + b0 * H, *r = f->r + b0 * H, *c = f->c + b0 * H;
+    if (f->reset_after) {
+        for (int g = 0; g < 3; g++)
+            gb_gemm_cols(hp + g * H, H3, hb, KPH, Wpk + g * wsz, KPH, f->bw + g * H, nb,
+                         j0, j1);
+        for (ptrdiff_t b = 0; b < nb; b++)
+            gru_reset_after_row_f(z + b * H + j0, r + b * H + j0, NULL, c + b * H + j0,
+                                  h + b * H + j0, xpt + b * H3 + j0, hp + b * H3 + j0,
+                                  hprev + b * H + j0, w, H, f->act);
+    } else {
+        for (int g = 0; g < 2; g++)
+            gb_gemm_cols(hp + g * H, H3, hb, KPH, Wpk + g * wsz, KPH, f->bw + g * H, nb,
+                         j0, j1);
+        for (ptrdiff_t b = 0; b < nb; b++)
+            gru_darknet_gates_row_f(z + b * H + j0, r + b * H + j0, c + b * H + j0,
+                                    xpt + b * H3 + j0, hp + b * H3 + j0,
+                                    hprev + b * H + j0, w, H);
+        /* s = r * h_{t-1} (in c) to bf16 for wh's product */
+        gb_convert(sb + j0 / 2, c + j0, nb, w, H, KPH);
+        if (sync)
+            gru_bar_wait(&f->bar, tid);   /* all of s */
+        gb_gemm_cols(hp + 2 * H, H3, sb, KPH, Wpk + 2 * wsz, KPH, f->bw + 2 * H, nb, j0, j1);
+        for (ptrdiff_t b = 0; b < nb; b++)
+            gru_darknet_state_row_f(c + b * H + j0, h + b * H + j0, xpt + b * H3 + 2 * H + j0,
+                                    hp + b * H3 + 2 * H + j0, z + b * H + j0,
+                                    hprev + b * H + j0, w, f->act);
+    }
+    gb_convert(hb_out + j0 / 2, h + j0, nb, w, H, KPH);
+}
+
+/* Unit slices: thread tid owns units [j0, j1) of every row; per chunk of
+ * steps the chunk's x in bf16 (rows split over the team), a barrier, the
+ * slice's columns of the input projection; per step gb_step and a barrier. */
+static void gb_units_team(void *arg, int tid, int n)
 {
     gb_fwd *f = (gb_fwd *)arg;
     const ptrdiff_t T = f->T, B = f->B, NI = f->NI, H = f->H;
     const ptrdiff_t KPI = gb_pairs(NI), KPH = gb_pairs(H), H3 = 3 * H;
-    const uint32_t *Upk = f->pk, *Wpk = f->pk + 3 * gb_pack_size(H, NI);
-    const ptrdiff_t usz = gb_pack_size(H, NI), wsz = gb_pack_size(H, H);
+    const ptrdiff_t usz = gb_pack_size(H, NI);
     ptrdiff_t j0, j1;
     gb_slice(H, tid, n, &j0, &j1);
     const ptrdiff_t w = j1 - j0;
@@ -267,61 +316,46 @@ static void gb_forward_team(void *arg, int tid, int n)
     for (ptrdiff_t t0 = 0; t0 < T; t0 += f->chunk) {
         ptrdiff_t steps = T - t0 < f->chunk ? T - t0 : f->chunk;
         ptrdiff_t R = steps * B;
-        /* the chunk's x in bf16: rows split over the team */
         ptrdiff_t r0 = R * tid / n, r1 = R * (tid + 1) / n;
         gb_convert(f->xb + r0 * KPI, f->x + (t0 * B + r0) * NI, r1 - r0, NI, NI, KPI);
         gru_bar_wait(&f->bar, tid);
         /* xp[:, g*H + j0 .. j1] = x @ U_g[j0 .. j1].T + bu_g */
         if (w > 0)
             for (int g = 0; g < 3; g++)
-                gb_gemm_cols(f->xp + g * H, H3, f->xb, KPI, Upk + g * usz, KPI,
+                gb_gemm_cols(f->xp + g * H, H3, f->xb, KPI, f->pk + g * usz, KPI,
                              f->bu + g * H, R, j0, j1);
         for (ptrdiff_t t = t0; t < t0 + steps; t++) {
-            const uint32_t *hb = f->hb[(t + 1) & 1];   /* bf16 of h_{t-1} */
-            uint32_t *hb_out = f->hb[t & 1];
-            const float *hprev = t == 0 ? (f->h0 ? f->h0 : f->zero) : f->y + (t - 1) * B * H;
-            float *h = f->y + t * B * H;
-            const float *xpt = f->xp + (t - t0) * B * H3;
-            if (w > 0) {
-                if (f->reset_after) {
-                    for (int g = 0; g < 3; g++)
-                        gb_gemm_cols(f->hp + g * H, H3, hb, KPH, Wpk + g * wsz, KPH,
-                                     f->bw + g * H, B, j0, j1);
-                    for (ptrdiff_t b = 0; b < B; b++)
-                        gru_reset_after_row_f(f->z + b * H + j0, f->r + b * H + j0, NULL,
-                                              f->c + b * H + j0, h + b * H + j0,
-                                              xpt + b * H3 + j0, f->hp + b * H3 + j0,
-                                              hprev + b * H + j0, w, H, f->act);
-                } else {
-                    for (int g = 0; g < 2; g++)
-                        gb_gemm_cols(f->hp + g * H, H3, hb, KPH, Wpk + g * wsz, KPH,
-                                     f->bw + g * H, B, j0, j1);
-                    for (ptrdiff_t b = 0; b < B; b++)
-                        gru_darknet_gates_row_f(f->z + b * H + j0, f->r + b * H + j0,
-                                                f->c + b * H + j0, xpt + b * H3 + j0,
-                                                f->hp + b * H3 + j0, hprev + b * H + j0,
-                                                w, H);
-                    /* s = r * h_{t-1} (in c) to bf16 for wh's product */
-                    gb_convert(f->sb + j0 / 2, f->c + j0, B, w, H, KPH);
-                }
-            }
-            if (!f->reset_after) {
-                gru_bar_wait(&f->bar, tid);   /* all of s */
-                if (w > 0) {
-                    gb_gemm_cols(f->hp + 2 * H, H3, f->sb, KPH, Wpk + 2 * wsz, KPH,
-                                 f->bw + 2 * H, B, j0, j1);
-                    for (ptrdiff_t b = 0; b < B; b++)
-                        gru_darknet_state_row_f(f->c + b * H + j0, h + b * H + j0,
-                                                xpt + b * H3 + 2 * H + j0,
-                                                f->hp + b * H3 + 2 * H + j0,
-                                                f->z + b * H + j0, hprev + b * H + j0, w,
-                                                f->act);
-                }
-            }
             if (w > 0)
-                gb_convert(hb_out + j0 / 2, h + j0, B, w, H, KPH);
-            gru_bar_wait(&f->bar, tid);   /* all of h_t */
+                gb_step(f, t, f->xp + (t - t0) * B * H3, 0, B, j0, j1, tid, 1);
+            else if (!f->reset_after)
+                gru_bar_wait(&f->bar, tid);   /* darknet's barrier inside gb_step */
+            gru_bar_wait(&f->bar, tid);       /* all of h_t */
         }
+    }
+}
+
+/* Batch mode: thread tid owns rows [b0, b1) (whole sequences) and runs their
+ * T steps alone, no barrier: per step its rows' x in bf16, their input
+ * projection (all 3H columns), gb_step.  For weights that stay in a core's
+ * L2 cache (every thread reads all of them each step). */
+static void gb_batch_team(void *arg, int tid, int n)
+{
+    gb_fwd *f = (gb_fwd *)arg;
+    const ptrdiff_t T = f->T, B = f->B, NI = f->NI, H = f->H;
+    const ptrdiff_t KPI = gb_pairs(NI), KPH = gb_pairs(H), H3 = 3 * H;
+    const ptrdiff_t usz = gb_pack_size(H, NI);
+    const ptrdiff_t b0 = B * tid / n, nb = B * (tid + 1) / n - b0;
+    if (nb <= 0)
+        return;
+    gb_convert(f->hb[1] + b0 * KPH, (f->h0 ? f->h0 : f->zero) + b0 * H, nb, H, H, KPH);
+    for (ptrdiff_t t = 0; t < T; t++) {
+        uint32_t *xb = f->xb + b0 * KPI;
+        float *xp = f->xp + b0 * H3;
+        gb_convert(xb, f->x + (t * B + b0) * NI, nb, NI, NI, KPI);
+        for (int g = 0; g < 3; g++)
+            gb_gemm_cols(xp + g * H, H3, xb, KPI, f->pk + g * usz, KPI, f->bu + g * H, nb,
+                         0, H);
+        gb_step(f, t, xp, b0, nb, 0, H, tid, 0);
     }
 }
 
@@ -366,16 +400,19 @@ static int gb_forward(float *y, const float *x, const float *h0, const uint32_t 
     f.c = (float *)p; p += sz[8];
     f.zero = (float *)p;
     memset(f.zero, 0, sizeof(float) * B * H);
-    /* threads: at most one per panel, and one where a step is little work
-     * (a region's barriers cost more than they save: streaming) */
-    int nt = nthreads;
-    if (nt > gb_panels(H))
-        nt = (int)gb_panels(H);
-    if ((double)B * 3 * H * (H + NI) * 2 < 1e5)
-        nt = 1;
+    /* One thread where a step is little work (a region's barriers cost more
+     * than they save: streaming).  Batch mode where every thread has a whole
+     * micro-tile of rows and the bf16 weights fit a core's L2 cache (each
+     * thread reads all of them every step); else unit slices, at most one
+     * thread per panel. */
+    int small = (double)B * 3 * H * (H + NI) * 2 < 1e5;
+    int batch = !small && nthreads > 1 && B >= 2 * GB_MR
+                && 2.0 * 3 * H * (H + NI) <= (double)GB_BATCH_WEIGHT_BYTES;
+    ptrdiff_t most = batch ? B / GB_MR : gb_panels(H);
+    int nt = small ? 1 : (nthreads < most ? nthreads : (int)most);
     if (nt < 1)
         nt = 1;
-    gru_run_team(nt, gb_forward_team, &f);
+    gru_run_team(nt, batch ? gb_batch_team : gb_units_team, &f);
     free(mem);
     return 0;
 }
