@@ -39,17 +39,58 @@ def error(name, variant, threads):
     return float(np.abs(yb - y).max()), float(np.abs(b16.state - f32.state).max())
 
 
-def timing(name, variant, threads, repeat):
+def openvino_call(layer, x, h0, threads, precision):
+    """A call of OpenVINO's CPU plugin on the ONNX GRU node of ``layer``'s
+    weights (``gru_cy.bench.engines.onnx_gru``), compiled with
+    INFERENCE_NUM_THREADS and ``precision`` ("f32", or None: the plugin's
+    default, bf16 on a CPU with AVX512_BF16); None where OpenVINO or onnx is
+    not installed.  Checked against the float32 layer first."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    from gru_cy.bench.engines import onnx_gru
+    p = layer.params
+    W = np.concatenate([p[f"u{g}.weights"] for g in "zrh"])[None]
+    R = np.concatenate([p[f"w{g}.weights"] for g in "zrh"])[None]
+    Bias = np.concatenate([p[f"{s}{g}.biases"] for s in "uw" for g in "zrh"])[None]
+    model = onnx_gru(W, R, Bias, int(layer.variant == "reset_after"))
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                  config)
+    request = compiled.create_infer_request()
+    feed = {"X": x, "initial_h": h0[None]}
+
+    def call():
+        request.infer(feed)
+        return request.get_output_tensor(0).data[:, 0]
+
+    return call
+
+
+def timing(name, variant, threads, repeat, openvino=False):
     B, T, I, H = CONFIGS[name]
     f32, b16, x = layers(B, T, I, H, variant, threads)
     h0 = np.zeros((B, H), np.float32)
-    for g in (f32, b16):          # warm-up (bf16: the weights' conversion)
-        g.forward(x, h0=h0)
-    times = {"float32": [], "bfloat16": []}
+    calls = {"float32": lambda: f32.forward(x, h0=h0), "bfloat16": lambda: b16.forward(x, h0=h0)}
+    if openvino:
+        for key, prec in (("openvino_f32", "f32"), ("openvino_default", None)):
+            call = openvino_call(f32, x, h0, threads, prec)
+            if call is not None:
+                y = f32.forward(x, h0=h0)
+                err = float(np.abs(call() - y).max())
+                print(f"check {name} {key}: max|y - y_gru_cy_float32| {err:.3g}")
+                calls[key] = call
+    for call in calls.values():   # warm-up (bf16: the weights' conversion)
+        call()
+    times = {key: [] for key in calls}
     for _ in range(repeat):
-        for key, g in (("float32", f32), ("bfloat16", b16)):
+        for key, call in calls.items():
             t0 = time.perf_counter()
-            g.forward(x, h0=h0)
+            call()
             times[key].append(time.perf_counter() - t0)
     return times, flops("inference", B, T, I, H)
 
@@ -92,6 +133,8 @@ def main():
     ap.add_argument("--variant", default="reset_after")
     ap.add_argument("--model")
     ap.add_argument("--text")
+    ap.add_argument("--openvino", action="store_true",
+                    help="time OpenVINO (f32 and its default precision) in the rotation too")
     a = ap.parse_args()
     for name in filter(None, a.configs.split(",")):
         for variant in ("darknet", "reset_after"):
@@ -100,8 +143,15 @@ def main():
     if a.model:
         print("model", a.model, model_error(a.model, a.text))
     for name in filter(None, a.time.split(",")):
-        times, fl = timing(name, a.variant, a.threads, a.repeat)
+        times, fl = timing(name, a.variant, a.threads, a.repeat, a.openvino)
         f, b = times["float32"], times["bfloat16"]
+        for key in ("openvino_f32", "openvino_default"):
+            if key in times:
+                o = times[key]
+                print(f"time {name} {key}: min {min(o) * 1e3:.2f} ms median "
+                      f"{statistics.median(o) * 1e3:.2f}; bfloat16 / {key} min "
+                      f"{min(b) / min(o):.2f} median "
+                      f"{statistics.median(b) / statistics.median(o):.2f}")
         print(f"time {name} {a.variant} {a.threads} threads: "
               f"float32 min {min(f) * 1e3:.2f} ms median {statistics.median(f) * 1e3:.2f}; "
               f"bfloat16 min {min(b) * 1e3:.2f} median {statistics.median(b) * 1e3:.2f}; "

@@ -246,6 +246,33 @@ class TorchEngine:
         return self.infer(x, h0)().numpy()
 
 
+def onnx_gru(W, R, Bias, lbr, stream=False):
+    """The ONNX model (opset 14) of one forward GRU node: ``W`` (1, 3H, I),
+    ``R`` (1, 3H, H), ``Bias`` (1, 6H) in ONNX's [z, r, h] order,
+    ``linear_before_reset`` = ``lbr``; inputs X (T, B, I) and initial_h
+    (1, B, H); outputs Y (T, 1, B, H) (not when ``stream``) and Y_h."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    H, I = R.shape[2], W.shape[2]
+    f = TensorProto.FLOAT
+    outputs = ["", "Y_h"] if stream else ["Y", "Y_h"]
+    node = helper.make_node("GRU", ["X", "W", "R", "B", "", "initial_h"], outputs,
+                            hidden_size=H, linear_before_reset=lbr)
+    graph_out = [helper.make_tensor_value_info("Y_h", f, [1, "B", H])]
+    if not stream:
+        graph_out.insert(0, helper.make_tensor_value_info("Y", f, ["T", 1, "B", H]))
+    graph = helper.make_graph(
+        [node], "gru",
+        [helper.make_tensor_value_info("X", f, ["T", "B", I]),
+         helper.make_tensor_value_info("initial_h", f, [1, "B", H])],
+        graph_out,
+        initializer=[numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
+                     numpy_helper.from_array(Bias, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    return model
+
+
 class OrtEngine:
     """ONNX Runtime's GRU operator (float32); streaming through I/O binding."""
 
@@ -275,26 +302,7 @@ class OrtEngine:
         self.single = self._session(stream=True)
 
     def _session(self, stream):
-        from onnx import TensorProto, helper, numpy_helper
-
-        H, I = self.H, self.I
-        f = TensorProto.FLOAT
-        outputs = ["", "Y_h"] if stream else ["Y", "Y_h"]
-        node = helper.make_node("GRU", ["X", "W", "R", "B", "", "initial_h"], outputs,
-                                hidden_size=H, linear_before_reset=self.lbr)
-        graph_out = [helper.make_tensor_value_info("Y_h", f, [1, "B", H])]
-        if not stream:
-            graph_out.insert(0, helper.make_tensor_value_info("Y", f, ["T", 1, "B", H]))
-        graph = helper.make_graph(
-            [node], "gru",
-            [helper.make_tensor_value_info("X", f, ["T", "B", I]),
-             helper.make_tensor_value_info("initial_h", f, [1, "B", H])],
-            graph_out,
-            initializer=[numpy_helper.from_array(self.W, "W"),
-                         numpy_helper.from_array(self.R, "R"),
-                         numpy_helper.from_array(self.Bias, "B")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-        model.ir_version = 8
+        model = onnx_gru(self.W, self.R, self.Bias, self.lbr, stream)
         return self.ort.InferenceSession(model.SerializeToString(), self.opts,
                                          providers=["CPUExecutionProvider"])
 
