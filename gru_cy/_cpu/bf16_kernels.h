@@ -7,7 +7,7 @@
  *
  *   gb_supported        does this CPU have AVX512_BF16 (and F, BW, VL)?
  *   gb_convert          float32 -> bf16 bits (round to nearest even, vcvtne2ps2bf16)
- *   gb_pack_size/_pack  a (N, K) weight block -> bf16 column panels
+ *   gb_pack_size/_part  a (N, K) weight block -> bf16 column panels
  *   gb_forward          the whole forward in one parallel region
  *
  * Layouts (uint32 = one pair of bf16, the lower k in the low half):
@@ -23,12 +23,17 @@
  * lane of a vector is its own column): results are bit-identical for any
  * thread count.
  *
- * Threads own slices of whole 16-unit panels of the H units and compute their
- * units' columns of the input projection (a chunk of steps at a time), of the
- * recurrent products and their units' gates and state; one barrier a step (two
- * for darknet, whose candidate needs all of s = r * h_{t-1}).  Each thread
- * converts its slice of h_t (and s_t) to bf16 for the next product; h's bf16
- * copies alternate between two buffers so that one barrier a step suffices.
+ * Two shapes, chosen by the sizes alone (gb_forward), as the float32 fused
+ * forward's: unit slices (gb_units_team: threads own whole 16-unit panels of
+ * the H units and compute their units' columns of the input projection, a
+ * chunk of steps at a time, of the recurrent products and their units' gates
+ * and state; one barrier a step, two for darknet, whose candidate needs all of
+ * s = r * h_{t-1}; each thread converts its slice of h_t and s_t to bf16 for
+ * the next product, h's copies alternating between two buffers so that one
+ * barrier a step suffices), and batch mode (gb_batch_team: threads own whole
+ * sequences and run their steps without any barrier).  Both compute every
+ * element as above, so they give the same bits.  The measurements:
+ * docs/performance.md ("bfloat16 inference").
  */
 #ifndef GRU_CY_BF16_KERNELS_H
 #define GRU_CY_BF16_KERNELS_H
@@ -174,7 +179,7 @@ static GB_ATTR void gb_ukr_any(int mr, int nv, const uint32_t *A, ptrdiff_t lda,
     }
 }
 
-/* C[:, c0 : c1] = A (M, K) @ W[c0 : c1].T + bias[c0 : c1], W packed (gb_pack)
+/* C[:, c0 : c1] = A (M, K) @ W[c0 : c1].T + bias[c0 : c1], W packed (gb_pack_part)
  * with KP pairs, c0 a multiple of GB_NW; one thread.  Panel pairs outside,
  * row tiles inside: a pair of panels is read from L2 by every row tile. */
 static void gb_gemm_cols(float *C, ptrdiff_t ldc, const uint32_t *A, ptrdiff_t lda,
