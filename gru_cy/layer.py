@@ -309,6 +309,8 @@ class GRU(Trainable):
         self._seq = None
         self._engine.invalidate()     # an inference forward drops the training cache
         if self._bf16 is None:
+            # checked again here: an unpickled layer may be on another CPU
+            _check_precision(self._precision, self.dtype, False, self.device)
             self._bf16 = bf16.pack(self._theta, self.inputs, self.outputs)
         if self.reverse:
             x = np.ascontiguousarray(x[::-1])

@@ -240,6 +240,21 @@ def test_cpu_without_avx512_bf16_is_a_clear_error():
 
 
 @needs_bf16
+def test_unpickled_on_a_cpu_without_avx512_bf16_is_a_clear_error():
+    # a pickle holds no converted weights; converting checks the CPU again
+    blob = pickle.dumps(gru_cy.GRU(3, 4, inference_precision="bfloat16"))
+    bf16._force_unsupported(True)
+    try:
+        g = pickle.loads(blob)
+        with pytest.raises(RuntimeError, match="inference_precision.*AVX512_BF16"):
+            g.forward(data(2, 2, 3))
+        g.forward(data(2, 2, 3), train=True)      # training is float32
+    finally:
+        bf16._force_unsupported(False)
+    assert g.forward(data(2, 2, 3)).shape == (2, 2, 4)
+
+
+@needs_bf16
 def test_float32_default_unchanged():
     # the default path is the float32 engine's, bit for bit
     g = gru_cy.GRU(8, 12, seed=3)

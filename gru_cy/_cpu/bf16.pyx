@@ -26,8 +26,8 @@ cdef extern from "bf16_kernels.h" nogil:
     Py_ssize_t gb_layer_pack_size(Py_ssize_t I, Py_ssize_t H)
     void gb_convert(uint32_t* out, const float* a, Py_ssize_t M, Py_ssize_t K,
                     Py_ssize_t lda, Py_ssize_t ldo)
-    void gb_pack_part(uint32_t* out, const float* W, Py_ssize_t N, Py_ssize_t K,
-                      Py_ssize_t ldw, Py_ssize_t p0, Py_ssize_t p1)
+    int gb_pack_part(uint32_t* out, const float* W, Py_ssize_t N, Py_ssize_t K,
+                     Py_ssize_t ldw, Py_ssize_t p0, Py_ssize_t p1)
     Py_ssize_t gb_panels(Py_ssize_t N)
     int gb_forward(float* y, const float* x, const float* h0, const uint32_t* pk,
                    const float* bu, const float* bw, Py_ssize_t T, Py_ssize_t B,
@@ -59,16 +59,21 @@ def to_bf16(const float[:, ::1] a):
 def pack(const float[::1] theta, Py_ssize_t I, Py_ssize_t H):
     """The layer's weights in bf16 panels: U (3H, I) at theta[0], W (3H, H)
     after it (``gru_cy.kernels.param_layout``), each gate block packed alone.
-    Returns a uint32 array of ``gb_layer_pack_size(I, H)`` elements."""
+    Returns a uint32 array of ``gb_layer_pack_size(I, H)`` elements.  The
+    caller checks ``supported()`` first (the conversion is AVX512_BF16 code)."""
     cdef Py_ssize_t us = gb_pack_size(H, I), ws = gb_pack_size(H, H), g
+    cdef int rc = 0
     out = np.empty(gb_layer_pack_size(I, H), np.uint32)
     cdef uint32_t[::1] o = out
     cdef const float* U = &theta[0]
     cdef const float* W = U + 3 * H * I
     with nogil:
         for g in range(3):
-            gb_pack_part(&o[0] + g * us, U + g * H * I, H, I, I, 0, gb_panels(H))
-            gb_pack_part(&o[0] + 3 * us + g * ws, W + g * H * H, H, H, H, 0, gb_panels(H))
+            rc |= gb_pack_part(&o[0] + g * us, U + g * H * I, H, I, I, 0, gb_panels(H))
+            rc |= gb_pack_part(&o[0] + 3 * us + g * ws, W + g * H * H, H, H, H, 0,
+                               gb_panels(H))
+    if rc != 0:
+        raise MemoryError("bfloat16 weights: could not allocate the packing's row buffer")
     return out
 
 

@@ -107,14 +107,15 @@ static void gb_convert(uint32_t *out, const float *a, ptrdiff_t M, ptrdiff_t K,
         gb_convert_row(out + m * ldo, a + m * lda, K);
 }
 
-/* Panels [p0, p1) of the packed bf16 weights of W (N, K), row stride ldw. */
-static void gb_pack_part(uint32_t *out, const float *W, ptrdiff_t N, ptrdiff_t K,
-                         ptrdiff_t ldw, ptrdiff_t p0, ptrdiff_t p1)
+/* Panels [p0, p1) of the packed bf16 weights of W (N, K), row stride ldw.
+ * Returns 0, or -1 where its row buffer could not be allocated. */
+static int gb_pack_part(uint32_t *out, const float *W, ptrdiff_t N, ptrdiff_t K,
+                        ptrdiff_t ldw, ptrdiff_t p0, ptrdiff_t p1)
 {
     ptrdiff_t KP = gb_pairs(K);
     uint32_t *row = (uint32_t *)malloc((size_t)(KP + 16) * sizeof(uint32_t));
     if (row == NULL)
-        return;
+        return -1;
     for (ptrdiff_t p = p0; p < p1; p++) {
         uint32_t *pan = out + p * KP * GB_NW;
         for (ptrdiff_t lane = 0; lane < GB_NW; lane++) {
@@ -128,6 +129,7 @@ static void gb_pack_part(uint32_t *out, const float *W, ptrdiff_t N, ptrdiff_t K
         }
     }
     free(row);
+    return 0;
 }
 
 /* C (MR rows, NV panels' columns) = A (MR, KP pairs) @ panels + bias.
@@ -207,9 +209,9 @@ static inline int gb_supported(void) { return 0; }
 static void gb_convert(uint32_t *out, const float *a, ptrdiff_t M, ptrdiff_t K,
                        ptrdiff_t lda, ptrdiff_t ldo)
 { (void)out; (void)a; (void)M; (void)K; (void)lda; (void)ldo; }
-static void gb_pack_part(uint32_t *out, const float *W, ptrdiff_t N, ptrdiff_t K,
-                         ptrdiff_t ldw, ptrdiff_t p0, ptrdiff_t p1)
-{ (void)out; (void)W; (void)N; (void)K; (void)ldw; (void)p0; (void)p1; }
+static int gb_pack_part(uint32_t *out, const float *W, ptrdiff_t N, ptrdiff_t K,
+                        ptrdiff_t ldw, ptrdiff_t p0, ptrdiff_t p1)
+{ (void)out; (void)W; (void)N; (void)K; (void)ldw; (void)p0; (void)p1; return -1; }
 static void gb_gemm_cols(float *C, ptrdiff_t ldc, const uint32_t *A, ptrdiff_t lda,
                          const uint32_t *Wpk, ptrdiff_t KP, const float *bias,
                          ptrdiff_t M, ptrdiff_t c0, ptrdiff_t c1)
