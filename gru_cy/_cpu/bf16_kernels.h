@@ -407,12 +407,13 @@ static int gb_forward(float *y, const float *x, const float *h0, const uint32_t 
     f.c = (float *)p; p += sz[8];
     f.zero = (float *)p;
     memset(f.zero, 0, sizeof(float) * B * H);
-    /* One thread where a step is little work (a region's barriers cost more
-     * than they save: streaming).  Batch mode where every thread has a whole
+    /* One thread where a step or the call is little work (the float32 fused
+     * forward's rule: a region and its barriers cost more than they save;
+     * streaming).  Batch mode where every thread has a whole
      * micro-tile of rows and the bf16 weights fit a core's L2 cache (each
      * thread reads all of them every step); else unit slices, at most one
      * thread per panel. */
-    int small = (double)B * 3 * H * (H + NI) * 2 < 1e5;
+    int small = 2.0 * B * 3 * H * H < 5e4 || 2.0 * T * B * 3 * H * (H + NI) < 1e6;
     int batch = !small && nthreads > 1 && B >= 2 * GB_MR
                 && 2.0 * 3 * H * (H + NI) <= (double)GB_BATCH_WEIGHT_BYTES;
     ptrdiff_t most = batch ? B / GB_MR : gb_panels(H);
