@@ -79,7 +79,7 @@ DIRECTIVES = {
 }
 
 
-EXTENSIONS = ("gemm", "cell", "steps", "team", "fused", "engine", "update", "net")
+EXTENSIONS = ("gemm", "cell", "steps", "team", "fused", "engine", "update", "net", "bf16")
 """The engine's modules (gru_cy/_cpu/<name>.pyx); docs/architecture.md says what each holds."""
 
 
@@ -112,7 +112,7 @@ class BuildPy(build_py):
 
 
 JOBS = os.cpu_count() or 1
-"""The engine is eight modules: cythonize and compile them in parallel."""
+"""The engine is nine modules: cythonize and compile them in parallel."""
 
 setup(
     ext_modules=cythonize([ext(name) for name in EXTENSIONS],

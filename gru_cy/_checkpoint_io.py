@@ -34,11 +34,15 @@ def trainable(layer, prefix, arrays, with_state):
 
 
 def gru_args(g):
-    """A GRU's constructor arguments."""
-    return dict(inputs=g.inputs, outputs=g.outputs, variant=g.variant,
+    """A GRU's constructor arguments (``inference_precision`` only where it is
+    not the default, so that float32 layers write what they always wrote)."""
+    args = dict(inputs=g.inputs, outputs=g.outputs, variant=g.variant,
                 activation=g.activation, batch_normalize=g.batch_normalize,
                 optimizer=g.optimizer, dtype=g.dtype.name, num_threads=g.num_threads,
                 gemm=g.gemm, reverse=g.reverse)
+    if g.inference_precision != "float32":
+        args["inference_precision"] = g.inference_precision
+    return args
 
 
 def node(obj, prefix, arrays, with_state):

@@ -19,6 +19,7 @@ SUBLAYERS = ("uz", "ur", "uh", "wz", "wr", "wh")
 VARIANTS = ("darknet", "reset_after")
 GRU_ACTIVATIONS = ("tanh", "logistic")
 GEMMS = ("native", "blas")
+PRECISIONS = ("float32", "bfloat16")
 
 
 class GRU(Trainable):
@@ -55,6 +56,19 @@ class GRU(Trainable):
         Read each sequence backwards, from its last valid step to step 0
         (ONNX's ``direction="reverse"``, the reverse half of torch's
         bidirectional GRU); ``y[t]`` is the state after reading ``x[t]``.
+    inference_precision : {"float32", "bfloat16"}
+        "bfloat16" (float32 layers on a CPU with AVX512_BF16 only): the
+        inference forward (``train=False``) multiplies in bfloat16 with
+        float32 accumulation (``vdpbf16ps``); biases, gates and state stay
+        float32.  The weights are converted once and again after a parameter
+        assignment, ``update()``, ``to()`` or a change of this attribute; an
+        in-place edit of a ``params`` array is seen after
+        ``layer.params[name] = layer.params[name]`` (or any assignment).
+        ``forward(train=True)`` and ``backward`` stay float32 (the float32
+        engine's results, bit for bit); ``lengths`` and batch normalisation
+        are refused with it (ValueError).  The error against float32:
+        docs/performance.md ("bfloat16 inference").  Settable on a layer
+        (e.g. one loaded with ``gru_cy.load``).
 
     Notes
     -----
@@ -65,7 +79,8 @@ class GRU(Trainable):
 
     def __init__(self, inputs, outputs, variant="darknet", activation="tanh",
                  batch_normalize=False, optimizer="sgd", dtype=np.float32,
-                 device="cpu", seed=None, num_threads=None, gemm="native", reverse=False):
+                 device="cpu", seed=None, num_threads=None, gemm="native", reverse=False,
+                 inference_precision="float32"):
         self.inputs = V.size("inputs", inputs)
         self.outputs = V.size("outputs", outputs)
         self.variant = V.choice("variant", variant, VARIANTS)
@@ -83,6 +98,9 @@ class GRU(Trainable):
         self.reverse = bool(reverse)
         self._seq = None           # (Packing, segment caches) of a packed training forward
         self._packing = None       # the last Packing (reused while lengths repeat)
+        self._bf16 = None          # the weights packed in bf16 (bfloat16 inference)
+        _check_precision(inference_precision, dtype, self.batch_normalize, device)
+        self._precision = inference_precision
         # parameters, gradients and up to two optimiser vectors, before any
         # is allocated
         V.memory("outputs", 4 * param_size(self.inputs, self.outputs, self.batch_normalize)
@@ -135,7 +153,7 @@ class GRU(Trainable):
                                     self.outputs, self.variant == "reset_after", act,
                                     self.batch_normalize, self.gemm == "blas")
 
-    _TRANSIENT = Trainable._TRANSIENT + ("_engine", "_seq", "_packing")
+    _TRANSIENT = Trainable._TRANSIENT + ("_engine", "_seq", "_packing", "_bf16")
 
     def _checkpoint_node(self, prefix, arrays, with_state):
         from gru_cy import _checkpoint_io as C
@@ -144,20 +162,37 @@ class GRU(Trainable):
         return node
 
     def _restored(self):
+        self.__dict__.setdefault("_precision", "float32")   # pickles from before it
         self._seq = None
         self._packing = None
+        self._bf16 = None
         self._engine = self._make_engine()
 
     def _invalidate(self):
         self._seq = None
+        self._bf16 = None
         self._engine.invalidate()
 
     def _moved(self, backend):
         self._seq = None
+        self._bf16 = None
         self._packing = None
         self._state = None if self._state is None else backend.asarray(self._state)
         self._dh0 = None if self._dh0 is None else backend.asarray(self._dh0)
         self._engine = self._make_engine()
+
+    @property
+    def inference_precision(self):
+        """"float32" or "bfloat16": the precision of ``forward(train=False)``'s
+        products (see the class docstring)."""
+        return self._precision
+
+    @inference_precision.setter
+    @serialized
+    def inference_precision(self, value):
+        _check_precision(value, self.dtype, self.batch_normalize, self.device)
+        self._precision = value
+        self._bf16 = None
 
     # -------------------------------------------------------------- state --
     @property
@@ -223,6 +258,8 @@ class GRU(Trainable):
 
     def _forward(self, x, train, h0, lengths):
         n = self.num_threads
+        if not train and self._precision == "bfloat16":
+            return self._forward_bf16(x, h0, lengths)
         if lengths is not None or self.reverse:
             return self._forward_packed(x, train, h0, lengths)
         self._seq = None
@@ -254,6 +291,39 @@ class GRU(Trainable):
         return y
 
     __call__ = forward
+
+    def _forward_bf16(self, x, h0, lengths):
+        # Inference with bf16 products (gru_cy/_cpu/bf16.pyx); whole sequences.
+        from gru_cy._cpu import bf16
+        if lengths is not None:
+            raise ValueError("lengths: inference_precision='bfloat16' runs whole sequences "
+                             "only: expected lengths=None, got an array (use "
+                             "inference_precision='float32' for padded batches)")
+        if self.device != "cpu":
+            raise ValueError(f"inference_precision: 'bfloat16' runs on the CPU only, the "
+                             f"layer is on {self.device!r}")
+        be = self._backend
+        x = V.array("x", x, self.dtype, ("T", "B", self.inputs), be)
+        T, B = x.shape[:2]
+        h0 = self._initial_state(h0, B)
+        self._seq = None
+        self._engine.invalidate()     # an inference forward drops the training cache
+        if self._bf16 is None:
+            # checked again here: an unpickled layer may be on another CPU
+            _check_precision(self._precision, self.dtype, False, self.device)
+            self._bf16 = bf16.pack(self._theta, self.inputs, self.outputs)
+        if self.reverse:
+            x = np.ascontiguousarray(x[::-1])
+        H = self.outputs
+        off = self._layout["biases"][0]
+        y = np.empty((T, B, H), self.dtype)
+        n = self.num_threads
+        bf16.forward(self._bf16, x, h0, y, self._theta[off:off + 3 * H],
+                     self._theta[off + 3 * H:off + 6 * H], self.variant == "reset_after",
+                     ACT_TANH if self.activation == "tanh" else ACT_LOGISTIC,
+                     0 if n is None else n)
+        self._state = y[T - 1].copy()
+        return np.ascontiguousarray(y[::-1]) if self.reverse else y
 
     def _forward_packed(self, x, train, h0, lengths):
         # Lengths or reverse: the packed batch of gru_cy.sequences.
@@ -407,7 +477,31 @@ class GRU(Trainable):
                 f"variant={self.variant!r}, activation={self.activation!r}, "
                 f"batch_normalize={self.batch_normalize}, optimizer={self.optimizer!r}, "
                 f"dtype={self.dtype.name}, device={self.device!r}"
-                + (", reverse=True)" if self.reverse else ")"))
+                + (", reverse=True" if self.reverse else "")
+                + (", inference_precision='bfloat16')" if self._precision == "bfloat16"
+                   else ")"))
+
+
+def _check_precision(value, dtype, batch_normalize, device):
+    """Raise unless ``inference_precision`` = ``value`` fits a layer of this
+    dtype, normalisation and device on this CPU."""
+    V.choice("inference_precision", value, PRECISIONS)
+    if value == "float32":
+        return
+    dtype = V.float_dtype(dtype)
+    if dtype != np.float32:
+        raise ValueError(f"inference_precision: 'bfloat16' needs a float32 layer, "
+                         f"got dtype {dtype.name}")
+    if batch_normalize:
+        raise ValueError("inference_precision: 'bfloat16' does not support "
+                         "batch_normalize=True (use 'float32')")
+    if device != "cpu":
+        raise ValueError(f"inference_precision: 'bfloat16' runs on the CPU only, "
+                         f"got device {device!r}")
+    from gru_cy._cpu import bf16
+    if not bf16.supported():
+        raise RuntimeError("inference_precision: 'bfloat16' needs a CPU with "
+                           "AVX512_BF16 (vdpbf16ps), which this CPU lacks; use 'float32'")
 
 
 def forward_directions(fwd, rev, x, train, h0s, lengths):

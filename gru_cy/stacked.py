@@ -100,6 +100,11 @@ class StackedGRU(Locked, Saveable):
         backward (inverted dropout: kept values are scaled by 1 / (1 - p)).
     variant, activation, batch_normalize, optimizer, dtype, device, num_threads, gemm
         As ``gru_cy.GRU``, for every sublayer.
+    inference_precision : {"float32", "bfloat16"}
+        As ``gru_cy.GRU``, for every sublayer (settable).  In a "bfloat16"
+        inference forward the two directions of a bidirectional layer are two
+        calls (in turn on up to two threads, else side by side, as ``_both``),
+        never the float32 engine's paired call.
     seed : int or None
         Seeds every sublayer's initialisation and the dropout generator.
     bias : bool
@@ -110,7 +115,7 @@ class StackedGRU(Locked, Saveable):
     def __init__(self, inputs, outputs, num_layers=1, bidirectional=False, batch_first=False,
                  dropout=0.0, variant="darknet", activation="tanh", batch_normalize=False,
                  optimizer="sgd", dtype=np.float32, device="cpu", seed=None, num_threads=None,
-                 bias=True, gemm="native"):
+                 bias=True, gemm="native", inference_precision="float32"):
         self.inputs = V.size("inputs", inputs)
         self.outputs = V.size("outputs", outputs)
         self.num_layers = V.size("num_layers", num_layers)
@@ -144,7 +149,8 @@ class StackedGRU(Locked, Saveable):
                 GRU(n_in, self.outputs, variant=variant, activation=activation,
                     batch_normalize=batch_normalize, optimizer=optimizer, dtype=dtype,
                     device="cpu", seed=int(seeds[k * D + d].generate_state(1)[0]),
-                    num_threads=num_threads, gemm=gemm, reverse=bool(d))
+                    num_threads=num_threads, gemm=gemm, reverse=bool(d),
+                    inference_precision=inference_precision)
                 for d in range(D)])
         self._rng = np.random.default_rng(seeds[-1])
         if not self.bias:
@@ -264,6 +270,16 @@ class StackedGRU(Locked, Saveable):
             b = future.result()
         return a, b
 
+    @property
+    def inference_precision(self):
+        """"float32" or "bfloat16", every sublayer's (``gru_cy.GRU``)."""
+        return self.layers[0][0].inference_precision
+
+    @inference_precision.setter
+    def inference_precision(self, value):
+        for layer in self._sublayers():
+            layer.inference_precision = value
+
     def _paired(self):
         # Two threads on the CPU: each engine call of one direction runs with
         # the other's in one parallel region, one thread each (no hand-off
@@ -333,7 +349,7 @@ class StackedGRU(Locked, Saveable):
                                          h0=None if h0 is None else h0[k * D + d])
                 finally:
                     layer.num_threads = self.num_threads
-            if self._paired():
+            if self._paired() and (train or self.inference_precision == "float32"):
                 outs = forward_directions(dirs[0], dirs[1], h, train,
                                           [None if h0 is None else h0[k * D + d]
                                            for d in range(2)], lengths)
@@ -428,7 +444,9 @@ class StackedGRU(Locked, Saveable):
             bidirectional=self.bidirectional, batch_first=self.batch_first,
             dropout=self.dropout, variant=g.variant, activation=g.activation,
             batch_normalize=g.batch_normalize, optimizer=g.optimizer, dtype=g.dtype.name,
-            num_threads=self.num_threads, bias=self.bias, gemm=g.gemm),
+            num_threads=self.num_threads, bias=self.bias, gemm=g.gemm,
+            **({} if g.inference_precision == "float32"
+               else {"inference_precision": g.inference_precision})),
             "rng": self._rng.bit_generator.state,
             "layers": [C.node(sub, f"{prefix}l{k}.d{d}.", arrays, with_state)
                        for k, dirs in enumerate(self.layers) for d, sub in enumerate(dirs)]}

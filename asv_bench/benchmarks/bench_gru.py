@@ -91,3 +91,25 @@ class SlowTierC:
     def peakmem_train_step(self, variant):
         train_step(self.layer, self.x, self.dy, self.h0)
 
+
+
+class ForwardBf16:
+    """Inference forward with ``inference_precision="bfloat16"`` (float32 layer),
+    configs A-D; skipped where the CPU lacks AVX512_BF16 or the commit predates it."""
+
+    params = [FAST_CONFIGS + ["C"], VARIANTS]
+    param_names = ["config", "variant"]
+
+    def setup(self, config, variant):
+        self.layer = make_layer(config, "float32", variant)
+        if not hasattr(type(self.layer), "inference_precision"):
+            raise NotImplementedError("no bfloat16 inference at this commit")
+        try:
+            self.layer.inference_precision = "bfloat16"
+        except RuntimeError as e:       # the CPU lacks AVX512_BF16
+            raise NotImplementedError(str(e))
+        self.x, _, self.h0 = make_data(config, "float32")
+        self.layer.forward(self.x, h0=self.h0)      # the weights' conversion
+
+    def time_forward(self, config, variant):
+        self.layer.forward(self.x, h0=self.h0)

@@ -41,6 +41,17 @@
 
 #define GRU_R __restrict
 
+/* The bodies the row functions specialise (is_tanh, has_daw constant) are
+ * always inlined: gcc's size limits otherwise leave one of two calls out of
+ * line in a small translation unit (bf16.pyx, cell.pyx), compiled for the
+ * baseline ISA and called from the AVX-512 clone, unvectorised (half of a
+ * bfloat16 config-D forward went there).  Same operations, same bits. */
+#if defined(__GNUC__)
+#define GRU_BODY_ATTR inline __attribute__((always_inline))
+#else
+#define GRU_BODY_ATTR inline
+#endif
+
 /* Calls F(ARGS..., a, b) with a, b as the constants 0/1 equal to the
    conditions A, B, so that F, inlined, is specialised for each case. */
 #define GRU_UNPAREN(...) __VA_ARGS__
@@ -83,7 +94,7 @@ gru_darknet_gates_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R s,                 
                                                                                      \
 /* c = act(xp_h + hp_h); h = z*hprev + (1 - z)*c (xp, hp at column 2H);          \
    act: tanh where is_tanh (a constant at each call), else logistic. */           \
-static inline void                                                                   \
+static GRU_BODY_ATTR void                                                             \
 gru_darknet_state_body_##SFX(T* GRU_R c, T* GRU_R h, const T* GRU_R xp,              \
                              const T* GRU_R hp, const T* GRU_R z,                    \
                              const T* GRU_R hprev, ptrdiff_t H, int is_tanh)         \
@@ -107,7 +118,7 @@ gru_darknet_state_row_##SFX(T* c, T* h, const T* xp, const T* hp, const T* z,   
                                                                                      \
 /* c = act(c + r*q) in place: c holds xp_h (the backward's recomputation of the     \
    forward's candidates; the same expression as below, the same bits). */          \
-static inline void                                                                   \
+static GRU_BODY_ATTR void                                                             \
 gru_reset_after_cand_body_##SFX(T* GRU_R c, const T* GRU_R r, const T* GRU_R q,      \
                                 ptrdiff_t H, int is_tanh)                            \
 {                                                                                    \
@@ -126,7 +137,7 @@ gru_reset_after_cand_row_##SFX(T* c, const T* r, const T* q, ptrdiff_t H, int ac
                                                                                      \
 /* z, r as above; q = hp_h (q may be NULL); c = act(xp_h + r*hp_h);                  \
    h = z*hprev + (1 - z)*c.  Gate columns gs apart, as above. */                     \
-static inline void                                                                   \
+static GRU_BODY_ATTR void                                                             \
 gru_reset_after_body_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R c, T* GRU_R h,           \
                            const T* GRU_R xp, const T* GRU_R hp,                     \
                            const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs,          \
@@ -162,7 +173,7 @@ gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,       
 /* daz and dah of one unit, from g (the gradient reaching h):                       \
    h = z*hprev + (1 - z)*c, z = sig(a_z), c = act(a_h); act'(x) through c:            \
    1 - c^2 (tanh), c*(1 - c) (logistic).  Both variants' backward rows use it. */     \
-static inline void                                                                   \
+static GRU_BODY_ATTR void                                                             \
 gru_zh_grad_##SFX(T g, T zj, T cj, T hprevj, int is_tanh, T* daz, T* dah)            \
 {                                                                                    \
     *daz = g * (hprevj - cj) * zj * (1 - zj);                                        \
@@ -172,7 +183,7 @@ gru_zh_grad_##SFX(T g, T zj, T cj, T hprevj, int is_tanh, T* daz, T* dah)       
 /* Differentiates h = z*hprev + (1 - z)*c, c = act(uh(x) + wh(s)):                   \
    g = dh + dy; dau/daw [0:H] = daz, [2H:3H] = dah; dh = g*z.  The flags are         \
    constants at each call (has_daw: daw distinct from dau): no branch in a loop. */  \
-static inline void                                                                   \
+static GRU_BODY_ATTR void                                                             \
 gru_darknet_gates_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,            \
                                  const T* GRU_R dy, const T* GRU_R z,                \
                                  const T* GRU_R c, const T* GRU_R hprev,             \
@@ -202,7 +213,7 @@ gru_darknet_gates_bwd_row_##SFX(T* dau, T* daw, T* dh, const T* dy, const T* z, 
                                                                                      \
 /* Differentiates s = r*hprev, r = sig(ur(x) + wr(hprev)) (dau, daw at              \
    column H): dar = ds*hprev*r*(1 - r); dh += ds*r. */                               \
-static inline void                                                                   \
+static GRU_BODY_ATTR void                                                             \
 gru_darknet_reset_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,            \
                                  const T* GRU_R ds, const T* GRU_R r,                \
                                  const T* GRU_R hprev, ptrdiff_t H, int has_daw)     \
@@ -230,7 +241,7 @@ gru_darknet_reset_bwd_row_##SFX(T* dau, T* daw, T* dh, const T* ds, const T* r, 
 /* Differentiates c = act(uh(x) + r*q), q = wh(hprev), and the z, r gates:          \
    dau = [daz|dar|dah], daw = [daz|dar|dah*r], dh = g*z, g = dh + dy.                \
    Without daw (dau == daw): dau = [daz|dar|dah*r], as if daw were written last. */  \
-static inline void                                                                   \
+static GRU_BODY_ATTR void                                                             \
 gru_reset_after_bwd_body_##SFX(T* GRU_R dau, T* GRU_R daw, T* GRU_R dh,              \
                                const T* GRU_R dy, const T* GRU_R z,                  \
                                const T* GRU_R r, const T* GRU_R q,                   \
