@@ -17,7 +17,8 @@ CONFIGS = {
 STREAM_SIZES = CONFIGS["A"]
 """Batch-1 streaming uses config A's I and H, T single-step calls, B = 1."""
 
-ENGINES = ("gru_cy", "numpy", "torch", "ort", "openvino", "openvino_default", "jax")
+ENGINES = ("gru_cy", "gru_cy_bf16", "numpy", "torch", "ort", "openvino", "openvino_default",
+           "jax")
 TASKS = ("inference", "train", "stream")
 
 TARGETS = {

@@ -90,6 +90,29 @@ class GruCyEngine:
         return np.concatenate([self.layer.forward(xs[t:t + 1]) for t in range(xs.shape[0])])
 
 
+class GruCyBf16Engine(GruCyEngine):
+    """gru_cy.GRU with ``inference_precision="bfloat16"`` (issue 17): bf16
+    products with float32 accumulation; inference only, checked against the
+    float32 layer with a bfloat16 tolerance; judged against no float32 target."""
+
+    name = "gru_cy_bf16"
+    tasks = ("inference",)
+    tolerance = 5e-2
+    """As ``openvino_default``'s: bf16 products over the steps, ~1e-2."""
+
+    def __init__(self, params, variant, dtype, threads):
+        if dtype != np.float32:
+            raise NotImplementedError("bfloat16 inference runs float32 layers only")
+        super().__init__(params, variant, dtype, threads)
+        try:
+            self.layer.inference_precision = "bfloat16"
+        except RuntimeError as e:             # no AVX512_BF16 on this CPU
+            raise NotImplementedError(str(e)) from None
+
+    def infer_outputs(self, x, h0):
+        return self.layer.forward(x, h0=h0)
+
+
 class NumpyEngine:
     """A NumPy forward in the requested dtype (inference and streaming)."""
 
@@ -309,8 +332,8 @@ class OrtEngine:
         return np.stack(out)
 
 
-ENGINE_CLASSES = {"gru_cy": GruCyEngine, "numpy": NumpyEngine,
-                  "torch": TorchEngine, "ort": OrtEngine}
+ENGINE_CLASSES = {"gru_cy": GruCyEngine, "gru_cy_bf16": GruCyBf16Engine,
+                  "numpy": NumpyEngine, "torch": TorchEngine, "ort": OrtEngine}
 
 
 def _engine_class(name):

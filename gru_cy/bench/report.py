@@ -130,7 +130,8 @@ def run(args, log=print):
                 peers = {n: t for n, t in med.items() if n in TARGET_PEERS}
                 target = TARGETS.get((task, config))
                 if not peers:       # no torch or ORT: compare with NumPy, no verdict
-                    peers = {n: t for n, t in med.items() if n != "gru_cy"}
+                    peers = {n: t for n, t in med.items()
+                             if n not in ("gru_cy", "gru_cy_bf16")}
                     target = None
                 best = min(peers, key=peers.get) if peers else None
                 ratio = med["gru_cy"] / peers[best] if best else None
