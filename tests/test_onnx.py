@@ -434,3 +434,134 @@ def test_dropout_layer_exports_as_identity():
                     **tol(np.float32, "onnx_export"))
     back = gonnx.load(proto)
     assert [type(layer).__name__ for layer in back.layers] == ["GRU", "Connected"]
+
+
+# ------------------------------------------- review findings: no silent misreads ---
+
+def _graph(nodes, inputs, outputs, inits, opset=17):
+    from onnx import TensorProto, helper, numpy_helper
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT if n != "lens" else
+                                        TensorProto.INT32, shape) for n, shape in inputs]
+    vo = [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n, shape in outputs]
+    init = [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()]
+    g = helper.make_graph([helper.make_node(*n[:3], name=f"n{i}", **(n[3] if len(n) > 3
+                                                                    else {}))
+                           for i, n in enumerate(nodes)], "g", vi, vo, initializer=init)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _two_gru(h0_of_second, extra_nodes=(), extra_inits=None):
+    rng = np.random.default_rng(0)
+    H, I = 3, 2
+    f = np.float32
+    inits = {"W0": rng.normal(size=(1, 3 * H, I)).astype(f),
+             "R0": rng.normal(size=(1, 3 * H, H)).astype(f),
+             "W1": rng.normal(size=(1, 3 * H, H)).astype(f),
+             "R1": rng.normal(size=(1, 3 * H, H)).astype(f),
+             "ax": np.array([1], np.int64), **(extra_inits or {})}
+    nodes = [("GRU", ["x", "W0", "R0"], ["Y0", "Yh0"], {"hidden_size": H}),
+             ("Squeeze", ["Y0", "ax"], ["y0"]), *extra_nodes,
+             ("GRU", ["y0", "W1", "R1", "", "", h0_of_second], ["Y1", "Yh1"],
+              {"hidden_size": H}),
+             ("Squeeze", ["Y1", "ax"], ["y"])]
+    return _graph(nodes, [("x", ["T", "B", I]), ("h", [2, "B", H])],
+                  [("y", ["T", "B", H])], inits)
+
+
+@pytest.mark.parametrize("case", ["encoder_decoder", "scaled", "swapped"])
+def test_import_refuses_initial_states_the_graph_computes(case):
+    if case == "encoder_decoder":        # the second GRU starts from the first's Y_h
+        model = _two_gru("Yh0")
+    elif case == "scaled":               # Mul(h, 2): arithmetic on the state
+        model = _two_gru("h2", [("Slice", ["h", "s1", "e1", "a0"], ["h1"]),
+                                ("Mul", ["h1", "two"], ["h2"])],
+                         {"two": np.float32(2), "s1": np.array([1]), "e1": np.array([2]),
+                          "a0": np.array([0])})
+    else:                                # layer 1 reads rows 0:1 (torch's order: 1:2)
+        model = _two_gru("h1", [("Slice", ["h", "s0", "e0", "a0"], ["h1"])],
+                         {"s0": np.array([0]), "e0": np.array([1]), "a0": np.array([0])})
+    with pytest.raises(ValueError, match="initial_h"):
+        gonnx.load(model)
+
+
+def test_import_accepts_torch_order_state_slices():
+    ort = _ort()
+    model = _two_gru("h1", [("Slice", ["h", "s1", "e1", "a0"], ["h1"])],
+                     {"s1": np.array([1]), "e1": np.array([2]), "a0": np.array([0])})
+    # and layer 0 reads rows 0:1
+    model.graph.node[0].input.extend(["", "", "h0"])
+    model.graph.node.insert(0, onnx.helper.make_node("Slice", ["h", "s0", "e0", "a0"], ["h0"],
+                                                     name="first"))
+    for k, v in {"s0": [0], "e0": [1]}.items():
+        model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(v), k))
+    m = gonnx.load(model)
+    assert isinstance(m, StackedGRU) and m.num_layers == 2
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(5, 2, 2)).astype(np.float32)
+    h = rng.normal(size=(2, 2, 3)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_allclose(m.forward(x, h0=h), sess.run(None, {"x": x, "h": h})[0],
+                    **tol(np.float32, "onnx_export"))
+
+
+def _head_graph(tail, inits, opset=17):
+    """GRU -> Squeeze -> MatMul -> Add(bias of any shape) -> ``tail`` nodes."""
+    rng = np.random.default_rng(2)
+    H, I, O = 3, 2, 4
+    f = np.float32
+    base = {"W": rng.normal(size=(1, 3 * H, I)).astype(f),
+            "R": rng.normal(size=(1, 3 * H, H)).astype(f), "ax": np.array([1], np.int64),
+            "Wc": rng.normal(size=(H, O)).astype(f)}
+    nodes = [("GRU", ["x", "W", "R"], ["Y", "Yh"], {"hidden_size": H}),
+             ("Squeeze", ["Y", "ax"], ["s"]) if opset >= 13 else
+             ("Squeeze", ["Y"], ["s"], {"axes": [1]}),
+             ("MatMul", ["s", "Wc"], ["m"]), *tail]
+    return _graph(nodes, [("x", ["T", "B", I])], [("y", ["T", "B", O])],
+                  {**base, **inits}, opset=opset)
+
+
+@pytest.mark.parametrize("tail, extra", [
+    # the temperature kept through a Reshape to rows, and through grouping
+    ([("Add", ["m", "b"], ["a"]), ("Div", ["a", "t"], ["d"]),
+      ("Reshape", ["d", "g2"], ["r"]), ("Reshape", ["r", "back"], ["r2"]),
+      ("Softmax", ["r2"], ["y"], {"axis": -1})],
+     {"b": np.ones(4, np.float32), "t": np.float32(0.25),
+      "g2": np.array([0, 0, 2, -1]), "back": np.array([0, 0, -1])}),
+    # a bias of shape (1, 1, O)
+    ([("Add", ["m", "b"], ["y"])], {"b": np.arange(4, dtype=np.float32).reshape(1, 1, 4)}),
+], ids=("temperature_through_reshape", "bias_1_1_O"))
+def test_import_heads_match_onnx_runtime(tail, extra):
+    ort = _ort()
+    model = _head_graph(tail, extra)
+    m = gonnx.load(model)
+    x = np.random.default_rng(3).normal(size=(5, 2, 2)).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_allclose(m.forward(x), sess.run(None, {"x": x})[0], **tol(np.float32, "onnx_export"))
+
+
+def test_import_softmax_before_opset_13_is_over_axis_1_by_default():
+    model = _head_graph([("Softmax", ["m"], ["y"])], {}, opset=11)
+    with pytest.raises(ValueError, match=r"axis.*opset 11 default"):
+        gonnx.load(model)
+    ok = _head_graph([("Softmax", ["m"], ["y"], {"axis": 2})], {}, opset=11)
+    assert isinstance(gonnx.load(ok), Network)
+
+
+def test_import_reads_external_data_beside_the_file(tmp_path, monkeypatch):
+    from onnx.external_data_helper import convert_model_to_external_data
+    models = []
+    for k, name in enumerate(("a", "b")):
+        m = StackedGRU(3, 4, num_layers=2, seed=k)
+        proto = gonnx._export.build(m)
+        convert_model_to_external_data(proto, all_tensors_to_one_file=True,
+                                       location="w.data", size_threshold=0)
+        folder = tmp_path / name
+        folder.mkdir()
+        onnx.save_model(proto, str(folder / "m.onnx"))
+        models.append(m)
+    monkeypatch.chdir(tmp_path / "b")          # another model's w.data here
+    back = gonnx.load(tmp_path / "a" / "m.onnx")
+    for key, v in models[0].params.items():
+        assert_allclose(back.params[key], v, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="external file"):
+        gonnx.load(onnx.load(str(tmp_path / "a" / "m.onnx"), load_external_data=False))

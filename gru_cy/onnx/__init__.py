@@ -58,9 +58,18 @@ both ``linear_before_reset`` values; ``Sigmoid`` gates with a ``Tanh`` or
 nodes that this exporter and torch's write.  Any other operator or attribute
 (``clip``, other activations, a non-zero constant ``initial_h``) is a
 ``ValueError`` naming the node.  A chain of GRU nodes becomes a ``GRU`` or a
-``StackedGRU``; with other layers a ``Network``.  The model's ``forward(x,
-lengths=..., h0=...)`` takes what the graph took as ``sequence_lens`` and
-``initial_h``.
+``StackedGRU``; with other layers a ``Network``.  ``lengths=`` of the model's
+``forward`` takes what the graph took as ``sequence_lens``.  Initial states:
+a GRU node's ``initial_h`` must be zeros, a graph input, or rows
+``k*D:(k+1)*D`` (a ``Slice`` along axis 0) of one for layer ``k`` (torch's
+order, as this exporter writes them); anything the graph computes (another
+node's ``Y_h``, arithmetic, other slices) is a ``ValueError``, since a gru_cy
+model takes its initial state at call time: a ``StackedGRU``'s ``h0`` is the
+graph's ``initial_h`` ``(L*D, B, H)``, a ``GRU``'s is ``initial_h[0]``
+``(B, H)``, and a ``Network``'s recurrent layers start from their carried
+``state`` (set ``net.layers[i].state`` to the graph's ``initial_h.{i}``).
+Models whose tensors are stored in external data files are read from their
+path (the data beside the file).
 """
 from gru_cy.onnx._export import DEFAULT_OPSET, export
 from gru_cy.onnx._import import load

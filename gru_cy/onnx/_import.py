@@ -53,13 +53,17 @@ class _Reader:
         self.consts = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
         feeds = [v for v in g.input if v.name not in self.consts]
         self.values = {}          # name -> _Seq on the chain
-        # side values: "input" (from a state or lengths input, or a GRU's
-        # Y_h), "zeros" (provably zero), "const" (from constants and shapes)
+        # side values: ("h0", input, start, end) (a state input, or a Slice of
+        # one along axis 0), "zeros" (provably zero), "const" (from constants
+        # and shapes), "lens" (the lengths input), "derived" (computed from
+        # states, or a GRU's Y_h): only zeros and ("h0", ...) may be initial_h
         self.side = {}
         self.layers = []          # ("gru", spec) / ("connected", spec) / ("softmax", spec)
         self.lens_input = None
         self.uses_lens = []       # per GRU node: reads sequence_lens
         self.head = None
+        self.opset = max([o.version for o in model.opset_import
+                          if o.domain in ("", "ai.onnx")] or [1])
         self.input_bm = None      # graph input batch-major (None: no GRU says)
         seqs = []
         for v in feeds:
@@ -89,9 +93,10 @@ class _Reader:
         self.input_name, self.inputs = name, dims[2]
         self.values[name] = _Seq("seq", dims[2])
         self.head = name
-        self.side.update((s[0], "input") for s in seqs if s[0] != name)
+        self.side.update((s[0], ("h0", s[0], 0, None)) for s in seqs if s[0] != name)
+        self.state_dims = {s[0]: s[1] for s in seqs if s[0] != name}
         if self.lens_input:
-            self.side[self.lens_input] = "input"
+            self.side[self.lens_input] = "lens"
 
     @staticmethod
     def _is_data_input(graph, name):
@@ -118,7 +123,7 @@ class _Reader:
             raise ValueError(f"{where}: expected one input from the model's chain, got "
                              f"inputs {list(node.input)}")
         if getattr(self.values[data[0]], "temperature", 1.0) != 1.0 \
-                and node.op_type not in ("Softmax", "Reshape"):
+                and node.op_type not in ("Softmax", "Reshape", "Identity", "Dropout"):
             raise ValueError(f"{where}: Div is supported as a softmax temperature only "
                              f"(followed by Softmax), got {node.op_type} after it")
         if data[0] != self.head:
@@ -168,12 +173,17 @@ class _Reader:
                              f"of a model gru_cy can load")
         zero = (lambda n: self.side.get(n) == "zeros"
                 or (n in self.consts and not np.any(self.consts[n])))
+        state = [t for t in tags if isinstance(t, tuple) or t in ("derived", "lens")]
         if op == "ConstantOfShape":
             value = _attrs(self.onnx, node).get("value")
             tag = "zeros" if value is None or not np.any(
                 self.onnx.numpy_helper.to_array(value)) else "const"
-        elif "input" in tags:
-            tag = "input"
+        elif op == "Identity" and isinstance(tags[0], tuple):
+            tag = tags[0]
+        elif op == "Slice" and isinstance(tags[0], tuple) and tags[0][2:] == (0, None):
+            tag = self._state_slice(node, where, tags[0][1])
+        elif state:
+            tag = "derived"
         elif (op in _KEEPS_ZERO and zero(node.input[0])) \
                 or (op == "Concat" and all(zero(n) for n in node.input)) \
                 or (op == "Mul" and any(zero(n) for n in node.input)):
@@ -182,6 +192,22 @@ class _Reader:
             tag = "const"
         for out in node.output:
             self.side[out] = tag
+
+    def _state_slice(self, node, where, name):
+        """("h0", name, start, end) for a Slice of state input ``name`` along
+        axis 0 with constant bounds and step 1, else "derived"."""
+        try:
+            starts, ends = (np.asarray(self.consts[n]).reshape(-1) for n in node.input[1:3])
+            axes = (np.asarray(self.consts[node.input[3]]).reshape(-1)
+                    if len(node.input) > 3 and node.input[3] else np.array([0]))
+            steps = (np.asarray(self.consts[node.input[4]]).reshape(-1)
+                     if len(node.input) > 4 and node.input[4] else np.array([1]))
+        except KeyError:
+            return "derived"
+        if len(starts) == len(ends) == len(axes) == 1 and int(axes[0]) == 0 \
+                and int(steps[0]) == 1 and 0 <= int(starts[0]) < int(ends[0]):
+            return ("h0", name, int(starts[0]), int(ends[0]))
+        return "derived"
 
     def _GRU(self, node, where, x, a):
         allowed = {"hidden_size", "direction", "linear_before_reset", "activations", "layout"}
@@ -240,6 +266,7 @@ class _Reader:
         if Bv is None:
             Bv = np.zeros((D, 6 * H))
         lens = len(node.input) > 4 and bool(node.input[4])
+        h0 = None
         if lens and node.input[4] != self.lens_input:
             raise ValueError(f"{where}: input sequence_lens: expected the graph input "
                              f"{self.lens_input!r}, got {node.input[4]!r}")
@@ -247,19 +274,23 @@ class _Reader:
             h = node.input[5]
             tag = "zeros" if h in self.consts and not np.any(self.consts[h]) \
                 else self.side.get(h)
-            if tag not in ("zeros", "input"):
-                raise ValueError(f"{where}: input initial_h: expected zeros or a graph "
-                                 f"input (gru_cy models take h0 at call time), got "
-                                 f"{'a non-zero constant' if tag == 'const' or h in self.consts else repr(h)}")
+            if tag != "zeros" and not isinstance(tag, tuple):
+                what = ("a non-zero constant" if tag == "const" or h in self.consts else
+                        f"{h!r}, computed by the graph (another GRU's Y_h, arithmetic)")
+                raise ValueError(f"{where}: input initial_h: expected zeros, a graph input "
+                                 f"or a Slice of one along axis 0 (gru_cy models take h0 at "
+                                 f"call time), got {what}")
+            if isinstance(tag, tuple):
+                h0 = tag[1:]
         self.uses_lens.append(lens)
         self.layers.append(("gru", dict(
             inputs=I, outputs=H, directions=D, reverse=direction == "reverse",
             variant="reset_after" if lbr else "darknet",
             activation="tanh" if cands == {"Tanh"} else "logistic",
-            batch_first=input_bm, W=W, R=R, B=Bv, where=where)))
+            batch_first=input_bm, W=W, R=R, B=Bv, where=where, h0=h0)))
         self.put(node, _Seq("gruY", D * H, D=D, H=H, layout=layout))
         if len(node.output) > 1 and node.output[1]:
-            self.side[node.output[1]] = "input"
+            self.side[node.output[1]] = "derived"
 
     def _rel(self, batch_major):
         # a value's swap relative to the graph input, from its absolute layout
@@ -296,19 +327,20 @@ class _Reader:
             raise ValueError(f"{where}: attribute 'allowzero' is not supported")
         if x.kind == "gruY" and x.layout == 1:
             x = _Seq("gruY4", x.width, bm=True)     # (B, T, D, H)
+        temp = getattr(x, "temperature", 1.0)     # a Div waiting for its Softmax
         if x.kind == "gruY4" and len(shape) == 3 and shape[:2] == [0, 0] \
                 and shape[2] in (-1, x.width):
             return self.put(node, _Seq("seq", x.width, bf=self._rel(x.bm)))
         if x.kind == "grouped" and len(shape) == 3 and shape[:2] == [0, 0] \
                 and shape[2] in (-1, x.width):
-            return self.put(node, _Seq("seq", x.width, bf=x.bf))
+            return self.put(node, _Seq("seq", x.width, bf=x.bf, temperature=temp))
         if x.kind == "seq" and len(shape) == 4 and shape[:2] == [0, 0] and shape[2] > 0 \
                 and x.width % shape[2] == 0 and shape[3] in (-1, x.width // shape[2]):
             return self.put(node, _Seq("grouped", x.width, bf=x.bf, groups=shape[2],
-                                       temperature=getattr(x, "temperature", 1.0)))
+                                       temperature=temp))
         if x.kind == "seq" and len(shape) == 2 and shape[1] in (-1, x.width) \
                 and shape[0] == -1 and not x.bf:
-            return self.put(node, _Seq("rows", x.width))
+            return self.put(node, _Seq("rows", x.width, temperature=temp))
         raise ValueError(f"{where}: Reshape to {shape} of a {x.kind} value is not "
                          f"supported")
 
@@ -357,11 +389,15 @@ class _Reader:
 
     def _bias(self, node, where, b):
         x = self.values[self.head]
-        b = np.broadcast_to(np.asarray(b, np.float64).reshape(-1) if np.ndim(b) <= 1
-                            else np.asarray(b), (x.width,)) if np.size(b) in (1, x.width) \
-            else None
-        if b is None:
-            raise ValueError(f"{where}: bias: expected shape ({x.width},)")
+        b = np.asarray(b, np.float64)
+        # (O,), a scalar, or either with leading axes of size 1 ((1, O), (1, 1, O))
+        if b.size == 1:
+            b = np.full(x.width, b.reshape(-1)[0])
+        elif b.ndim >= 1 and b.shape[-1] == x.width and b.size == x.width:
+            b = b.reshape(-1)
+        else:
+            raise ValueError(f"{where}: bias: expected shape ({x.width},) (or with leading "
+                             f"axes of size 1), got {b.shape}")
         self.put(node, _Seq("affine", x.width, bf=x.bf, rows=x.rows, w=x.w, b=x.b + b))
 
     def _Add(self, node, where, x, a):
@@ -420,9 +456,12 @@ class _Reader:
     def _Softmax(self, node, where, x, a):
         rank = {"seq": 3, "rows": 2, "affine": 3 - int(getattr(x, "rows", False)),
                 "grouped": 4}.get(x.kind)
-        axis = int(a.get("axis", -1))
+        # before opset 13 Softmax flattens the input to 2-D at ``axis`` (default
+        # 1): the same as a last-axis softmax only when axis is the last one
+        axis = int(a.get("axis", -1 if self.opset >= 13 else 1))
         if rank is None or axis not in (-1, rank - 1):
-            raise ValueError(f"{where}: attribute 'axis': expected the last axis, got {axis}")
+            raise ValueError(f"{where}: attribute 'axis': expected the last axis, got {axis}"
+                             f"{'' if 'axis' in a else ' (opset %d default)' % self.opset}")
         temp = getattr(x, "temperature", 1.0)
         self._finish_affine(where)
         groups = getattr(x, "groups", 1)
@@ -484,12 +523,42 @@ def _stackable(group):
     return all(all(s[k] == first[k] for k in keys) and not s["reverse"] for s in group)
 
 
-def _recurrent(group, opts):
+def _check_states(group, dims):
+    """The GRU nodes of one model must take their initial states as that
+    model's h0 does: all from zeros, or layer k from rows k*D:(k+1)*D of one
+    graph input (torch's order; a one-layer model may read the whole input)."""
+    srcs = [spec["h0"] for spec in group]
+    if all(src is None for src in srcs):
+        return
+    first = group[0]
+    D, L = first["directions"], len(group)
+    if any(src is None for src in srcs) or len({src[0] for src in srcs}) != 1:
+        raise ValueError(f"{first['where']}: initial_h: the {L} GRU node(s) of one model "
+                         f"read their initial states from different sources (zeros and "
+                         f"inputs, or several inputs); gru_cy takes one h0 per model")
+    name = srcs[0][0]
+    rows = (dims.get(name) or [None])[0]
+    if rows not in (None, L * D):
+        raise ValueError(f"graph input {name!r}: expected {L * D} states (layers x "
+                         f"directions) in its first axis, got {rows}")
+    for k, (_, start, end) in enumerate(srcs):
+        if (start, end) == (0, None) and L == 1:
+            continue
+        to_end = end is not None and k == L - 1 and end > (k + 1) * D and rows == L * D
+        if start != k * D or not (end == (k + 1) * D or to_end):
+            raise ValueError(f"{group[k]['where']}: initial_h: reads rows {start}:{end} of "
+                             f"{name!r}; gru_cy's h0 gives layer {k} rows "
+                             f"{k * D}:{(k + 1) * D} (torch's order)")
+
+
+def _recurrent(group, opts, dims):
     """A GRU (one one-direction node) or a StackedGRU for consecutive GRU
     node specs; a list of models when they cannot share one stack."""
     from gru_cy.layer import GRU
     from gru_cy.stacked import StackedGRU
     first = group[0]
+    if len(group) == 1 or _stackable(group):
+        _check_states(group, dims)
     if len(group) == 1 and first["directions"] == 1 and not first["batch_first"]:
         g = GRU(first["inputs"], first["outputs"], variant=first["variant"],
                 activation=first["activation"], reverse=first["reverse"], **opts)
@@ -503,7 +572,7 @@ def _recurrent(group, opts):
                 runs[-1].append(spec)
             else:
                 runs.append([spec])
-        return [m for run in runs for m in _recurrent(run, opts)]
+        return [m for run in runs for m in _recurrent(run, opts, dims)]
     if first["reverse"]:
         raise ValueError(f"{first['where']}: a batch-major (layout=1) reverse GRU node is "
                          f"not supported; use layout=0")
@@ -525,7 +594,7 @@ def _build(reader, dtype, device, num_threads):
             group.append(spec)
             continue
         if group:
-            models += _recurrent(group, opts)
+            models += _recurrent(group, opts, reader.state_dims)
             group = []
         if kind == "connected":
             w = spec["w"]
@@ -583,13 +652,19 @@ def load(path, dtype=np.float32, device="cpu", num_threads=None):
             if isinstance(path, (bytes, bytearray)):
                 model = onnx.load_from_string(bytes(path))
             else:
-                with open(os.fspath(path), "rb") as f:
-                    model = onnx.load_from_string(f.read())
+                # onnx.load reads external tensor data beside the file (not
+                # beside the working directory)
+                model = onnx.load(os.fspath(path))
         except (OSError, TypeError) as e:
             raise ValueError(f"path: cannot read {path!r} ({e})") from None
         except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and kin
             raise ValueError(f"{path!r}: not an ONNX model ({type(e).__name__}: {e})") \
                 from None
+    if isinstance(path, (bytes, bytearray, onnx.ModelProto)):
+        for t in model.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                raise ValueError(f"initializer {t.name!r} keeps its data in an external "
+                                 f"file: pass the model's path, not its bytes")
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
