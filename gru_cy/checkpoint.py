@@ -120,6 +120,20 @@ def _set_rng(model, state, path):
                          f"({type(e).__name__}: {e})") from None
 
 
+def _set_precision(layers, precision):
+    # bfloat16 inference restored without the CPU check, which the forward
+    # makes again: a checkpoint loads (and trains, exports) on any CPU
+    from gru_cy.layer import _check_precision
+    if precision != "float32":
+        try:
+            _check_precision(precision, layers[0].dtype, layers[0].batch_normalize, "cpu")
+        except RuntimeError:
+            pass                                  # no AVX512_BF16 here: forward says so
+    for g in layers:
+        g._precision = precision
+        g._bf16 = None
+
+
 def _build(node, arrays, device, pending):
     from gru_cy.layer import GRU
     from gru_cy.nn import Connected, Cost, Dropout, Network, Softmax
@@ -127,8 +141,10 @@ def _build(node, arrays, device, pending):
     kind, args = node.get("kind"), dict(node.get("args", {}))
     if kind in ("GRU", "Connected", "StackedGRU"):
         args["dtype"] = np.dtype(args["dtype"])
+    precision = args.pop("inference_precision", "float32")
     if kind == "GRU":
         layer = GRU(**args)
+        _set_precision([layer], precision)
         pending.append((layer, _restore_trainable(layer, node, arrays)))
         return layer
     if kind == "Connected":
@@ -146,6 +162,7 @@ def _build(node, arrays, device, pending):
     if kind == "StackedGRU":
         model = StackedGRU(**args)
         subs = [g for dirs in model.layers for g in dirs]
+        _set_precision(subs, precision)
         if len(node["layers"]) != len(subs):
             raise ValueError(f"{arrays.path}: damaged checkpoint: {len(node['layers'])} "
                              f"sublayers for a stack of {len(subs)}")

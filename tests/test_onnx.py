@@ -565,3 +565,26 @@ def test_import_reads_external_data_beside_the_file(tmp_path, monkeypatch):
         assert_allclose(back.params[key], v, rtol=0, atol=0)
     with pytest.raises(ValueError, match="external file"):
         gonnx.load(onnx.load(str(tmp_path / "a" / "m.onnx"), load_external_data=False))
+
+
+def test_cli_export_of_a_bfloat16_checkpoint_and_a_huge_static_shape(tmp_path, monkeypatch):
+    _ort()
+    from gru_cy._cpu import bf16
+    if not bf16.supported():
+        pytest.skip("bfloat16 inference needs AVX512_BF16")
+    ckpt = tmp_path / "m.ckpt"
+    StackedGRU(3, 4, num_layers=2, seed=0, inference_precision="bfloat16").save(ckpt)
+    r = _cli("export", str(ckpt), "--onnx", str(tmp_path / "a.onnx"))
+    assert r.returncode == 0, r.stderr           # checked with the float32 path
+    assert "checked with ONNX Runtime" in r.stdout
+    r = _cli("export", str(ckpt), "--onnx", str(tmp_path / "b.onnx"),
+             "--static-shape", "99999999,99999")
+    assert r.returncode == 0 and "not checked" in r.stdout, (r.stdout, r.stderr)
+    # a bfloat16 checkpoint loads on a CPU without AVX512_BF16; its forward says why not
+    monkeypatch.setattr(bf16, "supported", lambda: False)
+    m = gru_cy.load(str(ckpt))
+    assert m.inference_precision == "bfloat16"
+    with pytest.raises(RuntimeError, match="AVX512_BF16"):
+        m.forward(np.zeros((2, 1, 3), np.float32))
+    m.inference_precision = "float32"
+    assert m.forward(np.zeros((2, 1, 3), np.float32)).shape == (2, 1, 4)
