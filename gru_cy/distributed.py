@@ -148,14 +148,24 @@ def abort_on_error(comm=None, prog="gru_cy"):
     others waiting in a collective (MPICH hangs at shutdown): the rank prints
     the traceback and ``<prog>: rank r of n failed: ...; ending the job``,
     then calls ``comm.Abort`` (1; 130 for Ctrl-C), which ends every rank.
-    With one rank the exception propagates as usual.  ``SystemExit`` passes
-    through (usage errors are found alike on every rank).
+    With one rank the exception propagates as usual; a ``SystemExit`` with
+    a non-zero status ends the job the same way (with that status), since a
+    check that fails on some ranks only would leave the others waiting.
     """
     comm = world() if comm is None else comm
     try:
         yield comm
-    except SystemExit:
-        raise
+    except SystemExit as e:
+        # a failed check on some ranks only (a file one machine lacks) would
+        # leave the others in a collective: a non-zero exit ends the job
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if comm.Get_size() == 1 or code == 0:
+            raise
+        sys.stderr.write(f"{prog}: rank {comm.Get_rank()} of {comm.Get_size()} exits with "
+                         f"status {code}; ending the job (MPI Abort)\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        comm.Abort(code)
     except BaseException as e:
         if comm.Get_size() == 1:
             raise
@@ -186,6 +196,12 @@ def _leaves(model):
         return out
     raise TypeError(f"model: expected a gru_cy GRU, StackedGRU or Network, "
                     f"got {type(model).__name__}")
+
+
+def _generators(model):
+    """The objects that draw dropout masks (a ``_rng``), in forward order."""
+    parts = model.layers if isinstance(model, Network) else [model]
+    return [p for p in parts if hasattr(p, "_rng")]
 
 
 class DataParallel:
@@ -296,6 +312,14 @@ class DataParallel:
                                      np.asarray(leaf._state), root=0)
                 leaf._state = None if st is None else np.ascontiguousarray(
                     st[shard_indices(st.shape[0], self.rank, self.size)])
+        # Dropout: rank 0's generator, then rank r jumps r * 2**127 draws ahead
+        # (PCG64.jumped): independent masks on every rank, the same each run
+        for obj in _generators(self.model):
+            state = self.comm.bcast(obj._rng.bit_generator.state, root=0)
+            obj._rng.bit_generator.state = state
+            if self.rank > 0:
+                obj._rng.bit_generator.state = \
+                    obj._rng.bit_generator.jumped(self.rank).state
         if isinstance(self.model, Network):
             # Darknet's counter of training rows: the whole job's
             self.model.seen = self.comm.bcast(self.model.seen, root=0)
@@ -449,10 +473,32 @@ class DataParallel:
         backpropagated on all ranks since the last update; a given ``batch``
         is the global one.  Every rank must call it.
         """
+        # a refused update (e.g. a non-finite step) must leave this rank's own
+        # gradients, statistics and counters, not the sums: a retry sums again
+        saved = self._snapshot()
         rows = self._reduce()
         if hyper.get("batch") is None:
             hyper["batch"] = rows if rows > 0 else None
-        return self.model.update(**hyper)
+        try:
+            return self.model.update(**hyper)
+        except BaseException:
+            self._restore(saved)
+            raise
+
+    def _snapshot(self):
+        net = self.model if isinstance(self.model, Network) else None
+        return ([(leaf._grad.copy(), None if leaf._rolling is None else leaf._rolling.copy())
+                 for leaf in self._leaves],
+                None if net is None else (net.seen, self._seen))
+
+    def _restore(self, saved):
+        arrays, seen = saved
+        for leaf, (g, r) in zip(self._leaves, arrays):
+            leaf._grad[...] = g
+            if r is not None:
+                leaf._rolling[...] = r
+        if seen is not None:
+            self.model.seen, self._seen = seen
 
     def zero_grad(self):
         """The model's ``zero_grad`` (gathers under way are finished first)."""

@@ -429,3 +429,53 @@ def test_cli_checkpoint_holds_the_whole_batch(tmp_path):
     a = json.loads((tmp_path / "one.json").read_text())["final_loss"]
     b = json.loads((tmp_path / "three.json").read_text())["final_loss"]
     assert_allclose(b, a, **tol("float64", "distributed"))
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_refused_update_retry_dropout_streams_and_a_one_rank_exit(tmp_path):
+    # (1) an update refused after the gradient sum leaves each rank's own
+    # gradients: a retry equals one process's step (was: summed twice);
+    # (2) dropout masks differ between ranks (rank 0's generator, jumped);
+    # (3) a non-zero exit on one rank ends the job instead of a hang.
+    path = tmp_path / "review.py"
+    path.write_text(textwrap.dedent('''
+        import sys
+        import numpy as np
+        import gru_cy
+        from gru_cy import distributed as D
+        comm = D.world()
+        r, n = comm.Get_rank(), comm.Get_size()
+        with D.abort_on_error(comm, "test"):
+            x = np.random.default_rng(0).standard_normal((5, 4, 3))
+            make = lambda: gru_cy.GRU(3, 4, dtype=np.float64, seed=3, num_threads=1)
+            model, ref = D.DataParallel(make()), make()
+            xs, _, _ = D.shard(x)
+            model.backward(np.ones_like(model.forward(xs, train=True)))
+            try:
+                model.update(learning_rate=-1.0)
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("a negative learning rate was taken")
+            model.update(learning_rate=0.1)
+            ref.backward(np.ones_like(ref.forward(x, train=True)))
+            ref.update(learning_rate=0.1)
+            np.testing.assert_allclose(model._theta, ref._theta, rtol=1e-13, atol=1e-15)
+            drop = D.DataParallel(gru_cy.Network(
+                [gru_cy.GRU(3, 4, seed=1, num_threads=1), gru_cy.Dropout(4, 0.5, seed=7)],
+                inputs=3))
+            y = drop.forward(np.ones((3, 2, 3)), train=True)
+            masks = comm.allgather(y != 0)
+            assert not np.array_equal(masks[0], masks[1]), "the same dropout mask on every rank"
+            if sys.argv[1] == "exit" and r == 1:
+                sys.exit(2)              # e.g. a file only rank 0 has
+            comm.Barrier()
+        if r == 0:
+            print("ok")
+    '''))
+    p = mpirun(2, [str(path), "run"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip() == "ok"
+    p = mpirun(2, [str(path), "exit"], tmp_path, timeout=30)
+    assert p.returncode != 0 and "rank 1 of 2 exits with status 2" in p.stderr, p.stderr[-2000:]
