@@ -417,7 +417,12 @@ def train_main(argv=None):
     with distributed.abort_on_error(args.comm, "gru-cy train"):
         if args.threads is None:
             args.threads = distributed.threads_per_rank(args.comm)
-        return _train_main(p, args)
+        code = _train_main(p, args)
+        if code:
+            # an error found by this rank alone (e.g. a --resume file another
+            # machine lacks) must end the job, not leave the others waiting
+            raise SystemExit(code)
+        return code
 
 
 def _rank(args):

@@ -479,3 +479,25 @@ def test_refused_update_retry_dropout_streams_and_a_one_rank_exit(tmp_path):
     assert p.stdout.strip() == "ok"
     p = mpirun(2, [str(path), "exit"], tmp_path, timeout=30)
     assert p.returncode != 0 and "rank 1 of 2 exits with status 2" in p.stderr, p.stderr[-2000:]
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_cli_a_check_failing_on_one_rank_ends_the_job(tmp_path):
+    # --resume names a checkpoint only rank 0's machine has (its own working
+    # directory here): rank 1's usage error must end the job, not hang rank 0.
+    common = ["--task", "adding", "--steps", "6", "--hidden", "4", "--batch", "6",
+              "--eval-size", "10", "--target", "0", "--quiet"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    r = subprocess.run([sys.executable, "-m", "gru_cy", "train", *common, "--iterations", "2",
+                        "--save", "m"], cwd=a, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    train = [sys.executable, "-m", "gru_cy", "train", "--distributed", *common,
+             "--iterations", "4", "--resume", "m"]
+    cmd = [MPIEXEC, "-n", "1", "-wdir", str(a), *train, ":", "-n", "1", "-wdir", str(b), *train]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode != 0
+    assert "--resume: no such file" in p.stderr and "ending the job" in p.stderr, p.stderr
