@@ -297,3 +297,23 @@ def test_stacked(bidirectional, tmp_path):
     assert pickle.loads(pickle.dumps(s)).inference_precision == "bfloat16"
     s.inference_precision = "float32"
     assert all(g.inference_precision == "float32" for dirs in s.layers for g in dirs)
+
+
+def test_private_kernel_entry_points_check_sizes():
+    # the layer always passes consistent sizes; a direct call with wrong ones
+    # is a ValueError, not a crash (review finding)
+    from gru_cy._cpu import bf16
+    f32 = np.float32
+    with pytest.raises(ValueError, match="theta"):
+        bf16.pack(np.zeros(4, f32), 4000, 4000)
+    args = dict(x=np.zeros((2, 1, 3), f32), y=np.zeros((2, 1, 4), f32))
+    good_pk = np.zeros(bf16.pack(np.zeros(3 * 4 * 7, f32), 3, 4).size, np.uint32) \
+        if bf16.supported() else None
+    for pk, bu, h0, match in ((np.zeros(16, np.uint32), 12, None, "pk"),
+                              (good_pk, 11, None, "bu"),
+                              (good_pk, 12, np.zeros((1, 5), f32), "h0")):
+        if pk is None:
+            continue
+        with pytest.raises(ValueError, match=match):
+            bf16.forward(pk, args["x"], h0, args["y"], np.zeros(bu, f32), np.zeros(12, f32),
+                         False, 1, 1)

@@ -61,8 +61,12 @@ def pack(const float[::1] theta, Py_ssize_t I, Py_ssize_t H):
     after it (``gru_cy.kernels.param_layout``), each gate block packed alone.
     Returns a uint32 array of ``gb_layer_pack_size(I, H)`` elements.  The
     caller checks ``supported()`` first (the conversion is AVX512_BF16 code)."""
-    cdef Py_ssize_t us = gb_pack_size(H, I), ws = gb_pack_size(H, H), g
+    cdef Py_ssize_t us, ws, g
     cdef int rc = 0
+    if I <= 0 or H <= 0 or theta.shape[0] < 3 * H * (I + H):
+        raise ValueError(f"theta: expected at least 3*H*(I+H) = {3 * H * (I + H)} values "
+                         f"for I={I}, H={H} (positive), got {theta.shape[0]}")
+    us, ws = gb_pack_size(H, I), gb_pack_size(H, H)
     out = np.empty(gb_layer_pack_size(I, H), np.uint32)
     cdef uint32_t[::1] o = out
     cdef const float* U = &theta[0]
@@ -88,8 +92,25 @@ def forward(const uint32_t[::1] pk, const float[:, :, ::1] x, h0, float[:, :, ::
     cdef const float[:, ::1] h0v
     cdef const float* h0p = NULL
     cdef int rc
+    # the layer passes consistent sizes; a direct caller gets errors, not a crash
+    if T <= 0 or B <= 0 or I <= 0 or H <= 0:
+        raise ValueError(f"x, y: expected non-empty (T, B, I) and (T, B, H), got "
+                         f"{(x.shape[0], x.shape[1], x.shape[2])} and "
+                         f"{(y.shape[0], y.shape[1], y.shape[2])}")
+    if y.shape[0] != T or y.shape[1] != B:
+        raise ValueError(f"y: expected shape ({T}, {B}, {H}), got "
+                         f"{(y.shape[0], y.shape[1], y.shape[2])}")
+    if pk.shape[0] != gb_layer_pack_size(I, H):
+        raise ValueError(f"pk: expected {gb_layer_pack_size(I, H)} packed values for I={I}, "
+                         f"H={H} (pack()), got {pk.shape[0]}")
+    if bu.shape[0] != 3 * H or bw.shape[0] != 3 * H:
+        raise ValueError(f"bu, bw: expected {3 * H} biases each, got {bu.shape[0]} and "
+                         f"{bw.shape[0]}")
     if h0 is not None:
         h0v = h0
+        if h0v.shape[0] != B or h0v.shape[1] != H:
+            raise ValueError(f"h0: expected shape ({B}, {H}), got "
+                             f"{(h0v.shape[0], h0v.shape[1])}")
         h0p = &h0v[0, 0]
     if nthreads <= 0:
         nthreads = gru_max_threads()
