@@ -168,13 +168,16 @@ def test_backward_accumulates_and_zero_grad(variant, bn, dtype):
 @pytest.mark.parametrize("bn", BN)
 @pytest.mark.parametrize("variant", ref.VARIANTS)
 @pytest.mark.parametrize("sizes", [(5, 9, 33, 67), (10, 2, 5, 96), (5, 40, 7, 33),
-                                   (8, 4, 200, 32)], ids=["B9", "B2", "B40", "H32"])
+                                   (8, 4, 200, 32), (9, 5, 33, 96)],
+                         ids=["B9", "B2", "B40", "H32", "B5H96"])
 def test_bit_identical_across_thread_counts(variant, bn, dtype, sizes):
     # Sizes large enough that two threads really split gemms and elementwise
     # work (without BN: the fused forward splits the units 32 + 35, resp.
     # 32 + 64 with the small-batch gemm path; B40 runs its batch mode, two
     # chunks of 20 rows; H32 is one slice, so the per-kernel driver threads
-    # its input projection), and odd so that no split is even.
+    # its input projection; B5H96: slices of 32 + 64 units, whole granules,
+    # where reset_after runs each slice's three gate blocks as one product),
+    # and odd so that no split is even.
     T, B, I, H = sizes
     results = []
     for num_threads in (1, 2):

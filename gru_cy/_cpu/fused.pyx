@@ -34,8 +34,8 @@ from libc.string cimport memset
 
 from gru_cy._cpu.cell cimport (bias_forward, _darknet_gates_row, _darknet_state_row,
                                _reset_after_row)
-from gru_cy._cpu.gemm cimport (gemm_sel_pre, gemv_bias, GEMV_MAX_M, prepack,
-                               prepack_part, prepack_size)
+from gru_cy._cpu.gemm cimport (gemm_pre, gemm_sel_pre, gemv_bias, GEMV_MAX_M, prepack,
+                               prepack_blocks, prepack_part, prepack_size)
 from gru_cy._cpu.common cimport (gru_bar, gru_bar_arrive, gru_bar_await, gru_bar_init,
                                  gru_bar_wait, gru_barrier, gru_claim, gru_count_done,
                                  gru_run_team, gru_step_done, gru_step_wait)
@@ -49,6 +49,7 @@ cdef struct FusedArg:
     Ptrs p
     bint train
     gru_bar bar              # the per-step barrier (thread 0 initialises it)
+    int comb_fail            # unit slices: a thread could not pack its slice as one
     # batch mode: (chunk, step) items claimed one at a time, U and W packed once
     int nchunks
     int next                 # the next item, step-major
@@ -157,45 +158,46 @@ cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
                             Py_ssize_t M, Py_ssize_t j0, Py_ssize_t w, floating** Wpk,
                             floating* xpt, floating* hpt, const floating* hprev,
                             floating* ht, floating* zt, floating* rt, floating* ct,
-                            floating* sqt) noexcept nogil:
+                            floating* sqt, Py_ssize_t gs) noexcept nogil:
     # Units j0 .. j0 + w of M rows of one step (both fused modes): phase 0 the
     # reset_after step, or darknet's gates (z, r, s = r * h_{t-1}); phase 1
     # darknet's candidate and h; phases 2 and 3 darknet's gates in two parts
     # for a team (2: r and s, which the candidate needs from every thread;
     # 3: z, computed while the others finish theirs) of unit slices (w < H).
-    # xpt, hpt: the rows' xp and hp at column j0 (row stride 3H); ht, zt, rt,
+    # xpt, hpt: the rows' xp and hp at column j0, gate blocks gs apart (row
+    # stride 3 gs; gs = H, or w for a thread's own columns); ht, zt, rt,
     # ct: at unit j0; hprev and sqt (s | q) at unit 0 (the products read whole
     # rows); row stride H.
-    cdef Py_ssize_t H = d.H, H3 = 3 * H, b
+    cdef Py_ssize_t H = d.H, H3 = 3 * H, ld = 3 * gs, b
     cdef floating* W = theta + d.oW + j0 * H
     cdef floating* bw = theta + d.ob + H3 + j0
     if d.reset_after:
-        _slice_gemm(hpt, H3, hprev, H, M, H, W, Wpk, H, w, 3, bw)
+        _slice_gemm(hpt, ld, hprev, H, M, H, W, Wpk, H, w, 3, bw)
         for b in range(M):
             _reset_after_row(zt + b * H, rt + b * H, (sqt + j0 + b * H) if train else NULL,
-                             ct + b * H, ht + b * H, xpt + b * H3, hpt + b * H3,
-                             hprev + j0 + b * H, w, H, d.act)
+                             ct + b * H, ht + b * H, xpt + b * ld, hpt + b * ld,
+                             hprev + j0 + b * H, w, gs, d.act)
     elif phase == 0:
-        _slice_gemm(hpt, H3, hprev, H, M, H, W, Wpk, H, w, 2, bw)
+        _slice_gemm(hpt, ld, hprev, H, M, H, W, Wpk, H, w, 2, bw)
         for b in range(M):
-            _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H, xpt + b * H3,
-                               hpt + b * H3, hprev + j0 + b * H, w, H)
+            _darknet_gates_row(zt + b * H, rt + b * H, sqt + j0 + b * H, xpt + b * ld,
+                               hpt + b * ld, hprev + j0 + b * H, w, gs)
     elif phase == 2:
-        _slice_gemm(hpt + H, H3, hprev, H, M, H, W + H * H, Wpk + 1, H, w, 1, bw + H)
+        _slice_gemm(hpt + gs, ld, hprev, H, M, H, W + H * H, Wpk + 1, H, w, 1, bw + H)
         for b in range(M):
             _darknet_gates_row(<floating*>NULL, rt + b * H, sqt + j0 + b * H,
-                               xpt + b * H3, hpt + b * H3, hprev + j0 + b * H, w, H)
+                               xpt + b * ld, hpt + b * ld, hprev + j0 + b * H, w, gs)
     elif phase == 3:
-        _slice_gemm(hpt, H3, hprev, H, M, H, W, Wpk, H, w, 1, bw)
+        _slice_gemm(hpt, ld, hprev, H, M, H, W, Wpk, H, w, 1, bw)
         for b in range(M):
             _darknet_gates_row(zt + b * H, <floating*>NULL, <floating*>NULL,
-                               xpt + b * H3, hpt + b * H3, hprev + j0 + b * H, w, H)
+                               xpt + b * ld, hpt + b * ld, hprev + j0 + b * H, w, gs)
     else:
-        _slice_gemm(hpt + 2 * H, H3, sqt, H, M, H, W + 2 * H * H, Wpk + 2, H, w, 1,
+        _slice_gemm(hpt + 2 * gs, ld, sqt, H, M, H, W + 2 * H * H, Wpk + 2, H, w, 1,
                     bw + 2 * H)
         for b in range(M):
-            _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * H + b * H3,
-                               hpt + 2 * H + b * H3, zt + b * H, hprev + j0 + b * H, w,
+            _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * gs + b * ld,
+                               hpt + 2 * gs + b * ld, zt + b * H, hprev + j0 + b * H, w,
                                d.act)
 
 
@@ -218,6 +220,23 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* nopack[3]
     cdef floating* Wpk[3]            # the slice's W rows packed (see _slice_gemm)
     cdef void* raw_p = NULL
+    cdef void* raw_w = NULL
+    cdef floating* hpt
+    cdef Py_ssize_t gs
+    # reset_after, a team of slices (w < H, whole granules), batch > 3: the
+    # slice's rows of the three gate blocks of U and of W each packed as one
+    # operand (prepack_blocks), so that a chunk's input projection and a
+    # step's recurrent product are one gemm each (A packed once per K block,
+    # not once per gate; U packed once per call, not per chunk) into this
+    # thread's own xp and hp columns: (rows, 3w), gate g at column g * w.
+    cdef bint comb = False
+    cdef Py_ssize_t W3 = 0, nu, nw
+    cdef floating* Upk3 = NULL
+    cdef floating* Wpk3 = NULL
+    cdef floating* b3 = NULL         # the slice's biases: U's 3w, then W's 3w
+    cdef floating* xth = NULL        # this thread's xp (chunk rows, 3w)
+    cdef floating* hth = NULL        # and hp (B, 3w)
+    cdef floating* base
     cdef floating* x = <floating*>p.x
     cdef floating* y = <floating*>p.y
     cdef floating* xp = <floating*>p.xp
@@ -241,55 +260,107 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     for g in range(3):
         nopack[g] = NULL
         Wpk[g] = NULL
-    if B > 3 and T > 1 and w > 0:
-        # The per-step products take the blocked path (M = B > 3): pack the
-        # slice's rows of W once (without memory the products pack per call).
-        raw_p = malloc(_w_pack_size(dbl, H, w, d.reset_after) * es + 64)
+    # (decided for the whole team: the layouts of xp and hp differ)
+    if B > GEMV_MAX_M and n > 1 and H % FUSED_GRAN == 0 and w > 0:
+        W3 = 3 * w
+        nu = _pack_elems(dbl, W3, I, es)
+        nw = _pack_elems(dbl, W3, H, es) if d.reset_after else 0
+        raw_p = malloc((nu + nw + 2 * W3) * es + 64)
         if raw_p != NULL:
-            _pack_w(W, H, w, d.reset_after, <floating*>((<size_t>raw_p + 63) // 64 * 64),
+            base = <floating*>((<size_t>raw_p + 63) // 64 * 64)
+            Upk3 = base
+            Wpk3 = base + nu
+            b3 = base + nu + nw
+            comb = (prepack_blocks(U, 3, H * I, w, I, I, Upk3)
+                    and (not d.reset_after or prepack_blocks(W, 3, H * H, w, H, H, Wpk3)))
+            if comb:
+                for g in range(3):
+                    for t in range(w):
+                        b3[g * w + t] = bu[g * H + t]
+                        b3[W3 + g * w + t] = theta[d.ob + H3 + g * H + j0 + t]
+                xth = xp + cs * B * 3 * j0
+                hth = hp + B * 3 * j0
+            else:
+                free(raw_p)
+                raw_p = NULL
+        if not comb:
+            a.comb_fail = 1     # out of memory: the team runs the per-gate products
+    if (not comb or not d.reset_after) and B > 3 and T > 1 and w > 0:
+        # The per-step products take the blocked path (M = B > 3): pack the
+        # slice's rows of W once (without memory the products pack per call);
+        # darknet's per gate block (its step runs them apart) with or without
+        # comb (which then packs U only).
+        raw_w = malloc(_w_pack_size(dbl, H, w, d.reset_after) * es + 64)
+        if raw_w != NULL:
+            _pack_w(W, H, w, d.reset_after, <floating*>((<size_t>raw_w + 63) // 64 * 64),
                     Wpk)
     if tid == 0:
         gru_bar_init(&a.bar, n)
     if n > 1:
         gru_barrier()    # OpenMP's: the packs and the step barrier are ready
+        if comb and a.comb_fail:
+            comb = False     # (W and U then packed per product: slower, the same bits)
     for t in range(T):
         if t % cs == 0:
             # uz, ur, uh of the slice for steps [t, t + nc), with their biases.
             t0 = t
             nc = cs if t + cs <= T else T - t
-            if w > 0:
+            if comb:
+                gemm_pre(xth, x + t * B * I, <floating*>NULL, Upk3, nc * B, W3, I, I, I,
+                         W3, False, True, <floating>1, <floating>0, 1)
+                bias_forward(xth, b3, nc * B, W3, W3, 1)
+            elif w > 0:
                 _slice_gemm(xp + j0, H3, x + t * B * I, I, nc * B, I, U, nopack, H, w,
                             3, bu)
         hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
         ht = y + t * B * H + j0
-        xpt = xp + (t - t0) * B * H3 + j0
+        if comb:        # this thread's own xp and hp columns, gate stride w
+            xpt = xth + (t - t0) * B * W3
+            hpt = hth
+            gs = w
+        else:
+            xpt = xp + (t - t0) * B * H3 + j0
+            hpt = hp + j0
+            gs = H
         zt = <floating*>p.z + t * step + j0
         rt = <floating*>p.r + t * step + j0
         ct = <floating*>p.c + (0 if d.c_recompute else t * step) + j0
         sqt = <floating*>p.sq + t * step
-        if d.reset_after or n == 1:
+        if comb and d.reset_after:
+            # the step's three gate blocks in one product
+            gemm_pre(hth, hprev, <floating*>NULL, Wpk3, B, W3, H, H, H, W3, False, True,
+                     <floating>1, <floating>0, 1)
+            bias_forward(hth, b3 + W3, B, W3, W3, 1)
+            for g in range(B):
+                _reset_after_row(zt + g * H, rt + g * H,
+                                 (sqt + j0 + g * H) if train else NULL, ct + g * H,
+                                 ht + g * H, xpt + g * W3, hth + g * W3,
+                                 hprev + j0 + g * H, w, w, d.act)
+            gru_bar_wait(&a.bar, tid)
+        elif d.reset_after or n == 1:
             if w > 0:
-                _step_part(theta, &d, train, 0, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
-                           zt, rt, ct, sqt)
+                _step_part(theta, &d, train, 0, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                           zt, rt, ct, sqt, gs)
             gru_bar_wait(&a.bar, tid)
         else:
             # darknet's candidate needs all of s = r * h_{t-1}: r and s first,
             # then z between the barrier's halves (no other thread's writes
             # needed), so that a late teammate costs the others less spinning.
             if w > 0:
-                _step_part(theta, &d, train, 2, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
-                           zt, rt, ct, sqt)
+                _step_part(theta, &d, train, 2, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                           zt, rt, ct, sqt, gs)
             tok = gru_bar_arrive(&a.bar, tid)
             if w > 0:
-                _step_part(theta, &d, train, 3, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
-                           zt, rt, ct, sqt)
+                _step_part(theta, &d, train, 3, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                           zt, rt, ct, sqt, gs)
             gru_bar_await(&a.bar, tid, tok)
         if not d.reset_after:
             if w > 0:
-                _step_part(theta, &d, train, 1, B, j0, w, Wpk, xpt, hp + j0, hprev, ht,
-                           zt, rt, ct, sqt)
+                _step_part(theta, &d, train, 1, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                           zt, rt, ct, sqt, gs)
             gru_bar_wait(&a.bar, tid)
     free(raw_p)
+    free(raw_w)
 
 
 cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
@@ -359,10 +430,10 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         # uz, ur, uh of the chunk's rows at step t, then the step
         _slice_gemm(xpc, H3, x + (t * B + r0) * I, I, m, I, U, Upk, H, H, 3, bias)
         _step_part(theta, &d, train, 0, m, 0, H, Wpk, xpc, hpc, hprev, ht, zt, rt, ct,
-                   sqt)
+                   sqt, H)
         if not d.reset_after:
             _step_part(theta, &d, train, 1, m, 0, H, Wpk, xpc, hpc, hprev, ht, zt, rt,
-                       ct, sqt)
+                       ct, sqt, H)
         gru_step_done(a.steps_done + c, <int>t + 1)
 
 
@@ -477,6 +548,7 @@ cdef void forward_fused(void* theta, Dims d, Ptrs p, bint train, bint dbl, Plan*
     a.d = d
     a.p = p
     a.train = train
+    a.comb_fail = 0
     if plan.path == PATH_UNITS:
         gru_run_team(plan.nt, _fused_thread_d if dbl else _fused_thread_f, &a)
         return

@@ -77,3 +77,13 @@ cdef void prepack_part(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
 cdef inline void prepack(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
                          bint transB, floating* out) noexcept nogil:
     prepack_part(B, N, K, ldb, transB, 0, 1, out)
+
+
+# nb row blocks of B (stored (N, K), w rows each, block g at B + g * bstride)
+# packed as one (K, nb * w) operand in prepack's layout, for gemm_pre with that
+# N (a slice's rows of the three gate blocks in one product).  False (nothing
+# written) where w is not a multiple of the micro-kernel's width; out:
+# prepack_size(dbl, nb * w, K) elements.
+cdef bint prepack_blocks(const floating* B, Py_ssize_t nb, Py_ssize_t bstride,
+                         Py_ssize_t w, Py_ssize_t K, Py_ssize_t ldb,
+                         floating* out) noexcept nogil

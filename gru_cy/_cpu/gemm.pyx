@@ -69,6 +69,10 @@ cdef extern from "gemm_kernels.h" nogil:
                       int transB, int part, int nparts, float* out)
     void gk_prepack_d(const double* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t ldb,
                       int transB, int part, int nparts, double* out)
+    int gk_prepack_blocks_s(const float* B, Py_ssize_t nb, Py_ssize_t bstride,
+                            Py_ssize_t w, Py_ssize_t K, Py_ssize_t ldb, float* out)
+    int gk_prepack_blocks_d(const double* B, Py_ssize_t nb, Py_ssize_t bstride,
+                            Py_ssize_t w, Py_ssize_t K, Py_ssize_t ldb, double* out)
 
 
 # gemv_bias gives gemm's bits only where gemm takes its direct path too.
@@ -130,6 +134,27 @@ cdef void _gemm_ref(floating* C, const floating* A, const floating* B,
             C[i * ldc + j] += alpha * acc
 
 
+cdef void _gemm_ref_packed(floating* C, const floating* A, const floating* Bp,
+                           Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, Py_ssize_t lda,
+                           Py_ssize_t ldc, bint transA, floating alpha, floating beta,
+                           Py_ssize_t nr, Py_ssize_t kc_blk) noexcept nogil:
+    # _gemm_ref for an op(B) given only packed (prepack_blocks: N a multiple of
+    # nr, whole panels): used only when the pack buffers cannot be allocated.
+    cdef Py_ssize_t i, j, k, kb, kc, ks = (N + nr - 1) // nr * nr * kc_blk
+    cdef floating acc, a, b
+    _scale(C, M, N, ldc, beta)
+    for i in range(M):
+        for j in range(N):
+            acc = 0
+            for k in range(K):
+                kb = k // kc_blk
+                kc = kc_blk if (kb + 1) * kc_blk <= K else K - kb * kc_blk
+                a = A[k * lda + i] if transA else A[i * lda + k]
+                b = Bp[kb * ks + (j - j % nr) * kc + (k - kb * kc_blk) * nr + j % nr]
+                acc = acc + a * b
+            C[i * ldc + j] += alpha * acc
+
+
 cdef void _gemm(floating* C, const floating* A, const floating* B,
                 Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
@@ -153,7 +178,11 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                      transA, transB, alpha, beta, 1)
         if nt < 0:
             gk_free(x)
-            _gemm_ref(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
+            if B == NULL:       # op(B) given packed only (prepack_blocks)
+                _gemm_ref_packed(C, A, Bpre, M, N, K, lda, ldc, transA, alpha, beta,
+                                 ctx.nr, ctx.kc_blk)
+            else:
+                _gemm_ref(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
             return
     if Bpre != NULL and ctx.path == GK_PATH_BLOCKED and (<size_t>Bpre) % 64 == 0:
         # op(B) was packed in advance (prepack): the tiles read it in place.
@@ -213,6 +242,15 @@ cdef void prepack_part(const floating* B, Py_ssize_t N, Py_ssize_t K, Py_ssize_t
         gk_prepack_s(B, N, K, ldb, transB, part, nparts, out)
     else:
         gk_prepack_d(B, N, K, ldb, transB, part, nparts, out)
+
+
+cdef bint prepack_blocks(const floating* B, Py_ssize_t nb, Py_ssize_t bstride,
+                         Py_ssize_t w, Py_ssize_t K, Py_ssize_t ldb,
+                         floating* out) noexcept nogil:
+    if floating is float:
+        return gk_prepack_blocks_s(B, nb, bstride, w, K, ldb, out) != 0
+    else:
+        return gk_prepack_blocks_d(B, nb, bstride, w, K, ldb, out) != 0
 
 
 cdef void gemm_pre(floating* C, const floating* A, const floating* B, const floating* Bpre,

@@ -443,6 +443,39 @@ static inline void gk_prepack_d(const double *B, ptrdiff_t N, ptrdiff_t K, ptrdi
 }
 static inline void gk_direct_d(gk_ctx *x, ptrdiff_t t) { GK_DISPATCH(d, gk_direct, (x, t)) }
 
+/* out = the nb row blocks B + g * bstride (g < nb; each w rows of K, B stored
+ * (N, K), rows ldb apart) packed as ONE matrix of N = nb * w columns, in
+ * gk_prepack's layout for that N and K: column g * w + j of the product is
+ * row j of block g.  A unit slice's rows of the three gate blocks then run as
+ * one product (one packing of A per K block instead of three).  Needs w a
+ * multiple of the ISA's NR (every block starts a panel); returns 0 (nothing
+ * written) otherwise, 1 when packed. */
+#define GK_PREPACK_BLOCKS(T, SFX, DBL)                                               \
+static inline int gk_prepack_blocks_##SFX(const T *B, ptrdiff_t nb, ptrdiff_t bstride, \
+                                          ptrdiff_t w, ptrdiff_t K, ptrdiff_t ldb,     \
+                                          T *out)                                      \
+{                                                                                      \
+    gk_ctx ctx;                                                                        \
+    gk_ctx *x = &ctx;                                                                  \
+    ptrdiff_t g, kb, stride;                                                           \
+    if (nb <= 0 || w <= 0 || K <= 0)                                                   \
+        return 0;                                                                      \
+    gk_prepack_setup(x, DBL, B, w, K, ldb, 1);                                         \
+    if (w % x->nr)                                                                     \
+        return 0;                                                                      \
+    stride = nb * w * x->kc_blk;                                                       \
+    for (g = 0; g < nb; g++) {                                                         \
+        x->B = B + g * bstride;                                                        \
+        for (kb = 0; kb < x->nkb; kb++) {                                              \
+            ptrdiff_t k0 = kb * x->kc_blk, kc = gk_min(x->kc_blk, K - k0);             \
+            GK_DISPATCH(SFX, gk_pack_b, (x, 0, w, k0, kc, out + kb * stride + g * w * kc)) \
+        }                                                                              \
+    }                                                                                  \
+    return 1;                                                                          \
+}
+GK_PREPACK_BLOCKS(float, s, 0)
+GK_PREPACK_BLOCKS(double, d, 1)
+
 /* C (M, N) = A (M, K) @ B.T + bias (B stored (N, K)) for M <= GK_DIRECT_MAX_M,
  * serially, without a plan: the fused forward's per-step products at batch 1
  * to 3 (three per step and thread; plans and separate bias passes cost too
