@@ -21,6 +21,7 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy._checkpoint_io import Saveable
+from gru_cy._dropout import DropoutMasks
 from gru_cy._locking import Locked, new_lock, serialized
 from gru_cy.backends import DEVICES
 from gru_cy.layer import (GRU, GRU_ACTIVATIONS, VARIANTS, backward_directions,
@@ -80,7 +81,7 @@ class _Params(MutableMapping):
         return f"{'grads' if self._grads else 'params'}({', '.join(self._map)})"
 
 
-class StackedGRU(Locked, Saveable):
+class StackedGRU(DropoutMasks, Locked, Saveable):
     """Layers of GRUs, optionally bidirectional: ``torch.nn.GRU``'s model.
 
     Parameters
@@ -207,15 +208,6 @@ class StackedGRU(Locked, Saveable):
     def grads(self):
         """Mapping of the gradient buffers, keyed as ``params`` (trainable only)."""
         return _Params(self, grads=True)
-
-    @property
-    def dropout_state(self):
-        """The dropout generator's state (set it back to draw the same masks again)."""
-        return self._rng.bit_generator.state
-
-    @dropout_state.setter
-    def dropout_state(self, value):
-        self._rng.bit_generator.state = value
 
     @property
     def state(self):
@@ -357,8 +349,7 @@ class StackedGRU(Locked, Saveable):
                 outs = self._run(dirs, call)
             h = outs[0] if D == 1 else xp.concatenate(outs, axis=2)
             if train and self.dropout > 0 and k < L - 1:
-                keep = self._rng.random(h.shape) >= self.dropout
-                mask = be.asarray((keep / (1.0 - self.dropout)).astype(self.dtype))
+                mask = be.asarray(self._draw_mask(h.shape, self.dropout, self.dtype))
                 h = h * mask
                 masks.append(mask)
         if train:

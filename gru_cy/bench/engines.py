@@ -109,9 +109,6 @@ class GruCyBf16Engine(GruCyEngine):
         except RuntimeError as e:             # no AVX512_BF16 on this CPU
             raise NotImplementedError(str(e)) from None
 
-    def infer_outputs(self, x, h0):
-        return self.layer.forward(x, h0=h0)
-
 
 class NumpyEngine:
     """A NumPy forward in the requested dtype (inference and streaming)."""

@@ -9,12 +9,13 @@ import numpy as np
 
 from gru_cy import _validate as V
 from gru_cy import backends
+from gru_cy._dropout import DropoutMasks
 from gru_cy._locking import Locked, new_lock, serialized
 
 __all__ = ["Dropout"]
 
 
-class Dropout(Locked):
+class Dropout(DropoutMasks, Locked):
     """Darknet's ``[dropout]``: ``(R, C) -> (R, C)``, ``C = inputs = outputs``.
 
     Parameters
@@ -55,15 +56,6 @@ class Dropout(Locked):
         self._mask = None
         self._lock = new_lock()
 
-    @property
-    def dropout_state(self):
-        """The mask generator's state (set it back to draw the same masks again)."""
-        return self._rng.bit_generator.state
-
-    @dropout_state.setter
-    def dropout_state(self, value):
-        self._rng.bit_generator.state = value
-
     def _checkpoint_node(self, prefix, arrays, with_state):
         return {"kind": "Dropout", "args": dict(inputs=self.inputs,
                                                 probability=self.probability),
@@ -98,10 +90,7 @@ class Dropout(Locked):
         if not train:
             self._mask = None
             return x.copy()
-        # Darknet: r = rand_uniform(0, 1); r < p drops, else x *= scale
-        keep = self._rng.random(x.shape) >= self.probability
-        scale = x.dtype.type(1.0 / (1.0 - self.probability))
-        self._mask = be.asarray(keep.astype(x.dtype) * scale)
+        self._mask = be.asarray(self._draw_mask(x.shape, self.probability, x.dtype))
         return x * self._mask
 
     @serialized
