@@ -124,11 +124,7 @@ def _set_precision(layers, precision):
     # bfloat16 inference restored without the CPU check, which the forward
     # makes again: a checkpoint loads (and trains, exports) on any CPU
     from gru_cy.layer import _check_precision
-    if precision != "float32":
-        try:
-            _check_precision(precision, layers[0].dtype, layers[0].batch_normalize, "cpu")
-        except RuntimeError:
-            pass                                  # no AVX512_BF16 here: forward says so
+    _check_precision(precision, layers[0].dtype, layers[0].batch_normalize, "cpu", cpu=False)
     for g in layers:
         g._precision = precision
         g._bf16 = None

@@ -482,9 +482,9 @@ class GRU(Trainable):
                    else ")"))
 
 
-def _check_precision(value, dtype, batch_normalize, device):
+def _check_precision(value, dtype, batch_normalize, device, cpu=True):
     """Raise unless ``inference_precision`` = ``value`` fits a layer of this
-    dtype, normalisation and device on this CPU."""
+    dtype, normalisation and device, and (``cpu``) this CPU."""
     V.choice("inference_precision", value, PRECISIONS)
     if value == "float32":
         return
@@ -499,7 +499,7 @@ def _check_precision(value, dtype, batch_normalize, device):
         raise ValueError(f"inference_precision: 'bfloat16' runs on the CPU only, "
                          f"got device {device!r}")
     from gru_cy._cpu import bf16
-    if not bf16.supported():
+    if cpu and not bf16.supported():
         raise RuntimeError("inference_precision: 'bfloat16' needs a CPU with "
                            "AVX512_BF16 (vdpbf16ps), which this CPU lacks; use 'float32'")
 
