@@ -314,3 +314,38 @@ def test_gemv_with_bias_is_gemm_then_bias(dtype):
         finally:
             gemm_isa("auto")
 
+
+
+@pytest.mark.parametrize("isa", ("baseline", "avx2", "avx512"))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_in_the_gemm_is_a_separate_pass_bit_for_bit(dtype, isa, isa_restore):
+    # gemm_pre_bias adds the bias to each tile of C as its last K block ends
+    # (the fused forward's products): the bits of the gemm and a separate
+    # pass C += bias, for partial tiles, several K blocks (K > 512), the
+    # direct path (M <= 3), both transposes of B and 1 or 2 threads.
+    from gru_cy._cpu.gemm import gemm_bias_py
+    if isa not in _available_isas():
+        pytest.skip(f"this CPU has no {isa} kernels")
+    gemm_isa(isa)
+    rng = np.random.default_rng(7)
+    for M, N, K in ((1, 40, 30), (3, 96, 64), (8, 32, 16), (13, 70, 600), (64, 200, 129),
+                    (37, 5, 1030)):
+        for tb in (False, True):
+            A = rng.standard_normal((M, K)).astype(dtype)
+            B = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+            bias = rng.standard_normal(N).astype(dtype)
+            want = np.empty((M, N), dtype)
+            gemm_py(want, A, B, False, tb, 1.0, 0.0, 1)
+            want = want + bias          # one rounding per element, as bias_forward
+            for nt in (1, 2):
+                got = np.full((M, N), np.nan, dtype)
+                gemm_bias_py(got, A, B, bias, False, tb, nt)
+                np.testing.assert_array_equal(got, want, err_msg=f"{M}x{N}x{K} tb={tb} nt={nt}")
+
+
+def test_gemm_bias_py_checks_shapes():
+    from gru_cy._cpu.gemm import gemm_bias_py
+    C = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="bias 4"):
+        gemm_bias_py(C, np.zeros((2, 5), np.float32), np.zeros((5, 3), np.float32),
+                     np.zeros(4, np.float32))

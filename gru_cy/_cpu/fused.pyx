@@ -32,9 +32,9 @@ from cython cimport floating
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
-from gru_cy._cpu.cell cimport (bias_forward, _darknet_gates_row, _darknet_state_row,
+from gru_cy._cpu.cell cimport (_darknet_gates_row, _darknet_state_row,
                                _reset_after_row)
-from gru_cy._cpu.gemm cimport (gemm_pre, gemm_sel_pre, gemv_bias, GEMV_MAX_M, prepack,
+from gru_cy._cpu.gemm cimport (gemm_pre_bias, gemv_bias, GEMV_MAX_M, prepack,
                                prepack_blocks, prepack_part, prepack_size)
 from gru_cy._cpu.common cimport (gru_bar, gru_bar_arrive, gru_bar_await, gru_bar_init,
                                  gru_bar_wait, gru_barrier, gru_claim, gru_count_done,
@@ -82,14 +82,11 @@ cdef inline void _slice_gemm(floating* C, Py_ssize_t ldc, const floating* A,
                 gemv_bias(C + g * H, A, Wg + g * H * K, bias + g * H, M, w, K, lda, K, ldc)
         return
     if w == H:
-        gemm_sel_pre(False, C, A, Wg, Wpk[0], M, ng * H, K, lda, K, ldc, False, True,
-                     <floating>1, <floating>0, 1)
-        bias_forward(C, bias, M, ng * H, ldc, 1)
+        gemm_pre_bias(C, A, Wg, Wpk[0], bias, M, ng * H, K, lda, K, ldc, False, True, 1)
         return
     for g in range(ng):
-        gemm_sel_pre(False, C + g * H, A, Wg + g * H * K, Wpk[g], M, w, K, lda, K, ldc,
-                     False, True, <floating>1, <floating>0, 1)
-        bias_forward(C + g * H, bias + g * H, M, w, ldc, 1)
+        gemm_pre_bias(C + g * H, A, Wg + g * H * K, Wpk[g], bias + g * H, M, w, K, lda, K,
+                      ldc, False, True, 1)
 
 
 cdef inline Py_ssize_t _pack_elems(bint dbl, Py_ssize_t N, Py_ssize_t K,
@@ -306,9 +303,8 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             t0 = t
             nc = cs if t + cs <= T else T - t
             if comb:
-                gemm_pre(xth, x + t * B * I, <floating*>NULL, Upk3, nc * B, W3, I, I, I,
-                         W3, False, True, <floating>1, <floating>0, 1)
-                bias_forward(xth, b3, nc * B, W3, W3, 1)
+                gemm_pre_bias(xth, x + t * B * I, <floating*>NULL, Upk3, b3, nc * B, W3, I,
+                              I, I, W3, False, True, 1)
             elif w > 0:
                 _slice_gemm(xp + j0, H3, x + t * B * I, I, nc * B, I, U, nopack, H, w,
                             3, bu)
@@ -328,9 +324,8 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         sqt = <floating*>p.sq + t * step
         if comb and d.reset_after:
             # the step's three gate blocks in one product
-            gemm_pre(hth, hprev, <floating*>NULL, Wpk3, B, W3, H, H, H, W3, False, True,
-                     <floating>1, <floating>0, 1)
-            bias_forward(hth, b3 + W3, B, W3, W3, 1)
+            gemm_pre_bias(hth, hprev, <floating*>NULL, Wpk3, b3 + W3, B, W3, H, H, H, W3,
+                          False, True, 1)
             for g in range(B):
                 _reset_after_row(zt + g * H, rt + g * H,
                                  (sqt + j0 + g * H) if train else NULL, ct + g * H,

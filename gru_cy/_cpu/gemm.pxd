@@ -26,6 +26,15 @@ cdef void gemm_pre(floating* C, const floating* A, const floating* B, const floa
                    bint transA, bint transB, floating alpha, floating beta,
                    int nthreads) noexcept nogil
 
+# gemm_pre with alpha 1, beta 0, then bias (N,) added to every row of C:
+# C = op(A) @ op(B) + bias, the same bits as gemm_pre and a separate bias pass
+# (the blocked path adds it to each tile of C while the tile is in L1).
+cdef void gemm_pre_bias(floating* C, const floating* A, const floating* B,
+                        const floating* Bpre, const floating* bias,
+                        Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                        bint transA, bint transB, int nthreads) noexcept nogil
+
 # The drivers call gemm_sel: use_blas selects SciPy's BLAS (gemm="blas").
 cdef inline void gemm_sel(bint use_blas, floating* C, const floating* A, const floating* B,
                           Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,

@@ -42,6 +42,7 @@ cdef extern from "gemm_kernels.h" nogil:
         Py_ssize_t nchunks
         const void* bpre
         Py_ssize_t bpre_kstride
+        const void* bias
     int GK_PATH_NONE
     int GK_PATH_DIRECT
     int GK_PATH_BLOCKED
@@ -159,10 +160,13 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                 Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                 Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
                 bint transA, bint transB, floating alpha, floating beta,
-                int nthreads, const floating* Bpre) noexcept nogil:
-    # C (M, N) = alpha op(A) op(B) + beta C.  The plan (gemm_kernels.h) picks
-    # the path, the blocking and the team size nt (1 below ~2e5 flops: no
-    # OpenMP region); the loops here hand out the work.
+                int nthreads, const floating* Bpre, const floating* bias) noexcept nogil:
+    # C (M, N) = alpha op(A) op(B) + beta C, then + bias (N,) on every row
+    # where bias is not NULL.  The plan (gemm_kernels.h) picks the path, the
+    # blocking and the team size nt (1 below ~2e5 flops: no OpenMP region);
+    # the loops here hand out the work.  The blocked path adds the bias to
+    # each micro-tile as it finishes; the others in a pass after (the same
+    # rounding either way).
     cdef gk_ctx ctx
     cdef gk_ctx* x = &ctx
     cdef Py_ssize_t t
@@ -183,11 +187,14 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                                  ctx.nr, ctx.kc_blk)
             else:
                 _gemm_ref(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta)
+            _add_bias(C, bias, M, N, ldc)
             return
     if Bpre != NULL and ctx.path == GK_PATH_BLOCKED and (<size_t>Bpre) % 64 == 0:
         # op(B) was packed in advance (prepack): the tiles read it in place.
         ctx.bpre = Bpre
         ctx.bpre_kstride = ((N + ctx.nr - 1) // ctx.nr) * ctx.nr * ctx.kc_blk
+    if ctx.path == GK_PATH_BLOCKED:
+        ctx.bias = bias
     if ctx.path == GK_PATH_NONE:
         # K == 0 or alpha == 0: C = beta*C (beta == 0 writes zeros).
         _scale(C, M, N, ldc, beta)
@@ -220,7 +227,19 @@ cdef void _gemm(floating* C, const floating* A, const floating* B,
                     gk_tile_s(x, t, 0)
                 else:
                     gk_tile_d(x, t, 0)
+    if ctx.path != GK_PATH_BLOCKED:
+        _add_bias(C, bias, M, N, ldc)
     gk_free(x)
+
+
+cdef inline void _add_bias(floating* C, const floating* bias, Py_ssize_t M, Py_ssize_t N,
+                           Py_ssize_t ldc) noexcept nogil:
+    # C (M, N) += bias on every row (nothing where bias is NULL).
+    cdef Py_ssize_t i, j
+    if bias != NULL:
+        for i in range(M):
+            for j in range(N):
+                C[i * ldc + j] = C[i * ldc + j] + bias[j]
 
 
 cdef void gemv_bias(floating* C, const floating* A, const floating* B,
@@ -258,7 +277,16 @@ cdef void gemm_pre(floating* C, const floating* A, const floating* B, const floa
                    Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
                    bint transA, bint transB, floating alpha, floating beta,
                    int nthreads) noexcept nogil:
-    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, Bpre)
+    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, Bpre, NULL)
+
+
+cdef void gemm_pre_bias(floating* C, const floating* A, const floating* B,
+                        const floating* Bpre, const floating* bias,
+                        Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+                        Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
+                        bint transA, bint transB, int nthreads) noexcept nogil:
+    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, <floating>1, <floating>0,
+          nthreads, Bpre, bias)
 
 
 cdef void gemm(floating* C, const floating* A, const floating* B,
@@ -266,7 +294,8 @@ cdef void gemm(floating* C, const floating* A, const floating* B,
                Py_ssize_t lda, Py_ssize_t ldb, Py_ssize_t ldc,
                bint transA, bint transB, floating alpha, floating beta,
                int nthreads) noexcept nogil:
-    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, NULL)
+    _gemm(C, A, B, M, N, K, lda, ldb, ldc, transA, transB, alpha, beta, nthreads, NULL,
+          NULL)
 
 
 def gemm_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,
@@ -306,6 +335,25 @@ def gemm_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1]
                  &B[0, 0] if B.shape[0] * B.shape[1] else NULL, M, N, K,
                  A.shape[1], B.shape[1], C.shape[1], transA, transB,
                  <floating>alpha, <floating>beta, nthreads)
+
+
+def gemm_bias_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,
+                 const floating[::1] bias, bint transA=False, bint transB=False,
+                 int nthreads=1):
+    """Test wrapper: C = op(A) @ op(B) + bias (on every row), in place, through
+    ``gemm_pre_bias`` (the blocked path adds the bias per tile of C)."""
+    cdef Py_ssize_t M = C.shape[0], N = C.shape[1]
+    cdef Py_ssize_t K = A.shape[0] if transA else A.shape[1]
+    if (A.shape[1] if transA else A.shape[0]) != M or \
+            (B.shape[1] if not transB else B.shape[0]) != N or \
+            (B.shape[0] if not transB else B.shape[1]) != K or bias.shape[0] != N:
+        raise ValueError(f"gemm_bias_py: shapes C {tuple(C.shape)[:2]}, A {tuple(A.shape)[:2]}, "
+                         f"B {tuple(B.shape)[:2]}, bias {bias.shape[0]} do not agree")
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError("gemm_bias_py: expected non-empty operands")
+    with nogil:
+        gemm_pre_bias(&C[0, 0], &A[0, 0], &B[0, 0], <floating*>NULL, &bias[0], M, N, K,
+                      A.shape[1], B.shape[1], C.shape[1], transA, transB, nthreads)
 
 
 def gemm_strided_py(floating[:, ::1] C, const floating[:, ::1] A, const floating[:, ::1] B,

@@ -97,8 +97,9 @@ typedef struct {
      * panels start at bpre + kb * bpre_kstride, panel of column j at j * kc */
     const void *bpre;
     ptrdiff_t bpre_kstride;
-    /* direct path, B transposed (gk_gemv_bias): C row += bias after the
-     * store (the same two roundings as a separate bias pass), or NULL */
+    /* C row += bias after the store (the same two roundings as a separate
+     * bias pass), or NULL: the direct path, B transposed (gk_gemv_bias),
+     * and the blocked path (each micro-tile after its last K block) */
     const void *bias;
 } gk_ctx;
 

@@ -353,6 +353,17 @@ static void GK_FN(gk_prepack)(const gk_ctx *x, int part, int nparts, GK_T *out)
 /* Tile t = (ib, jb) of C, all of K, run by thread tid.  Loops: K blocks
  * (ascending) > pack A rows of the tile > B blocks of ncl columns (packed,
  * L2) > MR-row panels (A panel in L1) > NR-column panels > micro-kernel. */
+/* C tile (mr x nr, row stride ldc) += bias[0 .. nr): the same one rounding
+ * per element as a separate bias pass (cell.pyx's bias_forward). */
+static inline void GK_FN(gk_add_bias)(GK_T *cp, ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr,
+                                      const GK_T *bias)
+{
+    ptrdiff_t r, c;
+    for (r = 0; r < mr; r++)
+        for (c = 0; c < nr; c++)
+            cp[r * ldc + c] = cp[r * ldc + c] + bias[c];
+}
+
 static void GK_FN(gk_tile)(gk_ctx *x, ptrdiff_t t, int tid)
 {
     /* balanced runs of MR panels in M and NR panels in N */
@@ -370,6 +381,9 @@ static void GK_FN(gk_tile)(gk_ctx *x, ptrdiff_t t, int tid)
         return;
     for (kb = 0; kb < x->nkb; kb++) {
         ptrdiff_t k0 = kb * x->kc_blk, kc = gk_min(x->kc_blk, x->K - k0);
+        /* x->bias: added to each micro-tile of C right after its last K
+         * block (still in L1), instead of a separate pass over C */
+        const GK_T *bias = kb == x->nkb - 1 ? (const GK_T *)x->bias : NULL;
         int mode = kb > 0 ? 1 : (beta == 0 ? 0 : (beta == 1 ? 1 : 2));
         /* A narrow tile reads each A panel once or twice, and a tile of one
          * panel's rows (the batch mode's 8-row chunks) keeps its rows in L1
@@ -400,6 +414,8 @@ static void GK_FN(gk_tile)(gk_ctx *x, ptrdiff_t t, int tid)
                     if (mr == GK_MR && nr == nv * GK_VW) {
                         GK_FN(gk_ukr_pick)(GK_MR, nv, un)(kc, a, ars, aks, bp + jr * kc, cp,
                                                           ldc, alpha, beta, mode);
+                        if (bias != NULL)
+                            GK_FN(gk_add_bias)(cp, ldc, mr, nr, bias + jc + jr);
                     } else {
                         /* partial tile: same arithmetic on a scratch tile */
                         if (mode != 0)
@@ -411,6 +427,8 @@ static void GK_FN(gk_tile)(gk_ctx *x, ptrdiff_t t, int tid)
                         for (r = 0; r < mr; r++)
                             for (c = 0; c < nr; c++)
                                 cp[r * ldc + c] = tmp[r * GK_NR + c];
+                        if (bias != NULL)
+                            GK_FN(gk_add_bias)(cp, ldc, mr, nr, bias + jc + jr);
                     }
                 }
             }
