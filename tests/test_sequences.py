@@ -561,6 +561,33 @@ def test_batch_mode_inference_stops_chunks_with_their_sequences(variant, reverse
         assert not y[n:, b].any()
 
 
+@pytest.mark.parametrize("B", (32, 40, 64))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batch_mode_inference_runs_only_running_rows_same_bits(variant, B):
+    # The chunk-limited forward runs, at each step, only a chunk's rows still
+    # running (at least 4): each sequence's outputs and final state are the
+    # bits of the same batch run at full length (every product on the blocked
+    # gemm path, whose arithmetic per element does not depend on the rows).
+    rng = np.random.default_rng(B)
+    T, I, H = 20, 24, 64
+    g = GRU(I, H, variant=variant, seed=3, num_threads=2)
+    if not g._engine.plans_batch(T, B, 2):
+        pytest.skip(f"this build's batch mode does not take (T, B) = ({T}, {B}) on 2 threads")
+    full = GRU(I, H, variant=variant, seed=3, num_threads=2)
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    h0 = rng.normal(size=(B, H)).astype(np.float32)
+    # mostly short sequences, a few long: chunks shrink to their first rows
+    L = np.where(rng.random(B) < 0.7, rng.integers(1, 4, B), rng.integers(4, T + 1, B))
+    L[rng.integers(B)] = T
+    y = g.forward(x, h0=h0, lengths=L)
+    assert g._packing.limited
+    yf = full.forward(x, h0=h0)
+    for b in range(B):
+        assert_array_equal(y[:L[b], b], yf[:L[b], b])
+        assert_array_equal(g.state[b], yf[L[b] - 1, b])
+        assert not y[L[b]:, b].any()
+
+
 @pytest.mark.parametrize("stacked", (False, True), ids=("gru", "stacked"))
 def test_torch_state_dict_tensors_load_as_written(stacked):
     torch = pytest.importorskip("torch", reason="torch is a test reference only")

@@ -366,7 +366,10 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     # within one item of each other; a slow or time-shared core simply does
     # fewer items.  Every chunk has at least BATCH_ROWS / 2 > 3 rows, so its
     # products take the blocked gemm path, as the full batch does: the same
-    # arithmetic per element whichever thread runs it (bit-identical).
+    # arithmetic per element whichever thread runs it (bit-identical).  With
+    # p.limits (inference on rows sorted by decreasing length) a chunk stops
+    # after its first row's steps, and each of its steps runs only its rows
+    # still running (at least 4): work follows the sum of the lengths.
     cdef Dims d = a.d
     cdef Ptrs* p = &a.p
     cdef bint train = a.train
@@ -374,6 +377,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef Py_ssize_t step = B * H if train else 0
     cdef Py_ssize_t nch = a.nchunks, r0, m, t, b, k
     cdef int c
+    cdef const long long* lim
     cdef floating* U = theta
     cdef floating* bias = theta + d.ob
     cdef floating* Upk[3]            # U packed (shared)
@@ -409,8 +413,15 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         t = k // nch
         r0 = B * c // nch
         m = B * (c + 1) // nch - r0
-        if p.limits != NULL and t >= (<const long long*>p.limits)[r0]:
-            continue            # the chunk's sequences have all ended
+        if p.limits != NULL:
+            lim = <const long long*>p.limits
+            if t >= lim[r0]:
+                continue        # the chunk's sequences have all ended
+            # rows are sorted by decreasing length: the running ones are the
+            # chunk's first; run those, at least 4 (GEMV_MAX_M + 1: the
+            # blocked gemm path, the same arithmetic as the full chunk's)
+            while m > GEMV_MAX_M + 1 and lim[r0 + m - 1] <= t:
+                m -= 1
         # the chunk's step t - 1 (claimed nch items earlier) must be done;
         # its step 0 waits for the packs (later steps follow from it)
         if t == 0:
