@@ -13,13 +13,15 @@ instead where it is faster and gives the same bits.
 Sizes: T steps, B batch, I inputs, H outputs.  Layout: ``layout.pxd``.
 """
 from cython cimport floating
+from cython.parallel cimport prange
 
 from gru_cy._cpu.cell cimport (bias_forward, bn_backward, bn_forward_infer,
                                bn_forward_train, col_sum, gru_darknet_gates_backward,
                                gru_darknet_gates_forward, gru_darknet_reset_backward,
                                gru_darknet_state_forward, gru_reset_after_backward,
                                gru_reset_after_forward, _reset_after_cand_row)
-from gru_cy._cpu.gemm cimport gemm_sel, gemm_sel_pre, prepack
+from gru_cy._cpu.gemm cimport gemm_pre_bias, gemm_sel, gemm_sel_pre, prepack
+from gru_cy._cpu.common cimport team
 from gru_cy._cpu.layout cimport Dims, Ptrs, chunk_steps
 
 
@@ -159,19 +161,24 @@ cdef void _recompute_c(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
     # reset_after's candidates c = act(xp_h + r * q) of steps [t0, t0 + nc)
     # into p.c (nc * B rows): xp_h = x @ Uh.T + uh's biases, the forward's
     # product (the same gemm arithmetic per element for any rows or columns,
-    # gemm_kernels.h), then the forward's expression (rows.h): the same bits
-    # as the c the forward computed (docs/performance.md: why).
+    # gemm_kernels.h; its bias added in the gemm, as the forward's), then the
+    # forward's expression (rows.h), rows shared by the team: the same bits as
+    # the c the forward computed (docs/performance.md: why).
     cdef Py_ssize_t B = d.B, I = d.In, H = d.H, R = nc * B, i
     cdef floating* c = <floating*>p.c
     cdef floating* Uh = theta + 2 * H * I
     cdef floating* buh = theta + d.ob + 2 * H
     cdef floating* r = <floating*>p.r + t0 * B * H
     cdef floating* q = <floating*>p.sq + t0 * B * H
-    gemm_sel_pre(False, c, <floating*>p.x + t0 * B * I, Uh, NULL, R, H, I, I, I, H, False,
-                 True, <floating>1, <floating>0, d.nthreads)
-    bias_forward(c, buh, R, H, H, d.nthreads)
-    for i in range(R):
-        _reset_after_cand_row(c + i * H, r + i * H, q + i * H, H, d.act)
+    cdef int nt = team(R, R * H, d.nthreads)
+    gemm_pre_bias(c, <floating*>p.x + t0 * B * I, Uh, NULL, buh, R, H, I, I, I, H, False,
+                  True, d.nthreads)
+    if nt == 1:
+        for i in range(R):
+            _reset_after_cand_row(c + i * H, r + i * H, q + i * H, H, d.act)
+    else:
+        for i in prange(R, nogil=True, schedule="static", num_threads=nt):
+            _reset_after_cand_row(c + i * H, r + i * H, q + i * H, H, d.act)
 
 
 cdef void backward_steps(floating* theta, Dims d, Ptrs p) noexcept nogil:
