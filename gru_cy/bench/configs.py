@@ -25,11 +25,14 @@ TARGETS = {
     ("inference", "A"): 0.8, ("inference", "B"): 0.8,
     ("inference", "C"): 0.94, ("inference", "D"): 0.8,
     ("stream", "stream"): 0.4,
-    ("train", "A"): 0.25, ("train", "B"): 0.5, ("train", "C"): 0.7, ("train", "D"): 0.5,
+    ("train", "A"): 0.5, ("train", "B"): 0.5, ("train", "C"): 0.7, ("train", "D"): 0.5,
 }
 """(task, config) -> the project's performance target: the largest gru_cy /
 fastest-peer time ratio accepted (issue 17's, C as NOTES.md sets it: 0.94 of
-OpenVINO float32 is 88% of the FMA peak, 0.7 of JAX's training step 85%)."""
+OpenVINO float32 is 88% of the FMA peak, 0.7 of JAX's training step 85%).
+Issue 6's stricter A training target, 0.25, was against torch alone (torch's
+row of the table gives that ratio); judged against the faster of torch and
+JAX, the target is issue 17's 0.5."""
 TARGET_PEERS = ("torch", "ort", "openvino", "jax")
 """The float32 peers the performance targets compare with; NumPy is shown but
 judged against no target, OpenVINO at its default precision (bfloat16 on
