@@ -63,10 +63,11 @@ def _check_layout():
 _check_layout()
 
 
-cdef Py_ssize_t _c_recompute_bytes = 16 << 20
+cdef Py_ssize_t _c_recompute_bytes = 64 << 20
 # The backward recomputes reset_after's c (no BN, native gemm) where the
-# cache's c would take at least this many bytes; below it the memory is small
-# and the recomputation's time is not (docs/performance.md, "Memory").
+# cache's c would take at least this many bytes; below it the recomputation's
+# time (4-5% of config C's step, c of 24.4 MiB) is worth more than the memory
+# (docs/performance.md, "Memory").
 
 
 def c_recompute_threshold(nbytes=None):
