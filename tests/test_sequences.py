@@ -616,3 +616,36 @@ def test_editing_lengths_in_place_between_calls():
         L[:] = [2, 5, 5]
         assert_array_equal(g.forward(x, lengths=L), fresh.forward(x, lengths=L))
         L[:] = [5, 2, 3]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_equal_lengths_inference_runs_the_shortened_batch(variant):
+    # Inference whose sequences all have one length L (a single sequence, say)
+    # runs the plain forward over x[:L]: zeros after L, the state after step
+    # L - 1, h0 and the carried state as with any lengths; the same as the
+    # packed batch (checked where one longer sequence makes the lengths differ).
+    rng = np.random.default_rng(3)
+    T, I, H = 9, 5, 7
+    for B in (1, 4):
+        g = GRU(I, H, variant=variant, seed=4, num_threads=2)
+        x = rng.normal(size=(T, B, I)).astype(np.float32)
+        h0 = rng.normal(size=(B, H)).astype(np.float32)
+        for L in (1, 5, T):
+            y = g.forward(x, h0=h0, lengths=np.full(B, L))
+            assert g._packing is None             # no packed batch was built
+            ref = GRU(I, H, variant=variant, seed=4, num_threads=2)
+            assert_array_equal(y[:L], ref.forward(x[:L], h0=h0))
+            assert not y[L:].any()
+            assert_array_equal(g.state, y[L - 1])
+            # the carried state: a second call starts where the first ended
+            y2 = g.forward(x, lengths=[L] * B)
+            assert_array_equal(y2[:L], ref.forward(x[:L]))
+            g.reset_state()
+            # one sequence longer: the packed batch, the same rows
+            xx = np.concatenate([x, rng.normal(size=(T, 1, I)).astype(np.float32)], axis=1)
+            hh = np.concatenate([h0, np.zeros((1, H), np.float32)])
+            yp = GRU(I, H, variant=variant, seed=4, num_threads=2).forward(
+                xx, h0=hh, lengths=[L] * B + [T])
+            assert_allclose(y, yp[:, :B], **tol(np.float32, "engine"))
+    with pytest.raises(ValueError, match="lengths"):
+        g.forward(x, lengths=np.full(B, T + 1))
