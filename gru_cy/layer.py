@@ -367,10 +367,10 @@ class GRU(Trainable):
         # statistics must see the running sequences only.
         costs = (None if train and self.batch_normalize else
                  sequences.segment_costs(self.inputs, self.outputs, self.dtype.itemsize))
-        # Inference the engine runs in its batch mode: one call, each chunk of
-        # rows stopping after its longest sequence (no segments).
+        # Inference the engine runs in its fused forward: one call over the
+        # sorted rows, each step with its running rows (no segments).
         limited = (not train and lengths.min() < T
-                   and self._engine.plans_batch(int(lengths.max()), B, threads))
+                   and self._engine.plans_limited(int(lengths.max()), B, threads))
         pk = self._packing
         if pk is None or not pk.matches(lengths, T, self.reverse, costs, limited):
             pk = sequences.Packing(lengths, T, self.reverse, costs, limited)

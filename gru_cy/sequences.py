@@ -19,9 +19,11 @@ batch, the way cuDNN and ``torch.nn.utils.rnn.pack_padded_sequence`` run it:
   with BN).  The calls of one forward or backward are one *held* run of the
   CPU engine (``Engine.hold``): weights packed once, no adaptive-team record
   per segment size;
-* inference that the CPU engine runs in its batch mode is instead one call
-  over all rows (``Engine.forward_limited``): each chunk of rows, sorted by
-  length, stops after its longest sequence;
+* inference that the CPU engine runs in its fused forward (batch mode, or
+  unit slices on two or more threads; no BN) is instead one call over all
+  rows, sorted by length (``Engine.forward_limited``): each step runs the
+  rows still running, and the call (or a chunk of rows) stops after its
+  longest sequence;
 * outputs are scattered back to the padded layout (zeros in the padding), the
   final states back to the caller's order.
 

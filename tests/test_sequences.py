@@ -649,3 +649,33 @@ def test_equal_lengths_inference_runs_the_shortened_batch(variant):
             assert_allclose(y, yp[:, :B], **tol(np.float32, "engine"))
     with pytest.raises(ValueError, match="lengths"):
         g.forward(x, lengths=np.full(B, T + 1))
+
+
+@pytest.mark.parametrize("B", (2, 3, 5, 8, 12))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unit_slices_inference_runs_only_running_rows_same_bits(variant, B):
+    # Inference in the fused forward's unit slices (weights too large for the
+    # batch mode, or fewer rows) goes as one call over the sorted rows; each
+    # step runs the rows still running (at least 4) and the call stops after
+    # the longest: each sequence's outputs and final state are the bits of
+    # the same batch at full length.
+    rng = np.random.default_rng(B + 1)
+    T, I, H = 15, 24, 96
+    g = GRU(I, H, variant=variant, seed=3, num_threads=2)
+    assert g._engine.plans_limited(T, B, 2) and not g._engine.plans_batch(T, B, 2)
+    full = GRU(I, H, variant=variant, seed=3, num_threads=2)
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    h0 = rng.normal(size=(B, H)).astype(np.float32)
+    L = rng.integers(1, T, B)
+    L[0] = 1
+    y = g.forward(x, h0=h0, lengths=L)
+    assert g._packing.limited
+    yf = full.forward(x, h0=h0)
+    for b in range(B):
+        assert_array_equal(y[:L[b], b], yf[:L[b], b])
+        assert_array_equal(g.state[b], yf[L[b] - 1, b])
+        assert not y[L[b]:, b].any()
+    # one thread: the segments (faster there at small sizes), the same bits
+    one = GRU(I, H, variant=variant, seed=3, num_threads=1)
+    assert_array_equal(one.forward(x, h0=h0, lengths=L), y)
+    assert not one._packing.limited

@@ -329,17 +329,35 @@ cdef class Engine:
         d.nthreads = resolve_threads(nthreads)
         return plan_forward(&d, self.f64).path == PATH_BATCH
 
+    def plans_limited(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
+        """Whether an inference forward of (T, B) on ``nthreads`` would run
+        the fused forward in batch mode or in unit slices on two or more
+        threads (in a held run: no adaptive team): a padded batch then runs
+        as one :meth:`forward_limited` call.  (On one thread the segments of
+        ``gru_cy.sequences`` were faster at small sizes: config B's sizes
+        with 8 sequences, 2.8 ms against 4.2.)"""
+        cdef Dims d = self.d
+        cdef Plan plan
+        d.T = T
+        d.B = B
+        d.nthreads = resolve_threads(nthreads)
+        plan = plan_forward(&d, self.f64)
+        return plan.path == PATH_BATCH or (plan.path != PATH_STEPS and plan.nt > 1)
+
     def forward_limited(self, x, h0, y, limits, int nthreads):
         """Inference on a padded batch whose rows are sorted by decreasing
         length: ``limits`` (B,) int64, those lengths.  Runs where the plan is
-        the batch mode, whose chunks of rows each stop after their first
-        row's steps (a row's steps beyond its own length compute on what x
-        holds there; their outputs are the caller's to drop; y is not written
-        where a whole chunk has stopped), and returns True; else computes
-        nothing and returns False (``gru_cy.sequences`` then runs segments).
+        the fused forward: in batch mode each chunk of rows stops after its
+        first row's steps, in unit slices the call after the longest row's;
+        each step runs the rows still running (at least 4, the blocked gemm
+        path's arithmetic: the same bits).  A row's steps beyond its own
+        length may compute on what x holds there; their outputs are the
+        caller's to drop; y is not written where no row runs.  Returns True;
+        else computes nothing and returns False (``gru_cy.sequences`` then
+        runs segments).
         """
         self._prepare(<cnp.ndarray?>x, h0, y, False, nthreads)
-        if self.call.plan.path != PATH_BATCH:
+        if self.call.plan.path == PATH_STEPS:
             self.call_refs = None
             return False
         self.call.p.limits = _ptr(limits)

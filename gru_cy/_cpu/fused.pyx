@@ -198,6 +198,20 @@ cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
                                d.act)
 
 
+cdef inline Py_ssize_t _running_rows(const long long* lim, Py_ssize_t M, Py_ssize_t mfloor,
+                                     Py_ssize_t t, Py_ssize_t nc, Py_ssize_t Tl) noexcept nogil:
+    # The rows steps t .. t + nc - 1 run (at least mfloor each, none past Tl),
+    # summed; M: step t's.  lim: the rows' lengths, decreasing.
+    cdef Py_ssize_t s, total = 0
+    for s in range(nc):
+        if t + s >= Tl:
+            break
+        while M > mfloor and lim[M - 1] <= t + s:
+            M -= 1
+        total += M
+    return total
+
+
 cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
     cdef Dims d = a.d
     cdef Ptrs* p = &a.p
@@ -245,6 +259,13 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* rt
     cdef floating* ct
     cdef floating* sqt
+    # inference on rows sorted by decreasing length (p.limits, their lengths):
+    # the steps of the longest, each with its running rows (the first M, at
+    # least 4 where B > 3: the blocked gemm path, the same bits as all B rows)
+    cdef const long long* lim = <const long long*>p.limits
+    cdef Py_ssize_t Tl = T, M = B, mfloor = B if B <= GEMV_MAX_M else GEMV_MAX_M + 1, s, ms
+    if lim != NULL:
+        Tl = lim[0]
     if j0 > H:
         j0 = H
     if j1 > H:
@@ -297,12 +318,32 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         gru_barrier()    # OpenMP's: the packs and the step barrier are ready
         if comb and a.comb_fail:
             comb = False     # (W and U then packed per product: slower, the same bits)
-    for t in range(T):
+    for t in range(Tl):
+        if lim != NULL:
+            while M > mfloor and lim[M - 1] <= t:
+                M -= 1
         if t % cs == 0:
             # uz, ur, uh of the slice for steps [t, t + nc), with their biases.
             t0 = t
             nc = cs if t + cs <= T else T - t
-            if comb:
+            ms = _running_rows(lim, M, mfloor, t, nc, Tl) if lim != NULL else 0
+            if lim != NULL and B > GEMV_MAX_M and 4 * ms < 3 * nc * B:
+                # a quarter or more of the chunk's rows have ended: each
+                # step's running rows only (at least 4: the blocked gemm path,
+                # as the chunk's product; the same per-element arithmetic)
+                ms = M
+                for s in range(nc):
+                    if t + s >= Tl:
+                        break
+                    while ms > mfloor and lim[ms - 1] <= t + s:
+                        ms -= 1
+                    if comb:
+                        gemm_pre_bias(xth + s * B * W3, x + (t + s) * B * I, <floating*>NULL,
+                                      Upk3, b3, ms, W3, I, I, I, W3, False, True, 1)
+                    elif w > 0:
+                        _slice_gemm(xp + s * B * H3 + j0, H3, x + (t + s) * B * I, I, ms, I,
+                                    U, nopack, H, w, 3, bu)
+            elif comb:
                 gemm_pre_bias(xth, x + t * B * I, <floating*>NULL, Upk3, b3, nc * B, W3, I,
                               I, I, W3, False, True, 1)
             elif w > 0:
@@ -324,9 +365,9 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
         sqt = <floating*>p.sq + t * step
         if comb and d.reset_after:
             # the step's three gate blocks in one product
-            gemm_pre_bias(hth, hprev, <floating*>NULL, Wpk3, b3 + W3, B, W3, H, H, H, W3,
+            gemm_pre_bias(hth, hprev, <floating*>NULL, Wpk3, b3 + W3, M, W3, H, H, H, W3,
                           False, True, 1)
-            for g in range(B):
+            for g in range(M):
                 _reset_after_row(zt + g * H, rt + g * H,
                                  (sqt + j0 + g * H) if train else NULL, ct + g * H,
                                  ht + g * H, xpt + g * W3, hth + g * W3,
@@ -334,7 +375,7 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             gru_bar_wait(&a.bar, tid)
         elif d.reset_after or n == 1:
             if w > 0:
-                _step_part(theta, &d, train, 0, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                _step_part(theta, &d, train, 0, M, j0, w, Wpk, xpt, hpt, hprev, ht,
                            zt, rt, ct, sqt, gs)
             gru_bar_wait(&a.bar, tid)
         else:
@@ -342,16 +383,16 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             # then z between the barrier's halves (no other thread's writes
             # needed), so that a late teammate costs the others less spinning.
             if w > 0:
-                _step_part(theta, &d, train, 2, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                _step_part(theta, &d, train, 2, M, j0, w, Wpk, xpt, hpt, hprev, ht,
                            zt, rt, ct, sqt, gs)
             tok = gru_bar_arrive(&a.bar, tid)
             if w > 0:
-                _step_part(theta, &d, train, 3, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                _step_part(theta, &d, train, 3, M, j0, w, Wpk, xpt, hpt, hprev, ht,
                            zt, rt, ct, sqt, gs)
             gru_bar_await(&a.bar, tid, tok)
         if not d.reset_after:
             if w > 0:
-                _step_part(theta, &d, train, 1, B, j0, w, Wpk, xpt, hpt, hprev, ht,
+                _step_part(theta, &d, train, 1, M, j0, w, Wpk, xpt, hpt, hprev, ht,
                            zt, rt, ct, sqt, gs)
             gru_bar_wait(&a.bar, tid)
     free(raw_p)

@@ -57,6 +57,10 @@ class Engine:
         """The CPU engine's batch mode question: never here (segments run)."""
         return False
 
+    def plans_limited(self, T, B, nthreads):
+        """The CPU engine's fused-forward question: never here (segments run)."""
+        return False
+
     def forward_limited(self, x, h0, y, limits, nthreads):
         """The CPU engine's chunk-limited inference; never runs here."""
         return False
