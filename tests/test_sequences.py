@@ -561,6 +561,20 @@ def test_batch_mode_inference_stops_chunks_with_their_sequences(variant, reverse
         assert not y[n:, b].any()
 
 
+def _limited_matches_full_length(g, full, x, h0, L):
+    """g's limited forward over the padded batch: each sequence's outputs and
+    final state are the bits of ``full`` (same weights) at full length, zeros
+    after; returns g's y."""
+    y = g.forward(x, h0=h0, lengths=L)
+    assert g._packing.limited
+    yf = full.forward(x, h0=h0)
+    for b in range(x.shape[1]):
+        assert_array_equal(y[:L[b], b], yf[:L[b], b])
+        assert_array_equal(g.state[b], yf[L[b] - 1, b])
+        assert not y[L[b]:, b].any()
+    return y
+
+
 @pytest.mark.parametrize("B", (32, 40, 64))
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_batch_mode_inference_runs_only_running_rows_same_bits(variant, B):
@@ -579,13 +593,7 @@ def test_batch_mode_inference_runs_only_running_rows_same_bits(variant, B):
     # mostly short sequences, a few long: chunks shrink to their first rows
     L = np.where(rng.random(B) < 0.7, rng.integers(1, 4, B), rng.integers(4, T + 1, B))
     L[rng.integers(B)] = T
-    y = g.forward(x, h0=h0, lengths=L)
-    assert g._packing.limited
-    yf = full.forward(x, h0=h0)
-    for b in range(B):
-        assert_array_equal(y[:L[b], b], yf[:L[b], b])
-        assert_array_equal(g.state[b], yf[L[b] - 1, b])
-        assert not y[L[b]:, b].any()
+    y = _limited_matches_full_length(g, full, x, h0, L)
 
 
 @pytest.mark.parametrize("stacked", (False, True), ids=("gru", "stacked"))
@@ -668,13 +676,7 @@ def test_unit_slices_inference_runs_only_running_rows_same_bits(variant, B):
     h0 = rng.normal(size=(B, H)).astype(np.float32)
     L = rng.integers(1, T, B)
     L[0] = 1
-    y = g.forward(x, h0=h0, lengths=L)
-    assert g._packing.limited
-    yf = full.forward(x, h0=h0)
-    for b in range(B):
-        assert_array_equal(y[:L[b], b], yf[:L[b], b])
-        assert_array_equal(g.state[b], yf[L[b] - 1, b])
-        assert not y[L[b]:, b].any()
+    y = _limited_matches_full_length(g, full, x, h0, L)
     # one thread: the segments (faster there at small sizes), the same bits
     one = GRU(I, H, variant=variant, seed=3, num_threads=1)
     assert_array_equal(one.forward(x, h0=h0, lengths=L), y)
