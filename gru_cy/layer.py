@@ -349,6 +349,7 @@ class GRU(Trainable):
         L = int(lengths[0])
         if not (lengths == L).all():
             return None
+        self._check_bn_range(x)       # all of x, as the packed batch checks it
         y = be.xp.zeros((T, B, self.outputs), self.dtype)
         y[:L] = self._forward(x[:L], False, h0, None)
         return y
@@ -371,9 +372,10 @@ class GRU(Trainable):
         # sorted rows, each step with its running rows (no segments).
         limited = (not train and lengths.min() < T
                    and self._engine.plans_limited(int(lengths.max()), B, threads))
+        min_rows = 1 if train else sequences.MIN_CALL_ROWS
         pk = self._packing
-        if pk is None or not pk.matches(lengths, T, self.reverse, costs, limited):
-            pk = sequences.Packing(lengths, T, self.reverse, costs, limited)
+        if pk is None or not pk.matches(lengths, T, self.reverse, costs, limited, min_rows):
+            pk = sequences.Packing(lengths, T, self.reverse, costs, limited, min_rows)
         if train and self.batch_normalize and pk.min_running < 2:
             raise ValueError(f"lengths: batch normalisation in training needs at least 2 "
                              f"running sequences at every step, got 1 at steps "

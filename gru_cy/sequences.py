@@ -61,6 +61,11 @@ def segment_costs(I, H, itemsize):
     return call, step, row
 
 
+MIN_CALL_ROWS = 4
+"""The fewest rows an engine call of a padded batch runs where padding is
+allowed (GEMV_MAX_M + 1 of the CPU engine: its blocked gemm path)."""
+
+
 def _merge(base, costs):
     # Cover the runs of equal counts `base` [(t0, steps, n)] with calls that
     # each run `n` of their first run for all their steps (fewer calls, some
@@ -99,14 +104,22 @@ class Packing:
         Read each sequence from its last valid step to step 0.
     limited : bool
         One engine call over all rows for ``max(lengths)`` steps, in which the
-        CPU engine's batch mode stops each chunk of rows after its longest
-        sequence (``Engine.forward_limited``; inference only).
+        CPU engine's fused forward runs each step's running rows
+        (``Engine.forward_limited``; inference only).
     costs : (call, step, row) seconds or None
         Merge runs of steps into fewer engine calls where :func:`_merge`'s
         model says it pays: a call then runs rows of sequences that have
         ended (zeros in, outputs dropped; their gradients are exactly 0).
         None: one call per run of equal counts (training with BN, whose
         batch statistics must see the running sequences only).
+    min_rows : int
+        With ``costs``: no call runs fewer than ``min(B, min_rows)`` rows.
+        Inference asks for :data:`MIN_CALL_ROWS`, so that every product takes
+        the CPU engine's blocked gemm path, as the limited call and the full
+        batch do: a padded batch then gives the same bits whichever runs (the
+        engine's choice depends on the thread count).  Training runs segments
+        on any team (the same bits already) and keeps 1: padded rows cost it
+        their backward too (config B's sizes with 8 sequences: 10%).
 
     Attributes
     ----------
@@ -126,13 +139,14 @@ class Packing:
         Packed row of each sequence's last valid step.
     """
 
-    def __init__(self, lengths, T, reverse, costs=None, limited=False):
+    def __init__(self, lengths, T, reverse, costs=None, limited=False, min_rows=1):
         lengths = np.asarray(lengths, np.int64)
         B = lengths.size
         self.T, self.B, self.reverse = int(T), B, bool(reverse)
         self.lengths = lengths
         self.costs = costs
         self.limited = bool(limited)
+        self.min_rows = int(min_rows)
         if limited:
             costs = (1.0, 0.0, 0.0)     # one call over every row
         order = np.argsort(-lengths, kind="stable")
@@ -141,6 +155,10 @@ class Packing:
         counts = np.count_nonzero(ls[None, :] > np.arange(steps)[:, None], axis=1)
         self.order = order
         self.counts = counts
+        if costs is not None and self.min_rows > 1:
+            # padded rows allowed: no call of fewer than min(B, min_rows) rows
+            # (the direct gemm path of 1 to 3 rows rounds differently)
+            counts = np.maximum(counts, min(B, self.min_rows))
         base = []
         t0 = 0
         for t1 in range(1, steps + 1):
@@ -191,10 +209,12 @@ class Packing:
             self._device[backend.name] = got
         return got
 
-    def matches(self, lengths, T, reverse, costs, limited=False):
-        """Whether this packing is the one of (lengths, T, reverse, costs, limited)."""
+    def matches(self, lengths, T, reverse, costs, limited=False, min_rows=1):
+        """Whether this packing is the one of (lengths, T, reverse, costs,
+        limited, min_rows)."""
         return (self.T == T and self.reverse == reverse and self.costs == costs
-                and self.limited == limited and self.B == lengths.size
+                and self.limited == limited and self.min_rows == min_rows
+                and self.B == lengths.size
                 and np.array_equal(self.lengths, lengths))
 
 

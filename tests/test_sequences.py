@@ -670,14 +670,80 @@ def test_unit_slices_inference_runs_only_running_rows_same_bits(variant, B):
     rng = np.random.default_rng(B + 1)
     T, I, H = 15, 24, 96
     g = GRU(I, H, variant=variant, seed=3, num_threads=2)
-    assert g._engine.plans_limited(T, B, 2) and not g._engine.plans_batch(T, B, 2)
+    if not g._engine.plans_limited(T, B, 2):
+        pytest.skip(f"({T}, {B}) does not run limited here (2 threads needed, B > 3)")
+    assert not g._engine.plans_batch(T, B, 2)
     full = GRU(I, H, variant=variant, seed=3, num_threads=2)
     x = rng.normal(size=(T, B, I)).astype(np.float32)
     h0 = rng.normal(size=(B, H)).astype(np.float32)
     L = rng.integers(1, T, B)
     L[0] = 1
-    y = _limited_matches_full_length(g, full, x, h0, L)
-    # one thread: the segments (faster there at small sizes), the same bits
-    one = GRU(I, H, variant=variant, seed=3, num_threads=1)
-    assert_array_equal(one.forward(x, h0=h0, lengths=L), y)
-    assert not one._packing.limited
+    _limited_matches_full_length(g, full, x, h0, L)
+
+
+@pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_padded_inference_bit_identical_across_thread_counts(variant, reverse):
+    # Two threads run a padded batch as one limited call (unit slices or the
+    # batch mode), one thread as segments: every call of at least 4 rows (or
+    # B), so that every product takes the blocked gemm path and the bits agree.
+    # Sizes whose segments the cost model does not merge into one call.
+    rng = np.random.default_rng(11)
+    T, I, H = 40, 64, 256
+    for B in (2, 3, 4, 5, 7, 33):
+        x = rng.normal(size=(T, B, I)).astype(np.float32)
+        h0 = rng.normal(size=(B, H)).astype(np.float32)
+        L = rng.integers(1, T + 1, B)
+        L[:2] = [T, 1]
+        out = []
+        for nt in (1, 2):
+            g = GRU(I, H, variant=variant, seed=6, num_threads=nt, reverse=reverse)
+            out.append((g.forward(x, h0=h0, lengths=L), g.state, g._packing))
+        assert_array_equal(out[0][0], out[1][0], err_msg=f"B {B}")
+        assert_array_equal(out[0][1], out[1][1], err_msg=f"B {B}")
+        segs = out[0][2].segments
+        assert min(n for _, n, _ in segs) >= min(B, 4), segs
+        assert B < 5 or len(segs) > 1, segs
+
+
+def test_padded_calls_run_at_least_four_rows():
+    # Inference's packings (min_rows 4) run no call of fewer than min(B, 4)
+    # rows where padded rows are allowed; training's (min_rows 1) and those
+    # without padding (costs None) follow the running counts exactly.
+    L = np.array([9, 7, 5, 3, 2, 1, 1])
+    rows_only = (0.0, 0.0, 1.0)          # a cost per row-step only: no merging
+    assert min(n for _, n, _ in sequences.Packing(L, 9, False, rows_only).segments) == 1
+    pk = sequences.Packing(L, 9, False, rows_only, min_rows=sequences.MIN_CALL_ROWS)
+    ns = [n for _, n, _ in pk.segments]      # (steps, rows, first row) each
+    assert min(ns) == 4 and ns == sorted(ns, reverse=True) and len(ns) > 1
+    assert sum(steps for steps, _, _ in pk.segments) == 9
+    exact = sequences.Packing(L, 9, False, None)
+    assert min(n for _, n, _ in exact.segments) == 1
+    assert sequences.MIN_CALL_ROWS == 4
+
+
+def test_limited_forward_never_runs_past_T():
+    # (review finding) Engine.forward_limited with a limit above T (a caller's
+    # mistake; the layer passes max(lengths) <= T): the unit slices stop at T.
+    T, B, I, H, extra = 4, 6, 24, 96, 10
+    g = GRU(I, H, seed=3, num_threads=2)
+    bigx = np.random.default_rng(0).normal(size=(T + extra, B, I)).astype(np.float32)
+    bigy = np.zeros((T + extra, B, H), np.float32)
+    lim = np.array([T + extra] + [1] * (B - 1), np.int64)
+    g._engine.hold(True)
+    try:
+        g._engine.forward_limited(bigx[:T], np.zeros((B, H), np.float32), bigy[:T], lim, 2)
+    finally:
+        g._engine.hold(False)
+    assert not bigy[T:].any()
+
+
+def test_equal_lengths_check_all_of_x_for_bn():
+    # (review finding) equal lengths run as a shorter batch, but BN's input
+    # range is checked over all of x, as for unequal lengths
+    g = GRU(3, 4, batch_normalize=True, seed=0)
+    x = np.ones((6, 3, 3), np.float32)
+    x[3:] = 1e38
+    for L in ([3, 3, 3], [3, 3, 2]):
+        with pytest.raises(ValueError, match="overflow"):
+            g.forward(x, lengths=L)

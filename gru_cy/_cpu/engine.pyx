@@ -22,7 +22,7 @@ from libc.string cimport memcpy, memset
 
 from gru_cy._cpu.cell import bn_constants
 from gru_cy._cpu.fused cimport PATH_BATCH, PATH_STEPS, Plan, batch_mode, forward_fused, plan_forward
-from gru_cy._cpu.gemm cimport prepack_size
+from gru_cy._cpu.gemm cimport GEMV_MAX_M, prepack_size
 from gru_cy._cpu.gemm import aligned_empty
 from gru_cy._cpu.layout cimport CHUNK_ROWS, Dims, Ptrs, chunk_steps, dims_layout
 from gru_cy._cpu.steps cimport backward_steps, forward_steps
@@ -341,6 +341,8 @@ cdef class Engine:
         d.T = T
         d.B = B
         d.nthreads = resolve_threads(nthreads)
+        if B <= GEMV_MAX_M:
+            return False    # (the segments' direct gemm path: the same bits on any team)
         plan = plan_forward(&d, self.f64)
         return plan.path == PATH_BATCH or (plan.path != PATH_STEPS and plan.nt > 1)
 

@@ -264,7 +264,7 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     # least 4 where B > 3: the blocked gemm path, the same bits as all B rows)
     cdef const long long* lim = <const long long*>p.limits
     cdef Py_ssize_t Tl = T, M = B, mfloor = B if B <= GEMV_MAX_M else GEMV_MAX_M + 1, s, ms
-    if lim != NULL:
+    if lim != NULL and lim[0] < T:
         Tl = lim[0]
     if j0 > H:
         j0 = H
