@@ -659,7 +659,7 @@ def test_equal_lengths_inference_runs_the_shortened_batch(variant):
         g.forward(x, lengths=np.full(B, T + 1))
 
 
-@pytest.mark.parametrize("B", (2, 3, 5, 8, 12))
+@pytest.mark.parametrize("B", (5, 8, 12))
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_unit_slices_inference_runs_only_running_rows_same_bits(variant, B):
     # Inference in the fused forward's unit slices (weights too large for the
