@@ -278,6 +278,17 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
         # to a Python thread: its wake-up alone costs ~0.1 ms here).
         return self.directions == 2 and self.device == "cpu" and self._threads() == 2
 
+    def _limited_in_turn(self, layer, train, T, B, lengths):
+        # Inference on a padded batch that one direction on the whole team
+        # runs as one limited call (each step its running rows): the two
+        # directions in turn, each on both threads, beat the pair of
+        # one-thread segment runs (config C, 2 layers: docs/performance.md).
+        # The same bits either way (every product on the blocked gemm path).
+        return (not train and lengths is not None and int(lengths.min()) < T
+                and layer.inference_precision == "float32"
+                and not layer.batch_normalize
+                and layer._engine.plans_limited(int(lengths.max()), B, self._threads()))
+
     def _run(self, dirs, call):
         # call(layer) on each direction of one layer, sharing the threads.
         if len(dirs) == 1:
@@ -341,7 +352,8 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
                                          h0=None if h0 is None else h0[k * D + d])
                 finally:
                     layer.num_threads = self.num_threads
-            if self._paired() and (train or self.inference_precision == "float32"):
+            if self._paired() and (train or self.inference_precision == "float32") \
+                    and not self._limited_in_turn(dirs[0], train, T, B, lengths):
                 outs = forward_directions(dirs[0], dirs[1], h, train,
                                           [None if h0 is None else h0[k * D + d]
                                            for d in range(2)], lengths)

@@ -747,3 +747,29 @@ def test_equal_lengths_check_all_of_x_for_bn():
     for L in ([3, 3, 3], [3, 3, 2]):
         with pytest.raises(ValueError, match="overflow"):
             g.forward(x, lengths=L)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bidirectional_limited_in_turn_same_bits(variant):
+    # Inference of a bidirectional stack on a padded batch that one direction
+    # on both threads runs limited: the directions in turn, each on the team,
+    # rather than side by side on one thread each: the bits of the one-thread
+    # stack (segments), whose products also all take the blocked gemm path.
+    rng = np.random.default_rng(8)
+    T, B, I, H = 12, 8, 24, 96
+    two = StackedGRU(I, H, num_layers=2, bidirectional=True, variant=variant, seed=5,
+                     num_threads=2)
+    if not two.layers[0][0]._engine.plans_limited(T, B, 2):
+        pytest.skip(f"({T}, {B}) does not run limited here (2 threads needed)")
+    one = StackedGRU(I, H, num_layers=2, bidirectional=True, variant=variant, seed=5,
+                     num_threads=1)
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    L = rng.integers(1, T + 1, B)
+    L[0] = T
+    y = two.forward(x, lengths=L)
+    assert two.layers[0][1]._packing.limited         # the reverse direction too
+    assert_array_equal(y, one.forward(x, lengths=L))
+    assert_array_equal(two.state, one.state)
+    # training keeps the pair of one-thread calls (its caches are per segment)
+    two.forward(x, train=True, lengths=L)
+    assert not two.layers[0][1]._packing.limited
