@@ -320,14 +320,19 @@ cdef class Engine:
         """
         return self._run(<cnp.ndarray?>x, h0, y, train, nthreads)
 
-    def plans_batch(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
-        """Whether an inference forward of (T, B) on ``nthreads`` would run the
-        fused batch mode (in a held run: no adaptive team)."""
+    cdef Plan _plan(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
+        # The plan of an inference forward of (T, B) on nthreads (in a held
+        # run: no adaptive team).
         cdef Dims d = self.d
         d.T = T
         d.B = B
         d.nthreads = resolve_threads(nthreads)
-        return plan_forward(&d, self.f64).path == PATH_BATCH
+        return plan_forward(&d, self.f64)
+
+    def plans_batch(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
+        """Whether an inference forward of (T, B) on ``nthreads`` would run the
+        fused batch mode (in a held run: no adaptive team)."""
+        return self._plan(T, B, nthreads).path == PATH_BATCH
 
     def plans_limited(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
         """Whether an inference forward of (T, B) on ``nthreads`` would run
@@ -336,14 +341,10 @@ cdef class Engine:
         as one :meth:`forward_limited` call.  (On one thread the segments of
         ``gru_cy.sequences`` were faster at small sizes: config B's sizes
         with 8 sequences, 2.8 ms against 4.2.)"""
-        cdef Dims d = self.d
         cdef Plan plan
-        d.T = T
-        d.B = B
-        d.nthreads = resolve_threads(nthreads)
         if B <= GEMV_MAX_M:
             return False    # (the segments' direct gemm path: the same bits on any team)
-        plan = plan_forward(&d, self.f64)
+        plan = self._plan(T, B, nthreads)
         return plan.path == PATH_BATCH or (plan.path != PATH_STEPS and plan.nt > 1)
 
     def forward_limited(self, x, h0, y, limits, int nthreads):

@@ -198,16 +198,24 @@ cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
                                d.act)
 
 
+cdef inline Py_ssize_t _running(const long long* lim, Py_ssize_t m, Py_ssize_t mfloor,
+                                Py_ssize_t t) noexcept nogil:
+    # Of m rows running before step t (lim: their lengths, decreasing), those
+    # still running at t, at least mfloor (padded batches, inference).
+    while m > mfloor and lim[m - 1] <= t:
+        m -= 1
+    return m
+
+
 cdef inline Py_ssize_t _running_rows(const long long* lim, Py_ssize_t M, Py_ssize_t mfloor,
                                      Py_ssize_t t, Py_ssize_t nc, Py_ssize_t Tl) noexcept nogil:
     # The rows steps t .. t + nc - 1 run (at least mfloor each, none past Tl),
-    # summed; M: step t's.  lim: the rows' lengths, decreasing.
+    # summed; M: step t's.
     cdef Py_ssize_t s, total = 0
     for s in range(nc):
         if t + s >= Tl:
             break
-        while M > mfloor and lim[M - 1] <= t + s:
-            M -= 1
+        M = _running(lim, M, mfloor, t + s)
         total += M
     return total
 
@@ -320,8 +328,7 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             comb = False     # (W and U then packed per product: slower, the same bits)
     for t in range(Tl):
         if lim != NULL:
-            while M > mfloor and lim[M - 1] <= t:
-                M -= 1
+            M = _running(lim, M, mfloor, t)
         if t % cs == 0:
             # uz, ur, uh of the slice for steps [t, t + nc), with their biases.
             t0 = t
@@ -335,8 +342,7 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
                 for s in range(nc):
                     if t + s >= Tl:
                         break
-                    while ms > mfloor and lim[ms - 1] <= t + s:
-                        ms -= 1
+                    ms = _running(lim, ms, mfloor, t + s)
                     if comb:
                         gemm_pre_bias(xth + s * B * W3, x + (t + s) * B * I, <floating*>NULL,
                                       Upk3, b3, ms, W3, I, I, I, W3, False, True, 1)
@@ -461,8 +467,7 @@ cdef void _batch_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
             # rows are sorted by decreasing length: the running ones are the
             # chunk's first; run those, at least 4 (GEMV_MAX_M + 1: the
             # blocked gemm path, the same arithmetic as the full chunk's)
-            while m > GEMV_MAX_M + 1 and lim[r0 + m - 1] <= t:
-                m -= 1
+            m = _running(lim + r0, m, GEMV_MAX_M + 1, t)
         # the chunk's step t - 1 (claimed nch items earlier) must be done;
         # its step 0 waits for the packs (later steps follow from it)
         if t == 0:
