@@ -328,6 +328,8 @@ class GRU(Trainable):
     def _forward_packed(self, x, train, h0, lengths):
         # Lengths or reverse: the packed batch of gru_cy.sequences.
         if not train and not self.reverse and lengths is not None:
+            # x converted once (_packed_setup's check then keeps it as it is)
+            x = V.array("x", x, self.dtype, ("T", "B", self.inputs), self._backend)
             y = self._forward_equal_lengths(x, h0, lengths)
             if y is not None:
                 return y
@@ -341,18 +343,23 @@ class GRU(Trainable):
         # sequence, say): the plain forward over x[:L], zeros after it; the
         # same engine call as the packed batch's one segment, without its
         # gathers (at batch 1 they cost about 80 us a call).  None: lengths
-        # differ, the packed batch runs.
-        be = self._backend
-        x = V.array("x", x, self.dtype, ("T", "B", self.inputs), be)
+        # differ, the packed batch runs.  x: checked and converted.
         T, B = x.shape[:2]
         lengths = V.lengths(lengths, B, T)
         L = int(lengths[0])
         if not (lengths == L).all():
             return None
         self._check_bn_range(x)       # all of x, as the packed batch checks it
-        y = be.xp.zeros((T, B, self.outputs), self.dtype)
+        y = self._backend.xp.zeros((T, B, self.outputs), self.dtype)
         y[:L] = self._forward(x[:L], False, h0, None)
         return y
+
+    def _runs_limited(self, train, T, B, lengths, threads):
+        # Whether a padded batch (lengths checked) runs as one limited call:
+        # inference the engine runs in its fused forward on `threads`, each
+        # step with its running rows (no segments).
+        return (not train and int(lengths.min()) < T
+                and self._engine.plans_limited(int(lengths.max()), B, threads))
 
     def _packed_setup(self, x, train, h0, lengths, threads):
         # (engine, Packing, x, h0, y) of a packed forward on `threads`, checked.
@@ -368,10 +375,7 @@ class GRU(Trainable):
         # statistics must see the running sequences only.
         costs = (None if train and self.batch_normalize else
                  sequences.segment_costs(self.inputs, self.outputs, self.dtype.itemsize))
-        # Inference the engine runs in its fused forward: one call over the
-        # sorted rows, each step with its running rows (no segments).
-        limited = (not train and lengths.min() < T
-                   and self._engine.plans_limited(int(lengths.max()), B, threads))
+        limited = self._runs_limited(train, T, B, lengths, threads)
         min_rows = 1 if train else sequences.MIN_CALL_ROWS
         pk = self._packing
         if pk is None or not pk.matches(lengths, T, self.reverse, costs, limited, min_rows):

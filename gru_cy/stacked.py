@@ -284,10 +284,8 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
         # directions in turn, each on both threads, beat the pair of
         # one-thread segment runs (config C, 2 layers: docs/performance.md).
         # The same bits either way (every product on the blocked gemm path).
-        return (not train and lengths is not None and int(lengths.min()) < T
-                and layer.inference_precision == "float32"
-                and not layer.batch_normalize
-                and layer._engine.plans_limited(int(lengths.max()), B, self._threads()))
+        return (lengths is not None and layer.inference_precision == "float32"
+                and layer._runs_limited(train, T, B, lengths, self._threads()))
 
     def _run(self, dirs, call):
         # call(layer) on each direction of one layer, sharing the threads.
