@@ -242,13 +242,25 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
     xp = backend.xp
     segments = runs[0][1].segments
     work = []
+    # One limited call in unit slices reads the caller's x and writes its y
+    # itself (Engine.limited_mode 2): no gathered x, no scatter of y.
+    direct = False
+    if len(runs) == 1 and runs[0][1].limited:
+        engine, pk = runs[0][:2]
+        direct = engine.limited_mode(segments[0][0], pk.B, nthreads) == 2
     for engine, pk, x, h0, y in runs:
         if pk.segments != segments:
             raise ValueError("runs: expected packings with the same segments")
         dtype = y.dtype
         I = x.shape[2]
         gather, scatter, order, last = pk.indices(backend)
-        if pk.identity:
+        if direct:
+            xs = xp.ascontiguousarray(x[:segments[0][0]]).reshape(pk.rows, I)
+            carry = xp.zeros((pk.B, H), dtype)
+            if h0 is not None:
+                _gather(backend, carry, h0, order, H, H, H, nthreads)
+            ys = xp.empty((pk.rows, H), dtype)
+        elif pk.identity:
             # training keeps x: a private copy (later edits of the caller's
             # array must not reach the cache)
             xs = x.reshape(pk.rows, I).copy() if train else x.reshape(pk.rows, I)
@@ -275,7 +287,8 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
                 # one call of all rows, chunks of rows stopping with their sequences
                 eng, xa, h, ya = calls[0]
                 pk = runs[0][1]
-                if not eng.forward_limited(xa, h, ya, pk.lengths[pk.order], nthreads):
+                more = (gather, runs[0][4], order) if direct else ()
+                if not eng.forward_limited(xa, h, ya, pk.lengths[pk.order], nthreads, *more):
                     raise RuntimeError("the engine declined a chunk-limited forward "
                                        "its plan had promised")
                 states = [work[0][3][:n]]       # (no later segment reads it)
@@ -294,7 +307,10 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
         if pk.identity:
             final = y[-1].copy()
         else:
-            _gather(backend, y, ys, scatter, H, H, H, nthreads)
+            if direct:
+                y[segments[0][0]:] = 0      # (the engine wrote the steps it ran)
+            else:
+                _gather(backend, y, ys, scatter, H, H, H, nthreads)
             final = xp.empty((pk.B, H), y.dtype)
             _gather(backend, final, ys, last, H, H, H, nthreads)
         out.append((final, records))

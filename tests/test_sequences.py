@@ -8,6 +8,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import gru_cy
 from gru_cy import GRU, StackedGRU, gradcheck, sequences
+from gru_cy._cpu import team
 
 from tolerances import tol
 
@@ -561,6 +562,12 @@ def test_batch_mode_inference_stops_chunks_with_their_sequences(variant, reverse
         assert not y[n:, b].any()
 
 
+def _two_threads():
+    # The fused forward's teams need OpenMP and two processors.
+    if not (team.have_openmp() and team.num_procs() >= 2):
+        pytest.skip("needs OpenMP and two processors")
+
+
 def _limited_matches_full_length(g, full, x, h0, L):
     """g's limited forward over the padded batch: each sequence's outputs and
     final state are the bits of ``full`` (same weights) at full length, zeros
@@ -679,6 +686,69 @@ def test_unit_slices_inference_runs_only_running_rows_same_bits(variant, B):
     L = rng.integers(1, T, B)
     L[0] = 1
     _limited_matches_full_length(g, full, x, h0, L)
+
+
+@pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_unit_slices_read_the_callers_x_and_write_its_y(variant, reverse):
+    # Where the batch mode would run the full batch but H >= 128, a padded
+    # batch's limited call runs in unit slices (Engine.limited_mode 2): it reads
+    # the caller's padded x through the packing's rows and writes the caller's
+    # y itself (no gathered x, no scattered y).  The bits of one thread's
+    # segments; whatever the padding of x holds (NaN here) stays out.
+    rng = np.random.default_rng(21)
+    T, B, I, H = 14, 24, 16, 128
+    g = GRU(I, H, variant=variant, seed=5, num_threads=2, reverse=reverse)
+    _two_threads()
+    assert g._engine.limited_mode(T, B, 2) == 2
+    assert g._engine.plans_batch(T, B, 2)      # (the full batch: batch mode)
+    one = GRU(I, H, variant=variant, seed=5, num_threads=1, reverse=reverse)
+    x = rng.normal(size=(T, B, I)).astype(np.float32)
+    h0 = rng.normal(size=(B, H)).astype(np.float32)
+    for L in (rng.integers(1, T + 1, B), rng.integers(1, T // 2, B)):
+        L[0] = 1                                # (the second: no step reaches T)
+        xn = x.copy()
+        for b in range(B):
+            xn[L[b]:, b] = np.nan
+        y = g.forward(xn, h0=h0, lengths=L)
+        assert g._packing.limited
+        assert_array_equal(y, one.forward(x, h0=h0, lengths=L))
+        assert_array_equal(g.state, one.state)
+        assert np.isfinite(y).all()
+
+
+def test_forward_limited_checks_its_rows():
+    # Engine.forward_limited's unit-slice arguments (internal, from
+    # gru_cy.sequences) are checked before anything runs; every position of
+    # the caller's y up to the longest sequence is written (NaN in before).
+    T, B, I, H = 6, 8, 4, 128
+    g = GRU(I, H, seed=1, num_threads=2)
+    eng = g._engine
+    _two_threads()
+    assert eng.limited_mode(T, B, 2) == 2
+    L = np.array([6, 5, 5, 3, 2, 2, 1, 1], np.int64)         # sorted
+    pk = sequences.Packing(L, T, False, limited=True)
+    rows = pk.gather
+    order = pk.order.astype(np.int64)
+    x = np.ones((T, B, I), np.float32)
+    h0 = np.zeros((B, H), np.float32)
+    ys = np.empty((T, B, H), np.float32)
+    yout = np.full((T, B, H), np.nan, np.float32)
+    lim = L[pk.order]
+    assert eng.forward_limited(x, h0, ys, lim, 2, rows, yout, order)
+    assert np.isfinite(yout).all()
+    for b in range(B):
+        assert yout[:L[b], b].all() and not yout[L[b]:, b].any()
+    bad = rows.copy()
+    bad[3] = T * B
+    for args, name in (((bad, yout, order), "rows"), ((rows[:-1], yout, order), "rows"),
+                       ((rows.astype(np.int32), yout, order), "rows"),
+                       ((rows, yout, order[:-1]), "order"),
+                       ((rows, yout, order + 1), "order"),
+                       ((rows, yout[:, :, 1:], order), "yout"),
+                       ((rows, yout.astype(np.float64), order), "yout")):
+        with pytest.raises(ValueError, match=name):
+            eng.forward_limited(x, h0, ys, lim, 2, *args)
 
 
 @pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))

@@ -21,7 +21,8 @@ import numpy as np
 from libc.string cimport memcpy, memset
 
 from gru_cy._cpu.cell import bn_constants
-from gru_cy._cpu.fused cimport PATH_BATCH, PATH_STEPS, Plan, batch_mode, forward_fused, plan_forward
+from gru_cy._cpu.fused cimport (PATH_BATCH, PATH_STEPS, PATH_UNITS, Plan, batch_mode,
+                                forward_fused, plan_forward)
 from gru_cy._cpu.gemm cimport GEMV_MAX_M, prepack_size
 from gru_cy._cpu.gemm import aligned_empty
 from gru_cy._cpu.layout cimport CHUNK_ROWS, Dims, Ptrs, chunk_steps, dims_layout
@@ -32,6 +33,23 @@ from gru_cy._cpu.team cimport (Tune, env_adaptive, fused_team, resolve_threads, 
 from gru_cy import kernels
 
 cnp.import_array()
+
+
+def _check_rows(rows, yout, order, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, dtype):
+    # forward_limited's unit-slice arguments (internal: gru_cy.sequences).
+    if not (isinstance(rows, np.ndarray) and rows.dtype == np.int64
+            and rows.flags.c_contiguous and rows.size == T * B
+            and (rows.size == 0 or (rows.min() >= -1 and rows.max() < T * B))):
+        raise ValueError(f"rows: expected int64 ({T * B},) of -1 .. {T * B - 1}")
+    if not (isinstance(order, np.ndarray) and order.dtype == np.int64
+            and order.flags.c_contiguous and order.shape == (B,)
+            and (B == 0 or (order.min() >= 0 and order.max() < B))):
+        raise ValueError(f"order: expected int64 ({B},) of 0 .. {B - 1}")
+    if not (isinstance(yout, np.ndarray) and yout.dtype == dtype and yout.ndim == 3
+            and yout.shape[0] >= T and yout.shape[1:] == (B, H)
+            and yout.flags.c_contiguous and yout.flags.writeable):
+        raise ValueError(f"yout: expected a writable C-contiguous {dtype} array "
+                         f"(>= {T}, {B}, {H})")
 
 
 def _check_layout():
@@ -167,6 +185,7 @@ cdef class Engine:
     cdef Call call                     # the call being run (prepared, computed, finished)
     cdef object call_refs              # the arrays its pointers point into
     cdef object packs_in               # the fscratch array holding current packs, or None
+    cdef object xc                     # forward_limited's gathered rows of x (unit slices)
 
     def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
                  bint reset_after, int act, bint bn, bint use_blas):
@@ -194,6 +213,7 @@ cdef class Engine:
         self.adaptive = env_adaptive()
         self.hold_run = False
         self.packs_in = None
+        self.xc = None
         self.call_refs = None
         for i in range(3):
             tune_reset(&self.tune[i], 0, 0, True)
@@ -320,13 +340,14 @@ cdef class Engine:
         """
         return self._run(<cnp.ndarray?>x, h0, y, train, nthreads)
 
-    cdef Plan _plan(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
+    cdef Plan _plan(self, Py_ssize_t T, Py_ssize_t B, int nthreads, bint units_first=False):
         # The plan of an inference forward of (T, B) on nthreads (in a held
-        # run: no adaptive team).
+        # run: no adaptive team); units_first: a limited call's.
         cdef Dims d = self.d
         d.T = T
         d.B = B
         d.nthreads = resolve_threads(nthreads)
+        d.units_first = units_first
         return plan_forward(&d, self.f64)
 
     def plans_batch(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
@@ -334,36 +355,74 @@ cdef class Engine:
         fused batch mode (in a held run: no adaptive team)."""
         return self._plan(T, B, nthreads).path == PATH_BATCH
 
-    def plans_limited(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
-        """Whether an inference forward of (T, B) on ``nthreads`` would run
-        the fused forward in batch mode or in unit slices on two or more
-        threads (in a held run: no adaptive team): a padded batch then runs
-        as one :meth:`forward_limited` call.  (On one thread the segments of
-        ``gru_cy.sequences`` were faster at small sizes: config B's sizes
-        with 8 sequences, 2.8 ms against 4.2.)"""
+    def limited_mode(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
+        """How an inference forward of a padded batch of (T, B) on
+        ``nthreads`` would run as one :meth:`forward_limited` call (in a held
+        run: no adaptive team): 0 not at all (segments: on one thread those
+        were faster at small sizes, config B's sizes with 8 sequences 2.8 ms
+        against 4.2); 1 in batch mode, on x sorted by length; 2 in unit slices,
+        which read the caller's x through ``rows`` and write its y
+        (:meth:`forward_limited`).  Unit slices where both can run and H >=
+        UNITS_FIRST_H: their steps run exactly the running rows, where the
+        batch mode's longest chunk of rows runs its steps alone."""
         cdef Plan plan
         if B <= GEMV_MAX_M:
-            return False    # (the segments' direct gemm path: the same bits on any team)
-        plan = self._plan(T, B, nthreads)
-        return plan.path == PATH_BATCH or (plan.path != PATH_STEPS and plan.nt > 1)
+            return 0    # (the segments' direct gemm path: the same bits on any team)
+        plan = self._plan(T, B, nthreads, True)
+        if plan.path == PATH_BATCH:
+            return 1
+        return 2 if plan.path != PATH_STEPS and plan.nt > 1 else 0
 
-    def forward_limited(self, x, h0, y, limits, int nthreads):
+    def plans_limited(self, Py_ssize_t T, Py_ssize_t B, int nthreads):
+        """Whether a padded batch of (T, B) runs as one :meth:`forward_limited`
+        call on ``nthreads`` (:meth:`limited_mode` is not 0)."""
+        return self.limited_mode(T, B, nthreads) != 0
+
+    def forward_limited(self, x, h0, y, limits, int nthreads, rows=None, yout=None,
+                        order=None):
         """Inference on a padded batch whose rows are sorted by decreasing
-        length: ``limits`` (B,) int64, those lengths.  Runs where the plan is
-        the fused forward: in batch mode each chunk of rows stops after its
-        first row's steps, in unit slices the call after the longest row's;
-        each step runs the rows still running (at least 4, the blocked gemm
-        path's arithmetic: the same bits).  A row's steps beyond its own
-        length may compute on what x holds there; their outputs are the
-        caller's to drop; y is not written where no row runs.  Returns True;
-        else computes nothing and returns False (``gru_cy.sequences`` then
-        runs segments).
+        length: ``limits`` (B,) int64, those lengths; x (T, B, I), y (T, B, H).
+        Runs where :meth:`limited_mode` is not 0: in batch mode each chunk of
+        rows stops after its first row's steps, in unit slices the call after
+        the longest row's; each step runs the rows still running (at least 4,
+        the blocked gemm path's arithmetic: the same bits).  A row's steps
+        beyond its own length may compute on any row of x; their outputs are
+        the caller's to drop; y is not written where no row runs.
+
+        Unit slices (mode 2) take ``rows``, ``yout`` and ``order`` (else all
+        None): x is then the caller's padded x (its first T steps), read
+        through ``rows`` (int64 (T * B,): the padded row t' * B + b of x of
+        sorted row i at step t, -1 where it has ended), and each step's
+        outputs also go to ``yout`` (the caller's padded y, (T', B, H) with
+        T' >= T) at those rows, zeros at step t of the sequences ended by t
+        (``order`` (B,) int64: the padded b of each sorted row); yout's steps
+        from T on are the caller's.
+
+        Returns True; else computes nothing and returns False (the caller
+        then runs segments).
         """
-        self._prepare(<cnp.ndarray?>x, h0, y, False, nthreads)
-        if self.call.plan.path == PATH_STEPS:
+        cdef Py_ssize_t T = cnp.PyArray_DIM(<cnp.ndarray?>x, 0), B = cnp.PyArray_DIM(x, 1)
+        if rows is not None:
+            _check_rows(rows, yout, order, T, B, self.d.H, y.dtype)
+        self.d.units_first = 1
+        try:
+            self._prepare(<cnp.ndarray?>x, h0, y, False, nthreads)
+        finally:
+            self.d.units_first = 0
+        if self.call.plan.path == PATH_STEPS or (rows is not None and (
+                self.call.plan.path != PATH_UNITS or B <= GEMV_MAX_M)):
             self.call_refs = None
             return False
         self.call.p.limits = _ptr(limits)
+        if self.call.plan.path == PATH_UNITS and B > GEMV_MAX_M:
+            n = chunk_steps(T, B) * B * self.d.In
+            if self.xc is None or self.xc.size < n:
+                self.xc = aligned_empty(n, self.theta.dtype)
+            self.call.p.xc = _ptr(self.xc)
+        if rows is not None:
+            self.call.p.xrows = _ptr(rows)
+            self.call.p.yout = _ptr(yout)
+            self.call.p.order = _ptr(order)
         with nogil:
             _forward_compute(&self.call)
         self.call_refs = None

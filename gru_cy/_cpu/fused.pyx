@@ -18,6 +18,13 @@ Runs the forward without BN (native gemm) in one of two shapes, chosen by
   only for the chunk's previous step; no barrier.  The team packs U and W
   once, in parts, as the first items of the call.
 
+A padded batch's inference (``p.limits``: the rows sorted by decreasing
+length) runs each step's running rows only.  In unit slices, which a limited
+call prefers from UNITS_FIRST_H units on (``d.units_first``), each chunk's
+input projection covers the rows its steps run, gathered into ``p.xc``, and
+with ``p.xrows`` the slices read the caller's padded x and write its padded y
+themselves (``Engine.forward_limited``).
+
 Results are bit-identical to the per-kernel loop (``steps.pyx``) for any
 thread count: every element of xp and hp is the same gemm arithmetic whatever
 the column slice or row chunk (``gemm_kernels.h``: determinism), and the bias
@@ -30,7 +37,7 @@ Sizes: T steps, B batch, I inputs, H outputs.  Layout: ``layout.pxd``.
 """
 from cython cimport floating
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from gru_cy._cpu.cell cimport (_darknet_gates_row, _darknet_state_row,
                                _reset_after_row)
@@ -41,6 +48,10 @@ from gru_cy._cpu.common cimport (gru_bar, gru_bar_arrive, gru_bar_await, gru_bar
                                  gru_run_team, gru_step_done, gru_step_wait)
 from gru_cy._cpu.layout cimport Dims, Ptrs, chunk_steps
 from gru_cy._cpu.team cimport fused_team
+
+cdef enum:
+    UNITS_FIRST_H = 128      # a padded batch's limited call runs in unit slices,
+                             # not the batch mode, from this many units (d.units_first)
 
 
 cdef struct FusedArg:
@@ -207,19 +218,6 @@ cdef inline Py_ssize_t _running(const long long* lim, Py_ssize_t m, Py_ssize_t m
     return m
 
 
-cdef inline Py_ssize_t _running_rows(const long long* lim, Py_ssize_t M, Py_ssize_t mfloor,
-                                     Py_ssize_t t, Py_ssize_t nc, Py_ssize_t Tl) noexcept nogil:
-    # The rows steps t .. t + nc - 1 run (at least mfloor each, none past Tl),
-    # summed; M: step t's.
-    cdef Py_ssize_t s, total = 0
-    for s in range(nc):
-        if t + s >= Tl:
-            break
-        M = _running(lim, M, mfloor, t + s)
-        total += M
-    return total
-
-
 cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
     cdef Dims d = a.d
     cdef Ptrs* p = &a.p
@@ -269,9 +267,22 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     cdef floating* sqt
     # inference on rows sorted by decreasing length (p.limits, their lengths):
     # the steps of the longest, each with its running rows (the first M, at
-    # least 4 where B > 3: the blocked gemm path, the same bits as all B rows)
+    # least 4 where B > 3: the blocked gemm path, the same bits as all B rows),
+    # each chunk's input projection over the rows its steps run (as many steps
+    # as fit xp's chunk_steps * B rows), those rows of x gathered first into
+    # p.xc; xoff: the step's first row in xp, mprev: the last step's rows
     cdef const long long* lim = <const long long*>p.limits
     cdef Py_ssize_t Tl = T, M = B, mfloor = B if B <= GEMV_MAX_M else GEMV_MAX_M + 1, s, ms
+    cdef floating* xc = <floating*>p.xc if lim != NULL and B > GEMV_MAX_M else NULL
+    cdef Py_ssize_t tnext = 0, xoff = 0, mprev = 0, R, mt = B, i, k
+    cdef const floating* xa
+    cdef bint whole
+    # with xc and p.xrows: x is the caller's padded x, read through xrows; each
+    # step's outputs also go to the caller's y (yo) at those rows, zeros where
+    # a sequence has ended (this thread's columns)
+    cdef const long long* xr = <const long long*>p.xrows if xc != NULL else NULL
+    cdef const long long* order = <const long long*>p.order
+    cdef floating* yo = <floating*>p.yout if xr != NULL else NULL
     if lim != NULL and lim[0] < T:
         Tl = lim[0]
     if j0 > H:
@@ -329,40 +340,72 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
     for t in range(Tl):
         if lim != NULL:
             M = _running(lim, M, mfloor, t)
-        if t % cs == 0:
+        if xc != NULL:
+            xoff += mprev
+            if t == tnext:
+                # the chunk: steps t .. t + nc - 1, R rows in all, their rows
+                # of x contiguous (each step's running rows are its first M)
+                t0 = t
+                xoff = 0
+                R = 0
+                nc = 0
+                ms = M
+                whole = True
+                while t + nc < Tl:
+                    ms = _running(lim, ms, mfloor, t + nc)
+                    if nc > 0 and R + ms > cs * B:
+                        break
+                    whole = whole and ms == B
+                    R += ms
+                    nc += 1
+                tnext = t + nc
+                if xr == NULL and (whole or nc == 1):
+                    xa = x + t * B * I      # (already contiguous)
+                else:
+                    # the team gathers them (step s by thread s % n), then
+                    # each thread its columns of the chunk's product
+                    ms = M
+                    R = 0
+                    for s in range(nc):
+                        ms = _running(lim, ms, mfloor, t + s)
+                        if s % n == tid:
+                            if xr == NULL:
+                                memcpy(xc + R * I, x + (t + s) * B * I, ms * I * es)
+                            else:
+                                # (a row past its sequence's end: any row of x)
+                                for i in range(ms):
+                                    k = xr[(t + s) * B + i]
+                                    memcpy(xc + (R + i) * I, x + (k if k >= 0 else 0) * I,
+                                           I * es)
+                        R += ms
+                    gru_bar_wait(&a.bar, tid)
+                    xa = xc
+                if comb:
+                    gemm_pre_bias(xth, xa, <floating*>NULL, Upk3, b3, R, W3, I, I, I, W3,
+                                  False, True, 1)
+                elif w > 0:
+                    _slice_gemm(xp + j0, H3, xa, I, R, I, U, nopack, H, w, 3, bu)
+            mprev = M
+        elif t % cs == 0:
             # uz, ur, uh of the slice for steps [t, t + nc), with their biases.
             t0 = t
             nc = cs if t + cs <= T else T - t
-            ms = _running_rows(lim, M, mfloor, t, nc, Tl) if lim != NULL else 0
-            if lim != NULL and B > GEMV_MAX_M and 4 * ms < 3 * nc * B:
-                # a quarter or more of the chunk's rows have ended: each
-                # step's running rows only (at least 4: the blocked gemm path,
-                # as the chunk's product; the same per-element arithmetic)
-                ms = M
-                for s in range(nc):
-                    if t + s >= Tl:
-                        break
-                    ms = _running(lim, ms, mfloor, t + s)
-                    if comb:
-                        gemm_pre_bias(xth + s * B * W3, x + (t + s) * B * I, <floating*>NULL,
-                                      Upk3, b3, ms, W3, I, I, I, W3, False, True, 1)
-                    elif w > 0:
-                        _slice_gemm(xp + s * B * H3 + j0, H3, x + (t + s) * B * I, I, ms, I,
-                                    U, nopack, H, w, 3, bu)
-            elif comb:
+            if comb:
                 gemm_pre_bias(xth, x + t * B * I, <floating*>NULL, Upk3, b3, nc * B, W3, I,
                               I, I, W3, False, True, 1)
             elif w > 0:
                 _slice_gemm(xp + j0, H3, x + t * B * I, I, nc * B, I, U, nopack, H, w,
                             3, bu)
+        if xc == NULL:
+            xoff = (t - t0) * B
         hprev = <floating*>p.h0 if t == 0 else y + (t - 1) * B * H
         ht = y + t * B * H + j0
         if comb:        # this thread's own xp and hp columns, gate stride w
-            xpt = xth + (t - t0) * B * W3
+            xpt = xth + xoff * W3
             hpt = hth
             gs = w
         else:
-            xpt = xp + (t - t0) * B * H3 + j0
+            xpt = xp + xoff * H3 + j0
             hpt = hp + j0
             gs = H
         zt = <floating*>p.z + t * step + j0
@@ -401,6 +444,13 @@ cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept n
                 _step_part(theta, &d, train, 1, M, j0, w, Wpk, xpt, hpt, hprev, ht,
                            zt, rt, ct, sqt, gs)
             gru_bar_wait(&a.bar, tid)
+        if yo != NULL and w > 0:
+            # this thread's columns of the step's outputs, to the caller's rows
+            mt = _running(lim, mt, 0, t)
+            for i in range(mt):
+                memcpy(yo + xr[t * B + i] * H + j0, ht + i * H, w * es)
+            for i in range(mt, B):
+                memset(yo + (t * B + order[i]) * H + j0, 0, w * es)
     free(raw_p)
     free(raw_w)
 
@@ -558,7 +608,9 @@ cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
     plan.packs_ready = 0
     if d.bn or d.use_blas:
         return plan
-    if batch_mode(d, dbl):
+    if batch_mode(d, dbl) and not (
+            d.units_first and d.H >= UNITS_FIRST_H
+            and fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN) > 1):
         plan.nchunks = <int>(d.B // BATCH_ROWS)
         plan.nt = fused_team(d, plan.nchunks)
         if plan.nchunks < 2 * plan.nt:

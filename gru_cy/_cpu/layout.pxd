@@ -17,6 +17,8 @@ cdef struct Dims:
     int c_recompute          # training, reset_after without BN, native gemm: the
                              # forward keeps no c (p.c: one step's scratch), the
                              # backward recomputes it per chunk (steps.pyx)
+    int units_first          # a padded batch's limited call: unit slices where
+                             # they and the batch mode can both run (plan_forward)
 
 
 cdef struct Ptrs:
@@ -55,6 +57,17 @@ cdef struct Ptrs:
     # rows' lengths (int64, B); the batch mode stops a chunk of rows after the
     # steps of its first (longest) row
     void* limits
+    # and in unit slices, optionally (else NULL): x (above) is the caller's
+    # padded x, read through xrows (int64 (T, B): the padded row of x of each
+    # sorted row, -1 where it has ended), and yout (the caller's padded y) gets
+    # each step's outputs at those rows, zeros at the rows of sequences ended
+    # (order (B,) int64: the padded row of each sorted row)
+    void* xrows
+    void* yout
+    void* order
+    # unit slices, limits: chunk_steps * B rows of I, 64-byte aligned: each
+    # chunk's running rows of x, gathered (or NULL: each step projects its own)
+    void* xc
 
 
 cdef enum:

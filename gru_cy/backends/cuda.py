@@ -61,7 +61,11 @@ class Engine:
         """The CPU engine's fused-forward question: never here (segments run)."""
         return False
 
-    def forward_limited(self, x, h0, y, limits, nthreads):
+    def limited_mode(self, T, B, nthreads):
+        """The CPU engine's limited-call question: 0, never here."""
+        return 0
+
+    def forward_limited(self, x, h0, y, limits, nthreads, rows=None, yout=None, order=None):
         """The CPU engine's chunk-limited inference; never runs here."""
         return False
 
