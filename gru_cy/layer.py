@@ -98,6 +98,7 @@ class GRU(Trainable):
         self.reverse = bool(reverse)
         self._seq = None           # (Packing, segment caches) of a packed training forward
         self._packing = None       # the last Packing (reused while lengths repeat)
+        self._train_segments = False   # padded training as segments (a StackedGRU's say)
         self._bf16 = None          # the weights packed in bf16 (bfloat16 inference)
         _check_precision(inference_precision, dtype, self.batch_normalize, device)
         self._precision = inference_precision
@@ -163,6 +164,7 @@ class GRU(Trainable):
 
     def _restored(self):
         self.__dict__.setdefault("_precision", "float32")   # pickles from before it
+        self.__dict__.setdefault("_train_segments", False)
         self._seq = None
         self._packing = None
         self._bf16 = None
@@ -355,11 +357,19 @@ class GRU(Trainable):
         return y
 
     def _runs_limited(self, train, T, B, lengths, threads):
-        # Whether a padded batch (lengths checked) runs as one limited call:
-        # inference the engine runs in its fused forward on `threads`, each
-        # step with its running rows (no segments).
-        return (not train and int(lengths.min()) < T
-                and self._engine.plans_limited(int(lengths.max()), B, threads))
+        # Whether a padded batch (lengths checked) runs as one limited call,
+        # each step with its running rows (no segments): inference the engine
+        # runs in its fused forward on `threads`; training without BN on any
+        # team (Engine.limited_train: the same bits on every team).
+        if int(lengths.min()) >= T:
+            return False
+        if train:
+            # (a bidirectional StackedGRU's directions train as segments, side
+            # by side on one thread each: faster there, the same bits on any
+            # team; it says so per call)
+            return (not self.batch_normalize and not self._train_segments
+                    and self._engine.limited_train(int(lengths.max()), B))
+        return self._engine.plans_limited(int(lengths.max()), B, threads)
 
     def _packed_setup(self, x, train, h0, lengths, threads):
         # (engine, Packing, x, h0, y) of a packed forward on `threads`, checked.

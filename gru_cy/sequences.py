@@ -23,7 +23,14 @@ batch, the way cuDNN and ``torch.nn.utils.rnn.pack_padded_sequence`` run it:
   unit slices on two or more threads; no BN) is instead one call over all
   rows, sorted by length (``Engine.forward_limited``): each step runs the
   rows still running, and the call (or a chunk of rows) stops after its
-  longest sequence;
+  longest sequence; in unit slices the engine reads the caller's x and
+  writes its y itself, through the packing's rows (no gather, no scatter);
+* so is training without BN on the CPU engine, on any team
+  (``Engine.limited_train``; not a bidirectional StackedGRU's directions,
+  which run side by side as segments): one limited forward in unit slices,
+  then one limited backward (``Engine.backward_limited``) that reads dy and
+  writes dx in the caller's layout and computes the weight gradients of each
+  chunk of steps over its running rows only;
 * outputs are scattered back to the padded layout (zeros in the padding), the
   final states back to the caller's order.
 
@@ -117,9 +124,10 @@ class Packing:
         Inference asks for :data:`MIN_CALL_ROWS`, so that every product takes
         the CPU engine's blocked gemm path, as the limited call and the full
         batch do: a padded batch then gives the same bits whichever runs (the
-        engine's choice depends on the thread count).  Training runs segments
-        on any team (the same bits already) and keeps 1: padded rows cost it
-        their backward too (config B's sizes with 8 sequences: 10%).
+        engine's choice depends on the thread count).  Training's segments
+        (BN, another engine, a bidirectional stack's directions) run on any
+        team (the same bits already) and keep 1: padded rows cost them their
+        backward too (config B's sizes with 8 sequences: 10%).
 
     Attributes
     ----------
@@ -243,11 +251,13 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
     segments = runs[0][1].segments
     work = []
     # One limited call in unit slices reads the caller's x and writes its y
-    # itself (Engine.limited_mode 2): no gathered x, no scatter of y.
+    # itself (Engine.limited_mode 2; training: Engine.limited_train, x copied
+    # for the backward): no gathered x, no scatter of y.
     direct = False
     if len(runs) == 1 and runs[0][1].limited:
         engine, pk = runs[0][:2]
-        direct = engine.limited_mode(segments[0][0], pk.B, nthreads) == 2
+        direct = (engine.limited_train(segments[0][0], pk.B) if train else
+                  engine.limited_mode(segments[0][0], pk.B, nthreads) == 2)
     for engine, pk, x, h0, y in runs:
         if pk.segments != segments:
             raise ValueError("runs: expected packings with the same segments")
@@ -255,7 +265,8 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
         I = x.shape[2]
         gather, scatter, order, last = pk.indices(backend)
         if direct:
-            xs = xp.ascontiguousarray(x[:segments[0][0]]).reshape(pk.rows, I)
+            xs = x[:segments[0][0]]
+            xs = (xs.copy() if train else xp.ascontiguousarray(xs)).reshape(pk.rows, I)
             carry = xp.zeros((pk.B, H), dtype)
             if h0 is not None:
                 _gather(backend, carry, h0, order, H, H, H, nthreads)
@@ -287,7 +298,7 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
                 # one call of all rows, chunks of rows stopping with their sequences
                 eng, xa, h, ya = calls[0]
                 pk = runs[0][1]
-                more = (gather, runs[0][4], order) if direct else ()
+                more = (gather, runs[0][4], order, train) if direct else ()
                 if not eng.forward_limited(xa, h, ya, pk.lengths[pk.order], nthreads, *more):
                     raise RuntimeError("the engine declined a chunk-limited forward "
                                        "its plan had promised")
@@ -335,6 +346,9 @@ def backward_runs(backend, runs, H, nthreads, pair=None):
     dy_a, ds_a, dx_a, dh_a, engine_b, ...)`` runs two calls at once."""
     xp = backend.xp
     segments = runs[0][1].segments
+    if len(runs) == 1 and runs[0][1].limited and runs[0][2][0][4] is not None:
+        _backward_limited(backend, runs[0], H, nthreads)
+        return
     work = []
     for engine, pk, records, dy, dstate, dx, dh0 in runs:
         dtype = dx.dtype
@@ -383,3 +397,25 @@ def backward_runs(backend, runs, H, nthreads, pair=None):
         inverse = xp.empty(pk.B, np.int64)
         inverse[order] = xp.arange(pk.B)
         _gather(backend, dh0, dcarry, inverse, H, H, H, nthreads)
+
+
+def _backward_limited(backend, run, H, nthreads):
+    # The backward of a limited training forward (one record): the engine
+    # reads the caller's dy and writes its dx through the packing's rows
+    # (Engine.backward_limited); the final states' gradients go in, dh0 comes
+    # out, in sorted rows.
+    engine, pk, records, dy, dstate, dx, dh0 = run
+    xp = backend.xp
+    gather, scatter, order, last = pk.indices(backend)
+    dh = xp.zeros((pk.B, H), dx.dtype)
+    if dstate is not None:
+        _gather(backend, dh, dstate, order, H, H, H, nthreads)
+    engine.put_cache(records[0])
+    try:
+        engine.backward_limited(xp.ascontiguousarray(dy), dh, dx, nthreads)
+    finally:
+        engine.take_cache()
+    dx[pk.segments[0][0]:] = 0      # (the engine wrote the steps it ran)
+    inverse = xp.empty(pk.B, np.int64)
+    inverse[order] = xp.arange(pk.B)
+    _gather(backend, dh0, dh, inverse, H, H, H, nthreads)

@@ -341,6 +341,10 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
             h0 = V.array("h0", h0, self.dtype, (L * D, B, H), be)
         masks = []
         h = x
+        for layer in self._sublayers():
+            # a padded batch's training: two directions as segments side by
+            # side (one thread each; GRU._runs_limited), one as a limited call
+            layer._train_segments = D == 2
         for k, dirs in enumerate(self.layers):
             def call(layer, n, h=h, k=k):
                 d = 1 if layer.reverse else 0
@@ -420,7 +424,7 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
                                           else dstate[k * D + j])
                 finally:
                     layer.num_threads = self.num_threads
-            if self._paired():
+            if self._paired() and not (dirs[0]._seq is not None and dirs[0]._seq[0].limited):
                 dxs = backward_directions(
                     dirs[0], dirs[1],
                     [xp.ascontiguousarray(d[:, :, j * H:(j + 1) * H]) for j in range(2)],

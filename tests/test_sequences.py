@@ -717,6 +717,74 @@ def test_unit_slices_read_the_callers_x_and_write_its_y(variant, reverse):
         assert np.isfinite(y).all()
 
 
+@pytest.mark.parametrize("dtype", (np.float32, np.float64))
+@pytest.mark.parametrize("reverse", (False, True), ids=("forward", "reverse"))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_limited_training_same_bits_on_any_team(variant, reverse, dtype):
+    # Training on a padded batch (no BN) is one limited forward call and one
+    # limited backward (Engine.limited_train): each step its running rows, the
+    # weight gradients over those rows only, x and dy read and dx written in
+    # the caller's padded layout.  The same bits on one thread and on two;
+    # equal to the segments' (the way before) within float rounding; NaN in
+    # the padding of x and dy stays out; dx is zero there.
+    rng = np.random.default_rng(31)
+    T, I, H = 13, 12, 64
+    for B in (4, 9, 33):
+        x = rng.normal(size=(T, B, I)).astype(dtype)
+        dy = rng.normal(size=(T, B, H)).astype(dtype)
+        h0 = rng.normal(size=(B, H)).astype(dtype)
+        ds = rng.normal(size=(B, H)).astype(dtype)
+        L = rng.integers(1, T, B)
+        L[:2] = [T - 1, 1]
+        xn, dyn = x.copy(), dy.copy()
+        for b in range(B):
+            xn[L[b]:, b] = np.nan
+            dyn[L[b]:, b] = np.nan
+        outs = []
+        for nt, limited in ((1, True), (2, True), (2, False)):
+            g = GRU(I, H, variant=variant, seed=4, num_threads=nt, reverse=reverse, dtype=dtype)
+            if not limited:        # the segments, as before limited training
+                g._runs_limited = lambda train, *a, g=g, f=g._runs_limited: (
+                    False if train else f(train, *a))
+            y = g.forward(xn if limited else x, train=True, h0=h0, lengths=L)
+            assert g._packing.limited == limited
+            st = g.state.copy()
+            dx = g.backward(dyn if limited else dy, ds)
+            outs.append([y, st, dx, g.dh0] + [g.grads[k].copy() for k in sorted(g.grads)])
+        for a, b in zip(outs[0], outs[1]):
+            assert_array_equal(a, b, err_msg=f"B {B}")
+        for a, b in zip(outs[1], outs[2]):
+            assert_allclose(a, b, **tol(dtype, "engine"), err_msg=f"B {B}")
+        dx = outs[1][2]
+        for b in range(B):
+            assert not dx[L[b]:, b].any()
+        assert all(np.isfinite(a).all() for a in outs[1])
+
+
+def test_backward_limited_checks_its_arrays():
+    # Engine.backward_limited (internal) refuses arrays it could overrun, and
+    # a cache that is not a limited forward's.
+    T, B, I, H = 6, 8, 4, 64
+    g = GRU(I, H, seed=1)
+    L = np.array([6, 5, 5, 3, 2, 2, 1, 1])
+    x = np.ones((T, B, I), np.float32)
+    g.forward(x, train=True, lengths=L)
+    eng = g._engine
+    eng.put_cache(g._seq[1][0])
+    good = (np.zeros((T, B, H), np.float32), np.zeros((B, H), np.float32),
+            np.zeros((T, B, I), np.float32))
+    for k, bad in ((0, np.zeros((T, B, H - 1), np.float32)), (0, np.zeros((T, B, H))),
+                   (1, np.zeros((B - 1, H), np.float32)), (2, np.zeros((T - 1, B, I), np.float32)),
+                   (2, np.zeros((T, B, I), np.float32)[:, ::-1])):
+        args = list(good)
+        args[k] = bad
+        with pytest.raises(ValueError, match=("dy", "dh", "dx")[k]):
+            eng.backward_limited(*args, 1)
+    eng.take_cache()
+    with pytest.raises(ValueError, match="limited training forward"):
+        eng.backward_limited(*good, 1)
+
+
 def test_forward_limited_checks_its_rows():
     # Engine.forward_limited's unit-slice arguments (internal, from
     # gru_cy.sequences) are checked before anything runs; every position of
@@ -840,6 +908,13 @@ def test_bidirectional_limited_in_turn_same_bits(variant):
     assert two.layers[0][1]._packing.limited         # the reverse direction too
     assert_array_equal(y, one.forward(x, lengths=L))
     assert_array_equal(two.state, one.state)
-    # training keeps the pair of one-thread calls (its caches are per segment)
-    two.forward(x, train=True, lengths=L)
-    assert not two.layers[0][1]._packing.limited
+    # training keeps the pair of one-thread segment runs (faster there than
+    # the directions in turn), the same bits as the one-thread stack's
+    dy = rng.normal(size=(T, B, 2 * H)).astype(np.float32)
+    outs = []
+    for m in (two, one):
+        y = m.forward(x, train=True, lengths=L)
+        assert not any(layer._packing.limited for layer in m._sublayers())
+        outs.append([y, m.backward(dy), m.dh0] + [m.grads[k].copy() for k in sorted(m.grads)])
+    for a, b in zip(*outs):
+        assert_array_equal(a, b)

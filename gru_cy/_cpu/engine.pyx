@@ -26,7 +26,7 @@ from gru_cy._cpu.fused cimport (PATH_BATCH, PATH_STEPS, PATH_UNITS, Plan, batch_
 from gru_cy._cpu.gemm cimport GEMV_MAX_M, prepack_size
 from gru_cy._cpu.gemm import aligned_empty
 from gru_cy._cpu.layout cimport CHUNK_ROWS, Dims, Ptrs, chunk_steps, dims_layout
-from gru_cy._cpu.steps cimport backward_steps, forward_steps
+from gru_cy._cpu.steps cimport backward_limited, backward_steps, forward_steps
 from gru_cy._cpu.common cimport gru_now
 from gru_cy._cpu.team cimport (Tune, env_adaptive, fused_team, resolve_threads, tune_begin,
                                tune_force, tune_record, tune_report, tune_reset)
@@ -181,6 +181,7 @@ cdef class Engine:
     cdef public bint adaptive          # pick team or one thread by timing (team.pyx)
     cdef Tune tune[3]                  # inference, training forward, backward
     cdef bint cache_c                  # the cache keeps no c: the backward recomputes it
+    cdef object cache_lim              # a limited training forward's (limits, rows, order)
     cdef bint hold_run                 # hold(): a run of segments (packs kept, no tuning)
     cdef Call call                     # the call being run (prepared, computed, finished)
     cdef object call_refs              # the arrays its pointers point into
@@ -214,6 +215,7 @@ cdef class Engine:
         self.hold_run = False
         self.packs_in = None
         self.xc = None
+        self.cache_lim = None
         self.call_refs = None
         for i in range(3):
             tune_reset(&self.tune[i], 0, 0, True)
@@ -242,6 +244,7 @@ cdef class Engine:
         if self.cache is not None:
             self.spare = self.cache
         self.cache = None
+        self.cache_lim = None
         self.cache_T = 0
         self.cache_B = 0
 
@@ -265,15 +268,16 @@ cdef class Engine:
         batch's segments (``gru_cy.sequences``) each keep their own cache
         and hand it back with :meth:`put_cache` before their backward.
         """
-        rec = (self.cache, self.cache_T, self.cache_B, self.cache_c)
+        rec = (self.cache, self.cache_T, self.cache_B, self.cache_c, self.cache_lim)
         self.cache = None
+        self.cache_lim = None
         self.cache_T = 0
         self.cache_B = 0
         return rec
 
     def put_cache(self, rec):
         """Make a record of :meth:`take_cache` the training cache again."""
-        self.cache, self.cache_T, self.cache_B, self.cache_c = rec
+        self.cache, self.cache_T, self.cache_B, self.cache_c, self.cache_lim = rec
 
     cdef dict _scratch(self, Py_ssize_t T, Py_ssize_t B):
         # Per-shape scratch: xp chunk (inference and training), step buffers
@@ -378,8 +382,17 @@ cdef class Engine:
         call on ``nthreads`` (:meth:`limited_mode` is not 0)."""
         return self.limited_mode(T, B, nthreads) != 0
 
+    def limited_train(self, Py_ssize_t T, Py_ssize_t B):
+        """Whether a padded batch's training forward of (T, B) runs as one
+        :meth:`forward_limited` call (unit slices, the rows' caches kept in
+        place) and its backward as :meth:`backward_limited`: without BN or
+        SciPy's BLAS, with the candidates kept, B > 3.  On any team: the same
+        bits on one thread and on many."""
+        return (B > GEMV_MAX_M and not self.d.bn and not self.d.use_blas
+                and T * B * self.d.H * (<Py_ssize_t>self.theta.itemsize) < _c_recompute_bytes)
+
     def forward_limited(self, x, h0, y, limits, int nthreads, rows=None, yout=None,
-                        order=None):
+                        order=None, bint train=False):
         """Inference on a padded batch whose rows are sorted by decreasing
         length: ``limits`` (B,) int64, those lengths; x (T, B, I), y (T, B, H).
         Runs where :meth:`limited_mode` is not 0: in batch mode each chunk of
@@ -398,15 +411,21 @@ cdef class Engine:
         (``order`` (B,) int64: the padded b of each sorted row); yout's steps
         from T on are the caller's.
 
+        ``train`` (where :meth:`limited_train`; with ``rows``): a training
+        forward on any team, x a private copy kept for :meth:`backward_limited`;
+        the cache keeps each step's running rows (others are not written).
+
         Returns True; else computes nothing and returns False (the caller
         then runs segments).
         """
         cdef Py_ssize_t T = cnp.PyArray_DIM(<cnp.ndarray?>x, 0), B = cnp.PyArray_DIM(x, 1)
         if rows is not None:
             _check_rows(rows, yout, order, T, B, self.d.H, y.dtype)
-        self.d.units_first = 1
+        if train and (rows is None or not self.limited_train(T, B)):
+            return False
+        self.d.units_first = 2 if train else 1
         try:
-            self._prepare(<cnp.ndarray?>x, h0, y, False, nthreads)
+            self._prepare(<cnp.ndarray?>x, h0, y, train, nthreads)
         finally:
             self.d.units_first = 0
         if self.call.plan.path == PATH_STEPS or (rows is not None and (
@@ -425,8 +444,57 @@ cdef class Engine:
             self.call.p.order = _ptr(order)
         with nogil:
             _forward_compute(&self.call)
+        if train:
+            self._finish(y)
+            self.cache_lim = (limits, rows, order)
         self.call_refs = None
         return True
+
+    def backward_limited(self, dy, dh, dx, int nthreads):
+        """The backward of a limited training forward (:meth:`forward_limited`
+        with ``train``): dy (T', B, H) and dx (T', B, I) the caller's padded
+        arrays (T' >= T), read and written through the forward's rows (dx zero
+        at step t of the sequences ended by t; its steps from T on are the
+        caller's); dh (B, H), sorted rows: each one's final-state gradient in,
+        dh0 out.  Parameter gradients accumulate into ``grad``."""
+        cdef dict w = self.cache
+        cdef Py_ssize_t T = self.cache_T, B = self.cache_B, H = self.d.H, I = self.d.In
+        cdef Py_ssize_t rows
+        cdef Ptrs p
+        cdef Dims d
+        if w is None or self.cache_lim is None:
+            raise ValueError("backward_limited: expected the cache of a limited training "
+                             "forward")
+        dt = self.theta.dtype
+        for name, a, shape in (("dy", dy, (B, H)), ("dx", dx, (B, I)), ("dh", dh, (B, H))):
+            if not (isinstance(a, np.ndarray) and a.dtype == dt and a.flags.c_contiguous
+                    and a.flags.writeable and a.shape[-2:] == shape
+                    and (name == "dh" or (a.ndim == 3 and a.shape[0] >= T))
+                    and (name != "dh" or a.ndim == 2)):
+                raise ValueError(f"{name}: expected a writable C-contiguous {dt} array "
+                                 f"(..., {shape[0]}, {shape[1]}), got {type(a).__name__} "
+                                 f"{getattr(a, 'shape', None)}")
+        limits, xrows, order = self.cache_lim
+        memset(&p, 0, sizeof(Ptrs))
+        d = self.d
+        d.T = T
+        d.B = B
+        d.nthreads = resolve_threads(nthreads)
+        d.c_recompute = 0
+        rows = chunk_steps(T, B) * B
+        refs = self._backward_ptrs(&p, T, B, dy, dh, dx)
+        lbuf = np.empty(rows * (2 * H + I) + B * H, dt)
+        xc = np.empty(rows * I, dt)
+        p.limits = _ptr(limits)
+        p.xrows = _ptr(xrows)
+        p.order = _ptr(order)
+        p.xc = _ptr(xc)
+        p.lbuf = _ptr(lbuf)
+        with nogil:
+            if self.f64:
+                backward_limited(<double*>p.theta, d, p)
+            else:
+                backward_limited(<float*>p.theta, d, p)
 
     def infer_lean(self, x, state, int nthreads):
         """The layer's per-call path for inference from the carried state.
@@ -555,6 +623,28 @@ cdef class Engine:
             _backward_compute(&self.call)
         self.call_refs = None
 
+    cdef tuple _backward_ptrs(self, Ptrs* p, Py_ssize_t T, Py_ssize_t B, dy, dh, dx):
+        # A backward's pointers (p zeroed): parameters, the cache, dy, dh, dx,
+        # its chunk buffers and W's packs, which it returns (kept alive).
+        cdef Py_ssize_t rows = chunk_steps(T, B) * B
+        bufs = kernels.backward_buffers(np, rows, B, self.d.H, self.theta.dtype,
+                                        not self.d.reset_after and not self.d.bn)
+        packs = self._packs(T, B, False)
+        p.theta = _ptr(self.theta)
+        p.grad = _ptr(self.grad)
+        p.rolling = _ptr(self.rolling)
+        p.x = _ptr(self.cache["x"])
+        _cache_ptrs(p, self.cache)
+        p.dy = _ptr(dy)
+        p.dh = _ptr(dh)
+        p.dx = _ptr(dx)
+        p.dau = _ptr(bufs["dau"])
+        p.daw = _ptr(bufs["daw"])
+        p.ds = _ptr(bufs["ds"])
+        p.wpre = _ptr(packs[0])
+        p.wpre2 = _ptr(packs[1])
+        return bufs, packs
+
     cdef int _prepare_backward(self, dy, dstate, dx, dh0, int nthreads) except -1:
         # A backward call up to its computation (self.call, self.call_refs).
         cdef dict w = self.cache
@@ -574,25 +664,10 @@ cdef class Engine:
         else:
             dh0[...] = dstate
         rows = chunk_steps(T, B) * B
-        bufs = kernels.backward_buffers(np, rows, B, H, self.theta.dtype,
-                                        not self.d.reset_after and not self.d.bn)
+        bufs, packs = self._backward_ptrs(&p, T, B, dy, dh0, dx)
         cbuf = np.empty((rows, H), self.theta.dtype) if self.cache_c else None
-        p.theta = _ptr(self.theta)
-        p.grad = _ptr(self.grad)
-        p.rolling = _ptr(self.rolling)
-        p.x = _ptr(w["x"])
-        _cache_ptrs(&p, w)
         if self.cache_c:
             p.c = _ptr(cbuf)
-        p.dy = _ptr(dy)
-        p.dh = _ptr(dh0)
-        p.dx = _ptr(dx)
-        p.dau = _ptr(bufs["dau"])
-        p.daw = _ptr(bufs["daw"])
-        p.ds = _ptr(bufs["ds"])
-        packs = self._packs(T, B, False)
-        p.wpre = _ptr(packs[0])
-        p.wpre2 = _ptr(packs[1])
         # The backward, on the team or one thread (team.pyx; its parallel
         # regions meet at barriers as the fused forward's threads do).  Not
         # with SciPy's BLAS: its threads are not the engine's to choose.

@@ -608,6 +608,11 @@ cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
     plan.packs_ready = 0
     if d.bn or d.use_blas:
         return plan
+    if d.units_first == 2:
+        # a padded batch's limited training forward: unit slices on any team
+        plan.nt = fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN)
+        plan.path = PATH_UNITS
+        return plan
     if batch_mode(d, dbl) and not (
             d.units_first and d.H >= UNITS_FIRST_H
             and fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN) > 1):

@@ -17,8 +17,9 @@ cdef struct Dims:
     int c_recompute          # training, reset_after without BN, native gemm: the
                              # forward keeps no c (p.c: one step's scratch), the
                              # backward recomputes it per chunk (steps.pyx)
-    int units_first          # a padded batch's limited call: unit slices where
-                             # they and the batch mode can both run (plan_forward)
+    int units_first          # a padded batch's limited call: 1 unit slices where
+                             # they and the batch mode can both run (inference),
+                             # 2 unit slices on any team (training; plan_forward)
 
 
 cdef struct Ptrs:
@@ -68,6 +69,8 @@ cdef struct Ptrs:
     # unit slices, limits: chunk_steps * B rows of I, 64-byte aligned: each
     # chunk's running rows of x, gathered (or NULL: each step projects its own)
     void* xc
+    # steps.backward_limited's other buffers (see there), or NULL
+    void* lbuf
 
 
 cdef enum:

@@ -14,6 +14,7 @@ Sizes: T steps, B batch, I inputs, H outputs.  Layout: ``layout.pxd``.
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
 
 from gru_cy._cpu.cell cimport (bias_forward, bn_backward, bn_forward_infer,
                                bn_forward_train, col_sum, gru_darknet_gates_backward,
@@ -181,78 +182,186 @@ cdef void _recompute_c(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
             _reset_after_cand_row(c + i * H, r + i * H, q + i * H, H, d.act)
 
 
-cdef void backward_steps(floating* theta, Dims d, Ptrs p) noexcept nogil:
-    # Reverse steps; every chunk of steps (aligned as in the forward) ends with
-    # its batched weight-gradient gemms.  dh: dstate in, dh0 out.
-    cdef Py_ssize_t T = d.T, B = d.B, H = d.H, H3 = 3 * H, t, t0, nc
-    cdef Py_ssize_t cs = chunk_steps(T, B)
+cdef void _prepack_backward(floating* W, Dims d, Ptrs p) noexcept nogil:
+    # The backward's per-step products' W, packed once per call (p.wpre:
+    # W | Wh, p.wpre2: [Wz; Wr]), where the blocked path runs.
+    cdef Py_ssize_t H = d.H
+    if p.wpre == NULL:
+        return
+    if d.reset_after:
+        prepack(W, H, 3 * H, H, False, <floating*>p.wpre)
+    else:
+        prepack(W + 2 * H * H, H, H, H, False, <floating*>p.wpre)
+        prepack(W, H, 2 * H, H, False, <floating*>p.wpre2)
+
+
+cdef void _step_backward(floating* theta, Dims d, Ptrs p, Py_ssize_t M, floating* daut,
+                         floating* dawt, floating* dyt, floating* zt, floating* rt,
+                         floating* ct, floating* sqt, floating* hprev, floating* vw,
+                         floating* sw) noexcept nogil:
+    # One step of the backward for M rows: the sublayers' gradients into daut
+    # and dawt, dh (p.dh) from dh_t to dh_{t-1}; BN's vw, sw (or NULL).
+    cdef Py_ssize_t H = d.H, H3 = 3 * H
     cdef int nt = d.nthreads
     cdef floating one = 1
     cdef floating* W = theta + d.oW
     cdef floating* scales = theta + d.os
     cdef floating* dbias = <floating*>p.grad + d.ob
     cdef floating* dscales = <floating*>p.grad + d.os
-    cdef floating* hs = <floating*>p.h0          # (T+1, B, H): h0, then y
     cdef floating* dh = <floating*>p.dh
     cdef floating* ds = <floating*>p.ds
-    cdef floating* hprev
-    cdef floating* dyt
-    cdef floating* daut
-    cdef floating* dawt
-    cdef floating* zt
-    cdef floating* rt
-    cdef floating* ct
-    cdef floating* sqt
-    cdef floating* vw
-    cdef floating* sw
-    if p.wpre != NULL:
-        if d.reset_after:
-            prepack(W, H, H3, H, False, <floating*>p.wpre)
-        else:
-            prepack(W + 2 * H * H, H, H, H, False, <floating*>p.wpre)
-            prepack(W, H, 2 * H, H, False, <floating*>p.wpre2)
+    if not d.reset_after:
+        # h = z*hprev + (1 - z)*c;  c = act(uh(x) + wh(s))
+        gru_darknet_gates_backward(daut, dawt, dh, dyt, zt, ct, hprev, M, H, H3,
+                                   d.act, nt)
+        if d.bn:
+            bn_backward(dawt + 2 * H, dscales + 5 * H, dbias + 5 * H, vw + 2 * H,
+                        sw + 2 * H, scales + 5 * H, 1, M, H, H3, nt)
+        # wh(s) = s @ Wh.T  ->  ds = dah_w @ Wh
+        gemm_sel_pre(d.use_blas, ds, dawt + 2 * H, W + 2 * H * H, <floating*>p.wpre, M,
+                     H, H, H3, H, H, False, False, one, <floating>0, nt)
+        # s = r*hprev;  r = sig(ur(x) + wr(hprev))
+        gru_darknet_reset_backward(daut + H, dawt + H, dh, ds, rt, hprev, M, H, H3, nt)
+        if d.bn:
+            bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, M,
+                        2 * H, H3, nt)
+        # [wz; wr](hprev) = hprev @ [Wz; Wr].T  ->  dh += [daz|dar]_w @ [Wz; Wr]
+        gemm_sel_pre(d.use_blas, dh, dawt, W, <floating*>p.wpre2, M, H, 2 * H, H3, H,
+                     H, False, False, one, one, nt)
+    else:
+        # c = act(uh(x) + r*wh(hprev)), z, r as above
+        gru_reset_after_backward(daut, dawt, dh, dyt, zt, rt, sqt, ct, hprev, M, H,
+                                 H3, d.act, nt)
+        if d.bn:
+            bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, M,
+                        H3, H3, nt)
+        # [wz; wr; wh](hprev) = hprev @ W.T  ->  dh += daw @ W
+        gemm_sel_pre(d.use_blas, dh, dawt, W, <floating*>p.wpre, M, H, H3, H3, H, H,
+                     False, False, one, one, nt)
+
+
+cdef void backward_steps(floating* theta, Dims d, Ptrs p) noexcept nogil:
+    # Reverse steps; every chunk of steps (aligned as in the forward) ends with
+    # its batched weight-gradient gemms.  dh: dstate in, dh0 out.
+    cdef Py_ssize_t T = d.T, B = d.B, H = d.H, H3 = 3 * H, t, t0, nc
+    cdef Py_ssize_t cs = chunk_steps(T, B)
+    cdef floating* hs = <floating*>p.h0          # (T+1, B, H): h0, then y
+    _prepack_backward(theta + d.oW, d, p)
     for t in range(T - 1, -1, -1):
         t0 = (t // cs) * cs
         nc = cs if t0 + cs <= T else T - t0
         if d.c_recompute and t == t0 + nc - 1:
             _recompute_c(theta, d, p, t0, nc)
-        hprev = hs + t * B * H
-        dyt = <floating*>p.dy + t * B * H
-        daut = <floating*>p.dau + (t - t0) * B * H3
-        dawt = <floating*>p.daw + (t - t0) * B * H3
-        zt = <floating*>p.z + t * B * H
-        rt = <floating*>p.r + t * B * H
-        ct = <floating*>p.c + ((t - t0) if d.c_recompute else t) * B * H
-        sqt = <floating*>p.sq + t * B * H
-        vw = (<floating*>p.vw + t * B * H3) if d.bn else NULL
-        sw = (<floating*>p.sw + t * H3) if d.bn else NULL
-        if not d.reset_after:
-            # h = z*hprev + (1 - z)*c;  c = act(uh(x) + wh(s))
-            gru_darknet_gates_backward(daut, dawt, dh, dyt, zt, ct, hprev, B, H, H3,
-                                       d.act, nt)
-            if d.bn:
-                bn_backward(dawt + 2 * H, dscales + 5 * H, dbias + 5 * H, vw + 2 * H,
-                            sw + 2 * H, scales + 5 * H, 1, B, H, H3, nt)
-            # wh(s) = s @ Wh.T  ->  ds = dah_w @ Wh
-            gemm_sel_pre(d.use_blas, ds, dawt + 2 * H, W + 2 * H * H, <floating*>p.wpre, B,
-                         H, H, H3, H, H, False, False, one, <floating>0, nt)
-            # s = r*hprev;  r = sig(ur(x) + wr(hprev))
-            gru_darknet_reset_backward(daut + H, dawt + H, dh, ds, rt, hprev, B, H, H3, nt)
-            if d.bn:
-                bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, B,
-                            2 * H, H3, nt)
-            # [wz; wr](hprev) = hprev @ [Wz; Wr].T  ->  dh += [daz|dar]_w @ [Wz; Wr]
-            gemm_sel_pre(d.use_blas, dh, dawt, W, <floating*>p.wpre2, B, H, 2 * H, H3, H,
-                         H, False, False, one, one, nt)
-        else:
-            # c = act(uh(x) + r*wh(hprev)), z, r as above
-            gru_reset_after_backward(daut, dawt, dh, dyt, zt, rt, sqt, ct, hprev, B, H,
-                                     H3, d.act, nt)
-            if d.bn:
-                bn_backward(dawt, dscales + H3, dbias + H3, vw, sw, scales + H3, 1, B,
-                            H3, H3, nt)
-            # [wz; wr; wh](hprev) = hprev @ W.T  ->  dh += daw @ W
-            gemm_sel_pre(d.use_blas, dh, dawt, W, <floating*>p.wpre, B, H, H3, H3, H, H,
-                         False, False, one, one, nt)
+        _step_backward(theta, d, p, B, <floating*>p.dau + (t - t0) * B * H3,
+                       <floating*>p.daw + (t - t0) * B * H3, <floating*>p.dy + t * B * H,
+                       <floating*>p.z + t * B * H, <floating*>p.r + t * B * H,
+                       <floating*>p.c + ((t - t0) if d.c_recompute else t) * B * H,
+                       <floating*>p.sq + t * B * H, hs + t * B * H,
+                       (<floating*>p.vw + t * B * H3) if d.bn else NULL,
+                       (<floating*>p.sw + t * H3) if d.bn else NULL)
         if t == t0:
             _backward_chunk(theta, d, p, t0, nc)
+
+
+cdef inline Py_ssize_t _count(const long long* lim, Py_ssize_t B, Py_ssize_t t) noexcept nogil:
+    # Rows still running at step t (lim: their lengths, decreasing).
+    cdef Py_ssize_t lo = 0, hi = B, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lim[mid] > t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef void _limited_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
+                         Py_ssize_t nc) noexcept nogil:
+    # The weight-gradient tail of backward_limited's chunk [t0, t0 + nc):
+    # dau, daw hold its steps' running rows from 0 (R in all); those rows'
+    # h_{t-1}, s (darknet) and x gathered alongside, dx scattered back.
+    cdef Py_ssize_t B = d.B, I = d.In, H = d.H, H3 = 3 * H, R = 0, s, i, m, k
+    cdef Py_ssize_t rmax = chunk_steps(d.T, B) * B
+    cdef int nt = d.nthreads
+    cdef floating one = 1
+    cdef const long long* lim = <const long long*>p.limits
+    cdef const long long* xr = <const long long*>p.xrows
+    cdef floating* U = theta
+    cdef floating* dU = <floating*>p.grad
+    cdef floating* dW = dU + d.oW
+    cdef floating* dbias = dU + d.ob
+    cdef floating* hs = <floating*>p.h0
+    cdef floating* x = <floating*>p.x
+    cdef floating* dx = <floating*>p.dx
+    cdef floating* dau = <floating*>p.dau
+    cdef floating* daw = <floating*>p.daw
+    cdef floating* xc = <floating*>p.xc
+    cdef floating* hc = <floating*>p.lbuf
+    cdef floating* sc = hc + rmax * H
+    cdef floating* dxc = sc + rmax * H
+    for s in range(nc):
+        m = _count(lim, B, t0 + s)
+        memcpy(hc + R * H, hs + (t0 + s) * B * H, m * H * sizeof(floating))
+        if not d.reset_after:
+            memcpy(sc + R * H, <floating*>p.sq + (t0 + s) * B * H, m * H * sizeof(floating))
+        for i in range(m):
+            memcpy(xc + (R + i) * I, x + xr[(t0 + s) * B + i] * I, I * sizeof(floating))
+        R += m
+    col_sum(dbias, dau, R, H3, H3, nt)
+    col_sum(dbias + H3, daw, R, H3, H3, nt)
+    # dx = dau @ U, to the caller's rows; dU += dau.T @ x
+    gemm_sel(d.use_blas, dxc, dau, U, R, I, H3, H3, I, I, False, False, one, <floating>0, nt)
+    R = 0
+    for s in range(nc):
+        m = _count(lim, B, t0 + s)
+        for i in range(m):
+            memcpy(dx + xr[(t0 + s) * B + i] * I, dxc + (R + i) * I, I * sizeof(floating))
+        R += m
+    gemm_sel(d.use_blas, dU, dau, xc, H3, I, R, H3, I, I, True, False, one, one, nt)
+    if not d.reset_after:
+        gemm_sel(d.use_blas, dW, daw, hc, 2 * H, H, R, H3, H, H, True, False, one, one, nt)
+        gemm_sel(d.use_blas, dW + 2 * H * H, daw + 2 * H, sc, H, H, R, H3, H, H, True,
+                 False, one, one, nt)
+    else:
+        gemm_sel(d.use_blas, dW, daw, hc, H3, H, R, H3, H, H, True, False, one, one, nt)
+
+
+cdef void backward_limited(floating* theta, Dims d, Ptrs p) noexcept nogil:
+    # The backward of a padded batch's limited training forward (rows sorted
+    # by decreasing length, p.limits; no BN, candidates kept): at step t the
+    # rows still running (the first m), each joining at its last step with
+    # the dh it came in with (its final state's gradient).  dy and dx are the
+    # caller's padded arrays, read and written through p.xrows (dx zero where
+    # a sequence has ended); p.x: the forward's x, padded likewise.  Per chunk
+    # of steps the running rows' gradients lie packed in dau / daw, and the
+    # weight gradients are gemms over those rows only.
+    cdef Py_ssize_t T = d.T, B = d.B, I = d.In, H = d.H, H3 = 3 * H, t, t0, nc, m = 0
+    cdef Py_ssize_t cs = chunk_steps(T, B), off = 0, s, i
+    cdef const long long* lim = <const long long*>p.limits
+    cdef const long long* xr = <const long long*>p.xrows
+    cdef const long long* order = <const long long*>p.order
+    cdef floating* hs = <floating*>p.h0
+    cdef floating* dy = <floating*>p.dy
+    cdef floating* dx = <floating*>p.dx
+    cdef floating* dyb = <floating*>p.lbuf + cs * B * (2 * H + I)
+    _prepack_backward(theta + d.oW, d, p)
+    for t in range(T - 1, -1, -1):
+        t0 = (t // cs) * cs
+        nc = cs if t0 + cs <= T else T - t0
+        if t == t0 + nc - 1:
+            off = 0         # the chunk's rows: its steps' running rows
+            for s in range(nc):
+                off += _count(lim, B, t0 + s)
+        while m < B and lim[m] > t:
+            m += 1
+        off -= m
+        for i in range(m):
+            memcpy(dyb + i * H, dy + xr[t * B + i] * H, H * sizeof(floating))
+        for i in range(m, B):
+            memset(dx + (t * B + order[i]) * I, 0, I * sizeof(floating))
+        _step_backward(theta, d, p, m, <floating*>p.dau + off * H3,
+                       <floating*>p.daw + off * H3, dyb, <floating*>p.z + t * B * H,
+                       <floating*>p.r + t * B * H, <floating*>p.c + t * B * H,
+                       <floating*>p.sq + t * B * H, hs + t * B * H, NULL, NULL)
+        if t == t0:
+            _limited_chunk(theta, d, p, t0, nc)

@@ -65,7 +65,12 @@ class Engine:
         """The CPU engine's limited-call question: 0, never here."""
         return 0
 
-    def forward_limited(self, x, h0, y, limits, nthreads, rows=None, yout=None, order=None):
+    def limited_train(self, T, B):
+        """The CPU engine's limited-training question: never here."""
+        return False
+
+    def forward_limited(self, x, h0, y, limits, nthreads, rows=None, yout=None, order=None,
+                        train=False):
         """The CPU engine's chunk-limited inference; never runs here."""
         return False
 
