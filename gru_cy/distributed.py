@@ -140,6 +140,14 @@ def shard(x, targets=None, lengths=None, *, rank=None, size=None, comm=None,
 
 # --- failures -----------------------------------------------------------------------
 
+class AgreedExit(SystemExit):
+    """A ``SystemExit`` that every rank raises alike (a check on values all
+    ranks share, such as the job's size or rank 0's broadcast verdict):
+    :func:`abort_on_error` lets it end each rank normally, since no rank is
+    left waiting, rather than abort the job (an MPI abort can lose the
+    ranks' last output, the very message that says why)."""
+
+
 @contextlib.contextmanager
 def abort_on_error(comm=None, prog="gru_cy"):
     """End the whole job when this rank fails.
@@ -159,7 +167,7 @@ def abort_on_error(comm=None, prog="gru_cy"):
         # a failed check on some ranks only (a file one machine lacks) would
         # leave the others in a collective: a non-zero exit ends the job
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        if comm.Get_size() == 1 or code == 0:
+        if comm.Get_size() == 1 or code == 0 or isinstance(e, AgreedExit):
             raise
         sys.stderr.write(f"{prog}: rank {comm.Get_rank()} of {comm.Get_size()} exits with "
                          f"status {code}; ending the job (MPI Abort)\n")

@@ -429,6 +429,20 @@ def _rank(args):
     return 0 if args.comm is None else args.comm.Get_rank()
 
 
+def _agreed_error(p, args, message):
+    # A usage error that every rank finds alike: as p.error (usage, message,
+    # exit 2), printed by rank 0 only, and each rank exits normally (an MPI
+    # abort could lose the message before the launcher forwards it).
+    if args.comm is None:
+        p.error(message)
+    if _rank(args) == 0:
+        p.print_usage(sys.stderr)
+        sys.stderr.write(f"{p.prog}: error: {message}\n")
+        sys.stderr.flush()
+    from .distributed import AgreedExit
+    raise AgreedExit(2)
+
+
 def _train_main(p, args):
     task = "text" if args.text else (args.task or "adding")
     if args.text and args.task:
@@ -456,7 +470,7 @@ def _train_main(p, args):
         # rank 0 writes the files: its verdict stands for every rank
         bad = args.comm.bcast(bad, root=0)
     if bad:
-        p.error(bad)
+        _agreed_error(p, args, bad)
     if args.resume and not os.path.isfile(args.resume):
         if os.path.isfile(args.resume + ".ckpt"):
             args.resume += ".ckpt"
@@ -473,8 +487,8 @@ def _train_main(p, args):
     args.batch = args.batch or (16 if text else 50)
     args.iterations = args.iterations or (1000 if text else 4000)
     if args.comm is not None and args.batch < args.comm.Get_size():
-        p.error(f"--batch {args.batch}: expected at least one sequence per rank "
-                f"({args.comm.Get_size()})")
+        _agreed_error(p, args, f"--batch {args.batch}: expected at least one sequence "
+                               f"per rank ({args.comm.Get_size()})")
     if args.learning_rate is None:
         args.learning_rate = (0.003 if text else 0.01) if args.optimizer == "adam" else 0.1
     rng = np.random.default_rng(args.seed)
