@@ -26,8 +26,9 @@ batch, the way cuDNN and ``torch.nn.utils.rnn.pack_padded_sequence`` run it:
   longest sequence; in unit slices the engine reads the caller's x and
   writes its y itself, through the packing's rows (no gather, no scatter);
 * so is training without BN on the CPU engine, on any team
-  (``Engine.limited_train``; not a bidirectional StackedGRU's directions,
-  which run side by side as segments): one limited forward in unit slices,
+  (``Engine.limited_train``: its own gemm, the candidates kept, i.e. under
+  64 MiB of them; not a bidirectional StackedGRU's directions, which run side
+  by side as segments): one limited forward in unit slices,
   then one limited backward (``Engine.backward_limited``) that reads dy and
   writes dx in the caller's layout and computes the weight gradients of each
   chunk of steps over its running rows only;
@@ -346,7 +347,7 @@ def backward_runs(backend, runs, H, nthreads, pair=None):
     dy_a, ds_a, dx_a, dh_a, engine_b, ...)`` runs two calls at once."""
     xp = backend.xp
     segments = runs[0][1].segments
-    if len(runs) == 1 and runs[0][1].limited and runs[0][2][0][4] is not None:
+    if len(runs) == 1 and runs[0][1].limited and _limited_record(runs[0][2][0]):
         _backward_limited(backend, runs[0], H, nthreads)
         return
     work = []
@@ -397,6 +398,12 @@ def backward_runs(backend, runs, H, nthreads, pair=None):
         inverse = xp.empty(pk.B, np.int64)
         inverse[order] = xp.arange(pk.B)
         _gather(backend, dh0, dcarry, inverse, H, H, H, nthreads)
+
+
+def _limited_record(rec):
+    # Whether a training record is a limited forward's (the CPU engine's
+    # take_cache: (cache, T, B, c kept, (limits, rows, order) or None)).
+    return isinstance(rec, tuple) and len(rec) == 5 and rec[4] is not None
 
 
 def _backward_limited(backend, run, H, nthreads):

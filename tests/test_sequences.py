@@ -728,8 +728,9 @@ def test_limited_training_same_bits_on_any_team(variant, reverse, dtype):
     # equal to the segments' (the way before) within float rounding; NaN in
     # the padding of x and dy stays out; dx is zero there.
     rng = np.random.default_rng(31)
-    T, I, H = 13, 12, 64
-    for B in (4, 9, 33):
+    I, H = 12, 64
+    # (40, 33): 1320 rows, chunks of 15 steps (the backward's chunk bounds)
+    for T, B in ((13, 4), (13, 9), (40, 33)):
         x = rng.normal(size=(T, B, I)).astype(dtype)
         dy = rng.normal(size=(T, B, H)).astype(dtype)
         h0 = rng.normal(size=(B, H)).astype(dtype)
@@ -740,6 +741,7 @@ def test_limited_training_same_bits_on_any_team(variant, reverse, dtype):
         for b in range(B):
             xn[L[b]:, b] = np.nan
             dyn[L[b]:, b] = np.nan
+        dyn.setflags(write=False)              # (only read)
         outs = []
         for nt, limited in ((1, True), (2, True), (2, False)):
             g = GRU(I, H, variant=variant, seed=4, num_threads=nt, reverse=reverse, dtype=dtype)
@@ -780,6 +782,8 @@ def test_backward_limited_checks_its_arrays():
         args[k] = bad
         with pytest.raises(ValueError, match=("dy", "dh", "dx")[k]):
             eng.backward_limited(*args, 1)
+    with pytest.raises(ValueError, match="backward_limited"):
+        eng.backward(good[0], None, good[2], good[1], 1)   # the plain backward
     eng.take_cache()
     with pytest.raises(ValueError, match="limited training forward"):
         eng.backward_limited(*good, 1)
@@ -809,7 +813,12 @@ def test_forward_limited_checks_its_rows():
         assert yout[:L[b], b].all() and not yout[L[b]:, b].any()
     bad = rows.copy()
     bad[3] = T * B
+    ended = rows.copy()
+    ended[0] = -1                             # sorted row 0 runs at step 0
+    with pytest.raises(ValueError, match="limits"):
+        eng.forward_limited(x, h0, ys, lim[::-1].copy(), 2, rows, yout, order)
     for args, name in (((bad, yout, order), "rows"), ((rows[:-1], yout, order), "rows"),
+                       ((ended, yout, order), "rows"),
                        ((rows.astype(np.int32), yout, order), "rows"),
                        ((rows, yout, order[:-1]), "order"),
                        ((rows, yout, order + 1), "order"),
