@@ -728,7 +728,8 @@ def test_limited_training_same_bits_on_any_team(variant, reverse, dtype):
     # equal to the segments' (the way before) within float rounding; NaN in
     # the padding of x and dy stays out; dx is zero there.
     rng = np.random.default_rng(31)
-    I, H = 12, 64
+    I, H = 12, 128
+    assert not GRU(I, 64)._engine.limited_train(13, 9)   # fewer units: segments
     # (40, 33): 1320 rows, chunks of 15 steps (the backward's chunk bounds)
     for T, B in ((13, 4), (13, 9), (40, 33)):
         x = rng.normal(size=(T, B, I)).astype(dtype)
@@ -766,7 +767,7 @@ def test_limited_training_same_bits_on_any_team(variant, reverse, dtype):
 def test_backward_limited_checks_its_arrays():
     # Engine.backward_limited (internal) refuses arrays it could overrun, and
     # a cache that is not a limited forward's.
-    T, B, I, H = 6, 8, 4, 64
+    T, B, I, H = 6, 8, 4, 128
     g = GRU(I, H, seed=1)
     L = np.array([6, 5, 5, 3, 2, 2, 1, 1])
     x = np.ones((T, B, I), np.float32)

@@ -21,8 +21,8 @@ import numpy as np
 from libc.string cimport memcpy, memset
 
 from gru_cy._cpu.cell import bn_constants
-from gru_cy._cpu.fused cimport (PATH_BATCH, PATH_STEPS, PATH_UNITS, Plan, batch_mode,
-                                forward_fused, plan_forward)
+from gru_cy._cpu.fused cimport (PATH_BATCH, PATH_STEPS, PATH_UNITS, UNITS_FIRST_H, Plan,
+                                batch_mode, forward_fused, plan_forward)
 from gru_cy._cpu.gemm cimport GEMV_MAX_M, prepack_size
 from gru_cy._cpu.gemm import aligned_empty
 from gru_cy._cpu.layout cimport CHUNK_ROWS, Dims, Ptrs, chunk_steps, dims_layout
@@ -398,9 +398,12 @@ cdef class Engine:
         """Whether a padded batch's training forward of (T, B) runs as one
         :meth:`forward_limited` call (unit slices, the rows' caches kept in
         place) and its backward as :meth:`backward_limited`: without BN or
-        SciPy's BLAS, with the candidates kept, B > 3.  On any team: the same
-        bits on one thread and on many."""
+        SciPy's BLAS, with the candidates kept, B > 3, H >= UNITS_FIRST_H (unit
+        slices of fewer units lose to the segments' batch mode: (T, B, I, H) =
+        (32, 128, 32, 64), 3.6 ms a step against 3.0-3.5).  Sizes only, not
+        the team: the same bits on one thread and on many."""
         return (B > GEMV_MAX_M and not self.d.bn and not self.d.use_blas
+                and self.d.H >= UNITS_FIRST_H
                 and T * B * self.d.H * (<Py_ssize_t>self.theta.itemsize) < _c_recompute_bytes)
 
     def forward_limited(self, x, h0, y, limits, int nthreads, rows=None, yout=None,

@@ -10,6 +10,8 @@ cdef enum:
                              # where that makes fewer than two chunks per thread
     BATCH_MAX_WEIGHTS = 2097152 # batch mode: U and W at most this many bytes (each chunk
                                 # reads them at every step: they must stay in cache)
+    UNITS_FIRST_H = 128      # a padded batch's limited call runs in unit slices (not
+                             # the batch mode, not segments) from this many units
 
 cdef enum:
     PATH_STEPS = 0    # the per-kernel step loop (steps.pyx): BN, BLAS, or a team

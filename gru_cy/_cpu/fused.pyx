@@ -49,10 +49,6 @@ from gru_cy._cpu.common cimport (gru_bar, gru_bar_arrive, gru_bar_await, gru_bar
 from gru_cy._cpu.layout cimport Dims, Ptrs, chunk_steps
 from gru_cy._cpu.team cimport fused_team
 
-cdef enum:
-    UNITS_FIRST_H = 128      # a padded batch's limited call runs in unit slices,
-                             # not the batch mode, from this many units (d.units_first)
-
 
 cdef struct FusedArg:
     void* theta
