@@ -98,7 +98,6 @@ class GRU(Trainable):
         self.reverse = bool(reverse)
         self._seq = None           # (Packing, segment caches) of a packed training forward
         self._packing = None       # the last Packing (reused while lengths repeat)
-        self._train_segments = False   # padded training as segments (a StackedGRU's say)
         self._bf16 = None          # the weights packed in bf16 (bfloat16 inference)
         _check_precision(inference_precision, dtype, self.batch_normalize, device)
         self._precision = inference_precision
@@ -164,7 +163,6 @@ class GRU(Trainable):
 
     def _restored(self):
         self.__dict__.setdefault("_precision", "float32")   # pickles from before it
-        self.__dict__.setdefault("_train_segments", False)
         self._seq = None
         self._packing = None
         self._bf16 = None
@@ -364,10 +362,7 @@ class GRU(Trainable):
         if int(lengths.min()) >= T:
             return False
         if train:
-            # (a bidirectional StackedGRU's directions train as segments, side
-            # by side on one thread each: faster there, the same bits on any
-            # team; it says so per call)
-            return (not self.batch_normalize and not self._train_segments
+            return (not self.batch_normalize
                     and self._engine.limited_train(int(lengths.max()), B))
         return self._engine.plans_limited(int(lengths.max()), B, threads)
 

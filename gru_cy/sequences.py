@@ -27,8 +27,8 @@ batch, the way cuDNN and ``torch.nn.utils.rnn.pack_padded_sequence`` run it:
   writes its y itself, through the packing's rows (no gather, no scatter);
 * so is training without BN on the CPU engine, on any team
   (``Engine.limited_train``: its own gemm, the candidates kept, i.e. under
-  64 MiB of them; not a bidirectional StackedGRU's directions, which run side
-  by side as segments): one limited forward in unit slices,
+  64 MiB of them, H >= 128; a bidirectional layer's two directions side by
+  side, one thread each): one limited forward in unit slices,
   then one limited backward (``Engine.backward_limited``) that reads dy and
   writes dx in the caller's layout and computes the weight gradients of each
   chunk of steps over its running rows only;
@@ -126,7 +126,7 @@ class Packing:
         the CPU engine's blocked gemm path, as the limited call and the full
         batch do: a padded batch then gives the same bits whichever runs (the
         engine's choice depends on the thread count).  Training's segments
-        (BN, another engine, a bidirectional stack's directions) run on any
+        (BN, another engine, fewer than 128 units) run on any
         team (the same bits already) and keep 1: padded rows cost them their
         backward too (config B's sizes with 8 sequences: 10%).
 
@@ -254,11 +254,15 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
     # One limited call in unit slices reads the caller's x and writes its y
     # itself (Engine.limited_mode 2; training: Engine.limited_train, x copied
     # for the backward): no gathered x, no scatter of y.
+    # Two directions' limited training calls run side by side, one thread each
+    # (backend.forward_limited_pair).
     direct = False
-    if len(runs) == 1 and runs[0][1].limited:
+    if runs[0][1].limited and len(runs) == 1:
         engine, pk = runs[0][:2]
         direct = (engine.limited_train(segments[0][0], pk.B) if train else
                   engine.limited_mode(segments[0][0], pk.B, nthreads) == 2)
+    elif runs[0][1].limited and len(runs) == 2 and train and pair is not None:
+        direct = all(r[0].limited_train(segments[0][0], r[1].B) for r in runs)
     for engine, pk, x, h0, y in runs:
         if pk.segments != segments:
             raise ValueError("runs: expected packings with the same segments")
@@ -293,7 +297,16 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
             end = row + steps * n
             calls = [(eng, xs[row:end].reshape(steps, n, I), carry[:n],
                       ys[row:end].reshape(steps, n, H)) for eng, I, xs, carry, ys, _ in work]
-            if pair is not None and len(calls) == 2:
+            if direct and len(calls) == 2:
+                args = []
+                for (eng, xa, h, ya), (_, pk, _, _, y) in zip(calls, runs):
+                    rows, _, order, _ = pk.indices(backend)
+                    args += [eng, xa, h, ya, pk.lengths[pk.order], rows, y, order]
+                if not backend.forward_limited_pair(*args, train):
+                    raise RuntimeError("the engines declined a limited pair their plans "
+                                       "had promised")
+                states = [w[3][:n] for w in work]
+            elif pair is not None and len(calls) == 2:
                 states = pair(*calls[0], *calls[1], train)
             elif len(calls) == 1 and runs[0][1].limited:
                 # one call of all rows, chunks of rows stopping with their sequences
@@ -347,8 +360,8 @@ def backward_runs(backend, runs, H, nthreads, pair=None):
     dy_a, ds_a, dx_a, dh_a, engine_b, ...)`` runs two calls at once."""
     xp = backend.xp
     segments = runs[0][1].segments
-    if len(runs) == 1 and runs[0][1].limited and _limited_record(runs[0][2][0]):
-        _backward_limited(backend, runs[0], H, nthreads)
+    if runs[0][1].limited and all(_limited_record(r[2][0]) for r in runs):
+        _backward_limited(backend, runs, H, nthreads)
         return
     work = []
     for engine, pk, records, dy, dstate, dx, dh0 in runs:
@@ -406,23 +419,34 @@ def _limited_record(rec):
     return isinstance(rec, tuple) and len(rec) == 5 and rec[4] is not None
 
 
-def _backward_limited(backend, run, H, nthreads):
-    # The backward of a limited training forward (one record): the engine
+def _backward_limited(backend, runs, H, nthreads):
+    # The backward of limited training forwards (one record each; two runs:
+    # the directions of a layer, side by side, one thread each): the engine
     # reads the caller's dy and writes its dx through the packing's rows
     # (Engine.backward_limited); the final states' gradients go in, dh0 comes
     # out, in sorted rows.
-    engine, pk, records, dy, dstate, dx, dh0 = run
     xp = backend.xp
-    gather, scatter, order, last = pk.indices(backend)
-    dh = xp.zeros((pk.B, H), dx.dtype)
-    if dstate is not None:
-        _gather(backend, dh, dstate, order, H, H, H, nthreads)
-    engine.put_cache(records[0])
+    work = []
+    for engine, pk, records, dy, dstate, dx, dh0 in runs:
+        gather, scatter, order, last = pk.indices(backend)
+        dh = xp.zeros((pk.B, H), dx.dtype)
+        if dstate is not None:
+            _gather(backend, dh, dstate, order, H, H, H, nthreads)
+        work.append((engine, xp.ascontiguousarray(dy), dh, dx))
+    for (engine, pk, records, *_) in runs:
+        engine.put_cache(records[0])
     try:
-        engine.backward_limited(xp.ascontiguousarray(dy), dh, dx, nthreads)
+        if len(work) == 2:
+            backend.backward_limited_pair(*work[0], *work[1])
+        else:
+            engine, dy, dh, dx = work[0]
+            engine.backward_limited(dy, dh, dx, nthreads)
     finally:
-        engine.take_cache()
-    dx[pk.segments[0][0]:] = 0      # (the engine wrote the steps it ran)
-    inverse = xp.empty(pk.B, np.int64)
-    inverse[order] = xp.arange(pk.B)
-    _gather(backend, dh0, dh, inverse, H, H, H, nthreads)
+        for (engine, *_) in runs:
+            engine.take_cache()
+    for (engine, pk, records, dy, dstate, dx, dh0), (_, _, dh, _) in zip(runs, work):
+        gather, scatter, order, last = pk.indices(backend)
+        dx[pk.segments[0][0]:] = 0      # (the engine wrote the steps it ran)
+        inverse = xp.empty(pk.B, np.int64)
+        inverse[order] = xp.arange(pk.B)
+        _gather(backend, dh0, dh, inverse, H, H, H, nthreads)

@@ -284,7 +284,10 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
         # directions in turn, each on both threads, beat the pair of
         # one-thread segment runs (config C, 2 layers: docs/performance.md).
         # The same bits either way (every product on the blocked gemm path).
-        return (lengths is not None and layer.inference_precision == "float32"
+        # (Training keeps the pair: each direction one limited call on one
+        # thread where Engine.limited_train, else its segments.)
+        return (not train and lengths is not None
+                and layer.inference_precision == "float32"
                 and layer._runs_limited(train, T, B, lengths, self._threads()))
 
     def _run(self, dirs, call):
@@ -341,10 +344,6 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
             h0 = V.array("h0", h0, self.dtype, (L * D, B, H), be)
         masks = []
         h = x
-        for layer in self._sublayers():
-            # a padded batch's training: two directions as segments side by
-            # side (one thread each; GRU._runs_limited), one as a limited call
-            layer._train_segments = D == 2
         for k, dirs in enumerate(self.layers):
             def call(layer, n, h=h, k=k):
                 d = 1 if layer.reverse else 0
@@ -424,7 +423,7 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
                                           else dstate[k * D + j])
                 finally:
                     layer.num_threads = self.num_threads
-            if self._paired() and not (dirs[0]._seq is not None and dirs[0]._seq[0].limited):
+            if self._paired():
                 dxs = backward_directions(
                     dirs[0], dirs[1],
                     [xp.ascontiguousarray(d[:, :, j * H:(j + 1) * H]) for j in range(2)],

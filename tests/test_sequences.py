@@ -764,6 +764,38 @@ def test_limited_training_same_bits_on_any_team(variant, reverse, dtype):
         assert all(np.isfinite(a).all() for a in outs[1])
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_bidirectional_limited_training_pair_same_bits(variant):
+    # A bidirectional stack's training on a padded batch (H >= 128, no BN):
+    # each direction one limited forward and one limited backward, the two
+    # side by side on one thread each (engine.forward_limited_pair /
+    # backward_limited_pair), or in turn on one thread: the same bits; equal
+    # to the directions' segments within rounding.  Dropout and batch_first.
+    rng = np.random.default_rng(41)
+    T, B, I, H = 11, 7, 10, 128
+    x = rng.normal(size=(B, T, I))
+    dy = rng.normal(size=(B, T, 2 * H))
+    ds = rng.normal(size=(4, B, H))
+    L = rng.integers(1, T + 1, B)
+    L[:2] = [T, 1]
+    outs = []
+    for nt, limited in ((2, True), (1, True), (2, False)):
+        m = StackedGRU(I, H, num_layers=2, bidirectional=True, batch_first=True,
+                       dropout=0.3, variant=variant, seed=9, num_threads=nt, dtype=np.float64)
+        if not limited:
+            for layer in m._sublayers():
+                layer._runs_limited = lambda train, *a, f=layer._runs_limited: (
+                    False if train else f(train, *a))
+        y = m.forward(x, train=True, lengths=L)
+        assert all(layer._packing.limited == limited for layer in m._sublayers())
+        dx = m.backward(dy, ds)
+        outs.append([y, m.state.copy(), dx, m.dh0] + [m.grads[k].copy() for k in sorted(m.grads)])
+    for a, b in zip(outs[0], outs[1]):
+        assert_array_equal(a, b)
+    for a, b in zip(outs[0], outs[2]):
+        assert_allclose(a, b, **tol(np.float64, "engine"))
+
+
 def test_backward_limited_checks_its_arrays():
     # Engine.backward_limited (internal) refuses arrays it could overrun, and
     # a cache that is not a limited forward's.

@@ -160,6 +160,7 @@ cdef struct Call:
     int mode                 # its mode (1 team, 0 one thread)
     int team                 # the team it was given
     Tune* s                  # its record
+    bint limited             # backward: steps.backward_limited (else backward_steps)
 
 
 _TUNED_CALLS = ("inference", "training", "backward")
@@ -433,6 +434,17 @@ cdef class Engine:
         Returns True; else computes nothing and returns False (the caller
         then runs segments).
         """
+        if not self._prepare_limited(x, h0, y, limits, nthreads, rows, yout, order, train):
+            return False
+        with nogil:
+            _forward_compute(&self.call)
+        self._finish_limited(y, limits, rows, order, train)
+        return True
+
+    cdef bint _prepare_limited(self, x, h0, y, limits, int nthreads, rows, yout, order,
+                               bint train) except -1:
+        # forward_limited up to its computation: True prepared (self.call),
+        # False declined (nothing to run).
         cdef Py_ssize_t T = cnp.PyArray_DIM(<cnp.ndarray?>x, 0), B = cnp.PyArray_DIM(x, 1)
         _check_limits(limits, B)
         if rows is not None:
@@ -458,13 +470,14 @@ cdef class Engine:
             self.call.p.xrows = _ptr(rows)
             self.call.p.yout = _ptr(yout)
             self.call.p.order = _ptr(order)
-        with nogil:
-            _forward_compute(&self.call)
+        return True
+
+    cdef void _finish_limited(self, y, limits, rows, order, bint train) except *:
+        # After a limited forward's computation: the training cache kept.
         if train:
             self._finish(y)
             self.cache_lim = (limits, rows, order)
         self.call_refs = None
-        return True
 
     def backward_limited(self, dy, dh, dx, int nthreads):
         """The backward of a limited training forward (:meth:`forward_limited`
@@ -473,6 +486,13 @@ cdef class Engine:
         at step t of the sequences ended by t; its steps from T on are the
         caller's); dh (B, H), sorted rows: each one's final-state gradient in,
         dh0 out.  Parameter gradients accumulate into ``grad``."""
+        self._prepare_backward_limited(dy, dh, dx, nthreads)
+        with nogil:
+            _backward_compute(&self.call)
+        self.call_refs = None
+
+    cdef int _prepare_backward_limited(self, dy, dh, dx, int nthreads) except -1:
+        # backward_limited up to its computation (self.call, self.call_refs).
         cdef dict w = self.cache
         cdef Py_ssize_t T = self.cache_T, B = self.cache_B, H = self.d.H, I = self.d.In
         cdef Py_ssize_t rows
@@ -506,11 +526,13 @@ cdef class Engine:
         p.order = _ptr(order)
         p.xc = _ptr(xc)
         p.lbuf = _ptr(lbuf)
-        with nogil:
-            if self.f64:
-                backward_limited(<double*>p.theta, d, p)
-            else:
-                backward_limited(<float*>p.theta, d, p)
+        self.call.p = p
+        self.call.d = d
+        self.call.f64 = self.f64
+        self.call.tuned = False
+        self.call.limited = True
+        self.call_refs = (refs, lbuf, xc, dy, dh, dx, w)
+        return 0
 
     def infer_lean(self, x, state, int nthreads):
         """The layer's per-call path for inference from the carried state.
@@ -698,6 +720,7 @@ cdef class Engine:
         c.team = c.d.nthreads
         c.tuned = (self.adaptive and not self.hold_run and c.d.nthreads > 1
                    and not c.d.use_blas)
+        c.limited = False
         if c.tuned:
             c.mode = tune_begin(c.s, &c.d, True)
         self.call_refs = (bufs, cbuf, packs, dy, dx, dh0, w)
@@ -722,7 +745,12 @@ cdef void _forward_compute(Call* c) noexcept nogil:
 cdef void _backward_compute(Call* c) noexcept nogil:
     # The computation of a prepared backward call.
     cdef double t0 = gru_now()
-    if c.f64:
+    if c.limited:
+        if c.f64:
+            backward_limited(<double*>c.p.theta, c.d, c.p)
+        else:
+            backward_limited(<float*>c.p.theta, c.d, c.p)
+    elif c.f64:
         backward_steps(<double*>c.p.theta, c.d, c.p)
     else:
         backward_steps(<float*>c.p.theta, c.d, c.p)
@@ -756,6 +784,35 @@ def backward_pair(Engine a, dya, dsa, dxa, dha, Engine b, dyb, dsb, dxb, dhb):
     ``a.backward(dya, dsa, dxa, dha, 1)`` and ``b.backward(...)``."""
     a._prepare_backward(dya, dsa, dxa, dha, 1)
     b._prepare_backward(dyb, dsb, dxb, dhb, 1)
+    with nogil:
+        _pair(&a.call, &b.call, True)
+    a.call_refs = None
+    b.call_refs = None
+
+
+def forward_limited_pair(Engine a, xa, ha, ya, la, ra, ya_out, oa,
+                         Engine b, xb, hb, yb, lb, rb, yb_out, ob, bint train):
+    """Two engines' :meth:`Engine.forward_limited` calls (the two directions
+    of a layer; arguments as there, after ``nthreads``: rows, yout, order) at
+    once, one thread each, with the same bits; False where either declines
+    (then neither runs)."""
+    if not a._prepare_limited(xa, ha, ya, la, 1, ra, ya_out, oa, train):
+        return False
+    if not b._prepare_limited(xb, hb, yb, lb, 1, rb, yb_out, ob, train):
+        a.call_refs = None
+        return False
+    with nogil:
+        _pair(&a.call, &b.call, False)
+    a._finish_limited(ya, la, ra, oa, train)
+    b._finish_limited(yb, lb, rb, ob, train)
+    return True
+
+
+def backward_limited_pair(Engine a, dya, dha, dxa, Engine b, dyb, dhb, dxb):
+    """Two engines' :meth:`Engine.backward_limited` calls at once, one thread
+    each, with the same bits."""
+    a._prepare_backward_limited(dya, dha, dxa, 1)
+    b._prepare_backward_limited(dyb, dhb, dxb, 1)
     with nogil:
         _pair(&a.call, &b.call, True)
     a.call_refs = None

@@ -16,6 +16,8 @@ class CpuBackend(Backend):
         self.Engine = engine.Engine
         self.forward_pair = engine.forward_pair
         self.backward_pair = engine.backward_pair
+        self.forward_limited_pair = engine.forward_limited_pair
+        self.backward_limited_pair = engine.backward_limited_pair
         self.lean_input = engine.lean_input
         self.max_threads = team.max_threads
         self._kernel = cpu_kernel

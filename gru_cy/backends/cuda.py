@@ -317,6 +317,8 @@ class CudaBackend(Backend):
         self.Engine = Engine
         self.forward_pair = None      # calls run one after the other on the device
         self.backward_pair = None
+        self.forward_limited_pair = None      # (the CUDA engine runs no limited call)
+        self.backward_limited_pair = None
 
     def _run(self, name, args, nthreads):
         cuda._call(name, args[0].dtype, args)
