@@ -112,8 +112,8 @@ class Packing:
         Read each sequence from its last valid step to step 0.
     limited : bool
         One engine call over all rows for ``max(lengths)`` steps, in which the
-        CPU engine's fused forward runs each step's running rows
-        (``Engine.forward_limited``; inference only).
+        CPU engine runs each step's running rows (``Engine.forward_limited``,
+        and in training ``Engine.backward_limited``).
     costs : (call, step, row) seconds or None
         Merge runs of steps into fewer engine calls where :func:`_merge`'s
         model says it pays: a call then runs rows of sequences that have
@@ -261,7 +261,8 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
         engine, pk = runs[0][:2]
         direct = (engine.limited_train(segments[0][0], pk.B) if train else
                   engine.limited_mode(segments[0][0], pk.B, nthreads) == 2)
-    elif runs[0][1].limited and len(runs) == 2 and train and pair is not None:
+    elif (runs[0][1].limited and len(runs) == 2 and train and pair is not None
+          and getattr(backend, "forward_limited_pair", None) is not None):
         direct = all(r[0].limited_train(segments[0][0], r[1].B) for r in runs)
     for engine, pk, x, h0, y in runs:
         if pk.segments != segments:

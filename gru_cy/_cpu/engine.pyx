@@ -798,9 +798,13 @@ def forward_limited_pair(Engine a, xa, ha, ya, la, ra, ya_out, oa,
     (then neither runs)."""
     if not a._prepare_limited(xa, ha, ya, la, 1, ra, ya_out, oa, train):
         return False
-    if not b._prepare_limited(xb, hb, yb, lb, 1, rb, yb_out, ob, train):
-        a.call_refs = None
-        return False
+    try:
+        if not b._prepare_limited(xb, hb, yb, lb, 1, rb, yb_out, ob, train):
+            a.call_refs = None
+            return False
+    except BaseException:
+        a.call_refs = None          # (a's prepared call holds its arrays)
+        raise
     with nogil:
         _pair(&a.call, &b.call, False)
     a._finish_limited(ya, la, ra, oa, train)
@@ -812,7 +816,11 @@ def backward_limited_pair(Engine a, dya, dha, dxa, Engine b, dyb, dhb, dxb):
     """Two engines' :meth:`Engine.backward_limited` calls at once, one thread
     each, with the same bits."""
     a._prepare_backward_limited(dya, dha, dxa, 1)
-    b._prepare_backward_limited(dyb, dhb, dxb, 1)
+    try:
+        b._prepare_backward_limited(dyb, dhb, dxb, 1)
+    except BaseException:
+        a.call_refs = None          # (a's prepared call holds its buffers)
+        raise
     with nogil:
         _pair(&a.call, &b.call, True)
     a.call_refs = None

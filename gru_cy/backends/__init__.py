@@ -10,7 +10,9 @@ backend offers:
   ``gru_cy.backends.cuda.Engine``; the contract is the CPU engine's docstring);
 * ``max_threads()`` and ``lean_input(x, dtype, inputs)``;
 * ``forward_pair`` / ``backward_pair``: two engines' calls at once, one thread
-  each (the two directions of a layer; ``gru_cy._cpu.engine``), or None;
+  each (the two directions of a layer; ``gru_cy._cpu.engine``), or None; and
+  ``forward_limited_pair`` / ``backward_limited_pair``, the same for two
+  limited training calls (a padded batch), or None;
 * host copies: ``asarray(a)`` (any array-like, NumPy, CuPy or torch, as this
   backend's array, without a copy where none is needed), ``storage(n, dtype)``
   (zeros for a layer's flat parameter vector) and the module-level
