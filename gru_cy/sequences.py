@@ -231,6 +231,22 @@ def _gather(backend, out, src, rows, C, ldy, ldx, nthreads):
     backend.seq_gather(out.reshape(-1), src.reshape(-1), rows, C, ldy, ldx, nthreads)
 
 
+def _sorted_rows(backend, a, pk, H, dtype, nthreads):
+    # (B, H) a (a state or its gradient, the caller's order; None: zeros) in
+    # the packing's order of sequences, a fresh array.
+    out = backend.xp.zeros((pk.B, H), dtype)
+    if a is not None:
+        _gather(backend, out, a, pk.indices(backend)[2], H, H, H, nthreads)
+    return out
+
+
+def _unsort_rows(backend, out, a, pk, H, nthreads):
+    # out (B, H) = a's rows, sorted by the packing, back in the caller's order.
+    inverse = backend.xp.empty(pk.B, np.int64)
+    inverse[pk.indices(backend)[2]] = backend.xp.arange(pk.B)
+    _gather(backend, out, a, inverse, H, H, H, nthreads)
+
+
 def forward(engine, backend, pk, x, h0, y, H, train, nthreads):
     """Run ``engine`` over the padded ``x`` (T, B, I) packed by ``pk``.
 
@@ -270,25 +286,20 @@ def forward_runs(backend, runs, H, train, nthreads, pair=None):
         dtype = y.dtype
         I = x.shape[2]
         gather, scatter, order, last = pk.indices(backend)
-        if direct:
-            xs = x[:segments[0][0]]
-            xs = (xs.copy() if train else xp.ascontiguousarray(xs)).reshape(pk.rows, I)
-            carry = xp.zeros((pk.B, H), dtype)
-            if h0 is not None:
-                _gather(backend, carry, h0, order, H, H, H, nthreads)
-            ys = xp.empty((pk.rows, H), dtype)
-        elif pk.identity:
+        if pk.identity:
             # training keeps x: a private copy (later edits of the caller's
             # array must not reach the cache)
             xs = x.reshape(pk.rows, I).copy() if train else x.reshape(pk.rows, I)
             carry = xp.zeros((pk.B, H), dtype) if h0 is None else h0.copy()
             ys = y.reshape(pk.rows, H)
         else:
-            xs = xp.empty((pk.rows, I), dtype)
-            _gather(backend, xs, x, gather, I, I, I, nthreads)
-            carry = xp.zeros((pk.B, H), dtype)
-            if h0 is not None:
-                _gather(backend, carry, h0, order, H, H, H, nthreads)
+            if direct:      # (the engine reads x's rows itself)
+                xs = x[:segments[0][0]]
+                xs = (xs.copy() if train else xp.ascontiguousarray(xs)).reshape(pk.rows, I)
+            else:
+                xs = xp.empty((pk.rows, I), dtype)
+                _gather(backend, xs, x, gather, I, I, I, nthreads)
+            carry = _sorted_rows(backend, h0, pk, H, dtype, nthreads)
             ys = xp.empty((pk.rows, H), dtype)
         work.append((engine, I, xs, carry, ys, [] if train else None))
     for w in work:
@@ -409,9 +420,7 @@ def backward_runs(backend, runs, H, nthreads, pair=None):
             continue
         gather, scatter, order, last = pk.indices(backend)
         _gather(backend, dx, dxs, scatter, I, I, I, nthreads)
-        inverse = xp.empty(pk.B, np.int64)
-        inverse[order] = xp.arange(pk.B)
-        _gather(backend, dh0, dcarry, inverse, H, H, H, nthreads)
+        _unsort_rows(backend, dh0, dcarry, pk, H, nthreads)
 
 
 def _limited_record(rec):
@@ -429,10 +438,7 @@ def _backward_limited(backend, runs, H, nthreads):
     xp = backend.xp
     work = []
     for engine, pk, records, dy, dstate, dx, dh0 in runs:
-        gather, scatter, order, last = pk.indices(backend)
-        dh = xp.zeros((pk.B, H), dx.dtype)
-        if dstate is not None:
-            _gather(backend, dh, dstate, order, H, H, H, nthreads)
+        dh = _sorted_rows(backend, dstate, pk, H, dx.dtype, nthreads)
         work.append((engine, xp.ascontiguousarray(dy), dh, dx))
     for (engine, pk, records, *_) in runs:
         engine.put_cache(records[0])
@@ -446,8 +452,5 @@ def _backward_limited(backend, runs, H, nthreads):
         for (engine, *_) in runs:
             engine.take_cache()
     for (engine, pk, records, dy, dstate, dx, dh0), (_, _, dh, _) in zip(runs, work):
-        gather, scatter, order, last = pk.indices(backend)
         dx[pk.segments[0][0]:] = 0      # (the engine wrote the steps it ran)
-        inverse = xp.empty(pk.B, np.int64)
-        inverse[order] = xp.arange(pk.B)
-        _gather(backend, dh0, dh, inverse, H, H, H, nthreads)
+        _unsort_rows(backend, dh0, dh, pk, H, nthreads)

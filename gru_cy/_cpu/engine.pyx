@@ -39,7 +39,7 @@ def _check_limits(limits, Py_ssize_t B):
     # forward_limited's lengths of the sorted rows (internal: gru_cy.sequences).
     if not (isinstance(limits, np.ndarray) and limits.dtype == np.int64
             and limits.flags.c_contiguous and limits.shape == (B,)
-            and (B == 0 or (limits[-1] >= 1 and (np.diff(limits) <= 0).all()))):
+            and (B == 0 or (limits[B - 1] >= 1 and (np.diff(limits) <= 0).all()))):
         raise ValueError(f"limits: expected int64 ({B},) of lengths >= 1, decreasing")
 
 
@@ -199,7 +199,7 @@ cdef class Engine:
     cdef Call call                     # the call being run (prepared, computed, finished)
     cdef object call_refs              # the arrays its pointers point into
     cdef object packs_in               # the fscratch array holding current packs, or None
-    cdef object xc                     # forward_limited's gathered rows of x (unit slices)
+    cdef object xc                     # the limited calls' gathered rows of x (_xc)
 
     def __init__(self, theta, grad, rolling, Py_ssize_t inputs, Py_ssize_t outputs,
                  bint reset_after, int act, bint bn, bint use_blas):
@@ -462,15 +462,20 @@ cdef class Engine:
             return False
         self.call.p.limits = _ptr(limits)
         if self.call.plan.path == PATH_UNITS and B > GEMV_MAX_M:
-            n = chunk_steps(T, B) * B * self.d.In
-            if self.xc is None or self.xc.size < n:
-                self.xc = aligned_empty(n, self.theta.dtype)
-            self.call.p.xc = _ptr(self.xc)
+            self.call.p.xc = _ptr(self._xc(T, B))
         if rows is not None:
             self.call.p.xrows = _ptr(rows)
             self.call.p.yout = _ptr(yout)
             self.call.p.order = _ptr(order)
         return True
+
+    cdef object _xc(self, Py_ssize_t T, Py_ssize_t B):
+        # The limited calls' buffer of a chunk's gathered rows of x
+        # (chunk_steps * B rows of I), kept for the next call.
+        cdef Py_ssize_t n = chunk_steps(T, B) * B * self.d.In
+        if self.xc is None or self.xc.size < n:
+            self.xc = aligned_empty(n, self.theta.dtype)
+        return self.xc
 
     cdef void _finish_limited(self, y, limits, rows, order, bint train) except *:
         # After a limited forward's computation: the training cache kept.
@@ -502,11 +507,13 @@ cdef class Engine:
             raise ValueError("backward_limited: expected the cache of a limited training "
                              "forward")
         dt = self.theta.dtype
-        for name, a, shape in (("dy", dy, (B, H)), ("dx", dx, (B, I)), ("dh", dh, (B, H))):
+        # dy, dx: (>= T, B, .); dh: (B, H) exactly
+        for name, a, steps, shape in (("dy", dy, T, (B, H)), ("dx", dx, T, (B, I)),
+                                      ("dh", dh, 0, (B, H))):
             if not (isinstance(a, np.ndarray) and a.dtype == dt and a.flags.c_contiguous
-                    and (name == "dy" or a.flags.writeable) and a.shape[-2:] == shape
-                    and (name == "dh" or (a.ndim == 3 and a.shape[0] >= T))
-                    and (name != "dh" or a.ndim == 2)):
+                    and (name == "dy" or a.flags.writeable)
+                    and (a.shape == shape if name == "dh" else
+                         a.ndim == 3 and a.shape[0] >= steps and a.shape[1:] == shape)):
                 raise ValueError(f"{name}: expected a C-contiguous {dt} array (..., "
                                  f"{shape[0]}, {shape[1]}){'' if name == 'dy' else ', writable'}"
                                  f", got {type(a).__name__} {getattr(a, 'shape', None)}")
@@ -520,7 +527,7 @@ cdef class Engine:
         rows = chunk_steps(T, B) * B
         refs = self._backward_ptrs(&p, T, B, dy, dh, dx)
         lbuf = aligned_empty(rows * (2 * H + I) + B * H, dt)
-        xc = aligned_empty(rows * I, dt)
+        xc = self._xc(T, B)
         p.limits = _ptr(limits)
         p.xrows = _ptr(xrows)
         p.order = _ptr(order)

@@ -46,7 +46,7 @@ from gru_cy._cpu.gemm cimport (gemm_pre_bias, gemv_bias, GEMV_MAX_M, prepack,
 from gru_cy._cpu.common cimport (gru_bar, gru_bar_arrive, gru_bar_await, gru_bar_init,
                                  gru_bar_wait, gru_barrier, gru_claim, gru_count_done,
                                  gru_run_team, gru_step_done, gru_step_wait)
-from gru_cy._cpu.layout cimport Dims, Ptrs, chunk_steps
+from gru_cy._cpu.layout cimport Dims, Ptrs, _running, chunk_steps
 from gru_cy._cpu.team cimport fused_team
 
 
@@ -203,15 +203,6 @@ cdef inline void _step_part(floating* theta, Dims* d, bint train, int phase,
             _darknet_state_row(ct + b * H, ht + b * H, xpt + 2 * gs + b * ld,
                                hpt + 2 * gs + b * ld, zt + b * H, hprev + j0 + b * H, w,
                                d.act)
-
-
-cdef inline Py_ssize_t _running(const long long* lim, Py_ssize_t m, Py_ssize_t mfloor,
-                                Py_ssize_t t) noexcept nogil:
-    # Of m rows running before step t (lim: their lengths, decreasing), those
-    # still running at t, at least mfloor (padded batches, inference).
-    while m > mfloor and lim[m - 1] <= t:
-        m -= 1
-    return m
 
 
 cdef void _fused_thread(floating* theta, FusedArg* a, int tid, int n) noexcept nogil:
@@ -597,6 +588,7 @@ cdef inline Py_ssize_t _batch_buf_bytes(Dims d, bint dbl) noexcept nogil:
 
 cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
     cdef Plan plan
+    cdef int units_nt
     plan.path = PATH_STEPS
     plan.nt = d.nthreads
     plan.nchunks = 0
@@ -604,14 +596,14 @@ cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
     plan.packs_ready = 0
     if d.bn or d.use_blas:
         return plan
+    units_nt = fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN)   # unit slices' team
     if d.units_first == 2:
         # a padded batch's limited training forward: unit slices on any team
-        plan.nt = fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN)
+        plan.nt = units_nt
         plan.path = PATH_UNITS
         return plan
     if batch_mode(d, dbl) and not (
-            d.units_first and d.H >= UNITS_FIRST_H
-            and fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN) > 1):
+            d.units_first and d.H >= UNITS_FIRST_H and units_nt > 1):
         plan.nchunks = <int>(d.B // BATCH_ROWS)
         plan.nt = fused_team(d, plan.nchunks)
         if plan.nchunks < 2 * plan.nt:
@@ -635,7 +627,7 @@ cdef Plan plan_forward(Dims* d, bint dbl) noexcept nogil:
                               + plan.nt * _batch_buf_bytes(d[0], dbl)
                               + plan.nchunks * sizeof(int))
         return plan
-    plan.nt = fused_team(d, (d.H + FUSED_GRAN - 1) // FUSED_GRAN)
+    plan.nt = units_nt
     if plan.nt == 1 and d.nthreads != 1 and 6.0 * d.T * d.B * d.In * d.H >= 4e5:
         # one slice, but the input projection is worth threads: the
         # per-kernel loop threads it (and the row kernels)

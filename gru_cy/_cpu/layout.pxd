@@ -79,6 +79,16 @@ cdef enum:
     CHUNK_ROWS = 512
 
 
+cdef inline Py_ssize_t _running(const long long* lim, Py_ssize_t m, Py_ssize_t mfloor,
+                                Py_ssize_t t) noexcept nogil:
+    # A padded batch (rows sorted by decreasing length, lim: their lengths):
+    # of m rows running before step t, those still running at t, at least
+    # mfloor.  (_running(lim, B, 0, t): the rows running at t.)
+    while m > mfloor and lim[m - 1] <= t:
+        m -= 1
+    return m
+
+
 cdef inline void dims_layout(Dims* d) noexcept nogil:
     # The parameter offsets of d.In and d.H (gru_cy.kernels.param_layout).
     d.oW = 3 * d.H * d.In

@@ -23,7 +23,7 @@ from gru_cy._cpu.cell cimport (bias_forward, bn_backward, bn_forward_infer,
                                gru_reset_after_forward, _reset_after_cand_row)
 from gru_cy._cpu.gemm cimport gemm_pre_bias, gemm_sel, gemm_sel_pre, prepack
 from gru_cy._cpu.common cimport team
-from gru_cy._cpu.layout cimport Dims, Ptrs, chunk_steps
+from gru_cy._cpu.layout cimport Dims, Ptrs, _running, chunk_steps
 
 
 cdef inline void _sublayer_out(floating* Y, floating* vhat, floating* sd,
@@ -263,18 +263,6 @@ cdef void backward_steps(floating* theta, Dims d, Ptrs p) noexcept nogil:
             _backward_chunk(theta, d, p, t0, nc)
 
 
-cdef inline Py_ssize_t _count(const long long* lim, Py_ssize_t B, Py_ssize_t t) noexcept nogil:
-    # Rows still running at step t (lim: their lengths, decreasing).
-    cdef Py_ssize_t lo = 0, hi = B, mid
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if lim[mid] > t:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 cdef void _limited_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
                          Py_ssize_t nc) noexcept nogil:
     # The weight-gradient tail of backward_limited's chunk [t0, t0 + nc):
@@ -299,8 +287,9 @@ cdef void _limited_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
     cdef floating* hc = <floating*>p.lbuf
     cdef floating* sc = hc + rmax * H
     cdef floating* dxc = sc + rmax * H
+    m = B
     for s in range(nc):
-        m = _count(lim, B, t0 + s)
+        m = _running(lim, m, 0, t0 + s)
         memcpy(hc + R * H, hs + (t0 + s) * B * H, m * H * sizeof(floating))
         if not d.reset_after:
             memcpy(sc + R * H, <floating*>p.sq + (t0 + s) * B * H, m * H * sizeof(floating))
@@ -312,8 +301,9 @@ cdef void _limited_chunk(floating* theta, Dims d, Ptrs p, Py_ssize_t t0,
     # dx = dau @ U, to the caller's rows; dU += dau.T @ x
     gemm_sel(d.use_blas, dxc, dau, U, R, I, H3, H3, I, I, False, False, one, <floating>0, nt)
     R = 0
+    m = B
     for s in range(nc):
-        m = _count(lim, B, t0 + s)
+        m = _running(lim, m, 0, t0 + s)
         for i in range(m):
             memcpy(dx + xr[(t0 + s) * B + i] * I, dxc + (R + i) * I, I * sizeof(floating))
         R += m
@@ -350,10 +340,11 @@ cdef void backward_limited(floating* theta, Dims d, Ptrs p) noexcept nogil:
         nc = cs if t0 + cs <= T else T - t0
         if t == t0 + nc - 1:
             off = 0         # the chunk's rows: its steps' running rows
+            m = B
             for s in range(nc):
-                off += _count(lim, B, t0 + s)
-        while m < B and lim[m] > t:
-            m += 1
+                m = _running(lim, m, 0, t0 + s)
+                off += m
+        m = _running(lim, B, 0, t)
         off -= m
         for i in range(m):
             memcpy(dyb + i * H, dy + xr[t * B + i] * H, H * sizeof(floating))
