@@ -162,9 +162,15 @@ def _non_finite_inputs(a, keys):
     return a
 
 
-def case_sgd_check(buf, clip, finite=False):
+def case_sgd_check(buf, clip, finite=False, only=None):
     a = case_sgd_update(buf, clip)
     a["out"] = buf("out", 1, fill=2)            # 1 after a non-finite step, else kept
+    if only == "decay":                         # one element, in the weights' range
+        a["g"][3] = np.inf
+        return a
+    if only == "rest":                          # one element, in the biases' range
+        a["u"][33] = np.nan
+        return a
     return a if finite else _non_finite_inputs(a, ("g", "u"))
 
 
@@ -258,6 +264,9 @@ def _cases():
                         lambda b, c=clip, f=fin: case_sgd_check(b, c, f)))
             out.append(("adam_check", label,
                         lambda b, c=clip, f=fin: case_adam_check(b, c, f)))
+        for only in ("decay", "rest"):
+            out.append(("sgd_check", f"clip{clip}_only_{only}",
+                        lambda b, c=clip, o=only: case_sgd_check(b, c, only=o)))
     for act in range(len(ACTIVATIONS)):
         out.append(("activation_forward", ACTIVATIONS[act],
                     lambda b, a=act: case_activation_forward(b, a)))

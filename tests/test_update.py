@@ -102,3 +102,41 @@ def test_float32_update_matches_float64():
     for k in l64.params:
         assert_allclose(l32.params[k], l64.params[k], **tol(np.float32, "float64_twin"),
                         err_msg=k)
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64))
+def test_sgd_kernels_over_a_team_give_one_thread_bits(dtype):
+    # SGD's step and check run over ranges of the parameter vector (parts of
+    # update_kernels.h's loops per thread from 0.5 M elements on); the weight
+    # decay's end and the parts' ends fall inside parts here.  Same bits as one
+    # thread, equal to the rule in float64 within rounding, clip included.
+    from gru_cy._cpu import update as U
+    rng = np.random.default_rng(3)
+    n, n_decay = 600_001, 300_007
+    w0, u0 = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    g0 = (3 * rng.standard_normal(n)).astype(dtype)
+    lr, mom, decay, batch, clip = 0.1, 0.9, 1e-3, 6.0, 2.0
+    out = {}
+    for nt in (1, 2):
+        w, u, g = w0.copy(), u0.copy(), g0.copy()
+        flag = np.zeros(1, dtype)
+        U.py_sgd_check(flag, w, u, g, n, n_decay, lr, mom, decay, batch, clip, nt)
+        assert flag[0] == 0
+        U.py_sgd_update(w, u, g, n, n_decay, lr, mom, decay, batch, clip, nt)
+        assert not g.any()
+        out[nt] = (w, u)
+    assert_array_equal(out[1][0], out[2][0])
+    assert_array_equal(out[1][1], out[2][1])
+    w, u, g = (a.astype(np.float64) for a in (w0, u0, g0))
+    ui = u - np.clip(g, -clip, clip)
+    ui[:n_decay] -= decay * batch * w[:n_decay]
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    assert_allclose(out[2][0], w + lr / batch * ui, rtol=rtol, atol=rtol)
+    assert_allclose(out[2][1], mom * ui, rtol=rtol, atol=rtol)
+    for where in (5, n_decay + 5, n - 1):      # one non-finite step, in either range
+        for nt in (1, 2):
+            g = g0.copy()
+            g[where] = np.inf
+            flag = np.zeros(1, dtype)
+            U.py_sgd_check(flag, w0, u0, g, n, n_decay, lr, mom, decay, batch, 0.0, nt)
+            assert flag[0] == 1, (where, nt)

@@ -20,15 +20,46 @@ cdef inline floating _clip(floating g, floating clip) noexcept nogil:
     return g
 
 
-cdef inline void _sgd_one(floating* w, floating* u, floating* g, Py_ssize_t i,
-                          Py_ssize_t n_decay, floating lr, floating momentum,
-                          floating decay, floating batch, floating clip) noexcept nogil:
-    cdef floating ui = u[i] - _clip(g[i], clip)
-    if i < n_decay:
-        ui = ui - decay * batch * w[i]
-    w[i] = w[i] + (lr / batch) * ui
-    u[i] = momentum * ui
-    g[i] = 0
+cdef extern from "update_kernels.h" nogil:
+    void gru_sgd_range_f(float* w, float* u, float* g, Py_ssize_t i0, Py_ssize_t i1,
+                         Py_ssize_t n_decay, float lr, float momentum, float decay,
+                         float batch, float clip)
+    void gru_sgd_range_d(double* w, double* u, double* g, Py_ssize_t i0, Py_ssize_t i1,
+                         Py_ssize_t n_decay, double lr, double momentum, double decay,
+                         double batch, double clip)
+    int gru_sgd_bad_range_f(const float* w, const float* u, const float* g, Py_ssize_t i0,
+                            Py_ssize_t i1, Py_ssize_t n_decay, float lr, float momentum,
+                            float decay, float batch, float clip)
+    int gru_sgd_bad_range_d(const double* w, const double* u, const double* g,
+                            Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n_decay, double lr,
+                            double momentum, double decay, double batch, double clip)
+
+
+cdef inline void _sgd_range(floating* w, floating* u, floating* g, Py_ssize_t i0,
+                            Py_ssize_t i1, Py_ssize_t n_decay, floating lr,
+                            floating momentum, floating decay, floating batch,
+                            floating clip) noexcept nogil:
+    # SGD's step on [i0, i1) (update_kernels.h: vectorised, same bits as the
+    # per-element loop it replaced)
+    if floating is float:
+        gru_sgd_range_f(w, u, g, i0, i1, n_decay, lr, momentum, decay, batch, clip)
+    else:
+        gru_sgd_range_d(w, u, g, i0, i1, n_decay, lr, momentum, decay, batch, clip)
+
+
+cdef inline int _sgd_bad_range(const floating* w, const floating* u, const floating* g,
+                               Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n_decay,
+                               floating lr, floating momentum, floating decay,
+                               floating batch, floating clip) noexcept nogil:
+    # 1 where _sgd_range would write a non-finite w or u in [i0, i1)
+    if floating is float:
+        return gru_sgd_bad_range_f(w, u, g, i0, i1, n_decay, lr, momentum, decay, batch,
+                                   clip)
+    return gru_sgd_bad_range_d(w, u, g, i0, i1, n_decay, lr, momentum, decay, batch, clip)
+
+
+cdef Py_ssize_t _SGD_PART = 1 << 14
+# elements a thread's part of SGD's loops takes at a time (team runs)
 
 
 cdef int _UPDATE_SCALE = 64
@@ -43,14 +74,14 @@ cdef void sgd_update(floating* w, floating* u, floating* g, Py_ssize_t n,
                      floating batch, floating clip, int nthreads) noexcept nogil:
     # w, u, g: (n,).  u = u - g; u -= decay*batch*w (i < n_decay);
     # w += (lr/batch)*u; u *= momentum; g = 0.
-    cdef Py_ssize_t i
+    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
     cdef int nt = team(n, n // _UPDATE_SCALE, nthreads)
     if nt == 1:
-        for i in range(n):
-            _sgd_one(w, u, g, i, n_decay, lr, momentum, decay, batch, clip)
+        _sgd_range(w, u, g, 0, n, n_decay, lr, momentum, decay, batch, clip)
     else:
-        for i in prange(n, nogil=True, schedule="static", num_threads=nt):
-            _sgd_one(w, u, g, i, n_decay, lr, momentum, decay, batch, clip)
+        for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
+            _sgd_range(w, u, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART), n_decay, lr,
+                       momentum, decay, batch, clip)
 
 
 cdef inline void _adam_one(floating* w, floating* m, floating* v, floating* g,
@@ -83,35 +114,21 @@ cdef void adam_update(floating* w, floating* m, floating* v, floating* g, Py_ssi
             _adam_one(w, m, v, g, i, lr, b1, b2, eps, decay, batch, c1, c2, clip)
 
 
-cdef inline int _sgd_bad(const floating* w, const floating* u, const floating* g,
-                         Py_ssize_t i, Py_ssize_t n_decay, floating lr, floating momentum,
-                         floating decay, floating batch, floating clip) noexcept nogil:
-    # 1 where _sgd_one would write a non-finite w or u at i (x - x != 0 holds
-    # for inf and NaN only), by the same expressions.
-    cdef floating ui = u[i] - _clip(g[i], clip)
-    cdef floating wi, un
-    if i < n_decay:
-        ui = ui - decay * batch * w[i]
-    wi = w[i] + (lr / batch) * ui
-    un = momentum * ui
-    return (wi - wi != 0) | (un - un != 0)
-
-
 cdef void sgd_check(floating* out, const floating* w, const floating* u,
                     const floating* g, Py_ssize_t n, Py_ssize_t n_decay, floating lr,
                     floating momentum, floating decay, floating batch, floating clip,
                     int nthreads) noexcept nogil:
     # out[0] = 1 where sgd_update would leave an element non-finite; nothing
     # else written.
-    cdef Py_ssize_t i
+    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
     cdef int bad = 0
     cdef int nt = team(n, n // _UPDATE_SCALE, nthreads)
     if nt == 1:
-        for i in range(n):
-            bad |= _sgd_bad(w, u, g, i, n_decay, lr, momentum, decay, batch, clip)
+        bad = _sgd_bad_range(w, u, g, 0, n, n_decay, lr, momentum, decay, batch, clip)
     else:
-        for i in prange(n, nogil=True, schedule="static", num_threads=nt):
-            bad |= _sgd_bad(w, u, g, i, n_decay, lr, momentum, decay, batch, clip)
+        for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
+            bad |= _sgd_bad_range(w, u, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART),
+                                  n_decay, lr, momentum, decay, batch, clip)
     if bad:
         out[0] = 1
 
