@@ -140,3 +140,42 @@ def test_sgd_kernels_over_a_team_give_one_thread_bits(dtype):
             flag = np.zeros(1, dtype)
             U.py_sgd_check(flag, w0, u0, g, n, n_decay, lr, mom, decay, batch, 0.0, nt)
             assert flag[0] == 1, (where, nt)
+
+
+@pytest.mark.parametrize("dtype", (np.float32, np.float64))
+def test_adam_kernels_over_a_team_give_one_thread_bits(dtype):
+    # Adam's step and check over parts of the parameter vector: one thread's
+    # bits on a team, the rule in float64 within rounding (clip, decay).
+    from gru_cy._cpu import update as U
+    rng = np.random.default_rng(4)
+    n = 100_003
+    w0, m0 = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    v0 = rng.random(n).astype(dtype)
+    g0 = (3 * rng.standard_normal(n)).astype(dtype)
+    lr, b1, b2, eps, decay, batch, t, clip = 0.01, 0.9, 0.999, 1e-7, 1e-3, 6.0, 3, 2.0
+    out = {}
+    for nt in (1, 2):
+        w, m, v, g = w0.copy(), m0.copy(), v0.copy(), g0.copy()
+        flag = np.zeros(1, dtype)
+        U.py_adam_check(flag, w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip, nt)
+        assert flag[0] == 0
+        U.py_adam_update(w, m, v, g, n, lr, b1, b2, eps, decay, batch, t, clip, nt)
+        assert not g.any()
+        out[nt] = (w, m, v)
+    for a, b in zip(out[1], out[2]):
+        assert_array_equal(a, b)
+    w, m, v, g = (a.astype(np.float64) for a in (w0, m0, v0, g0))
+    gi = np.clip(g, -clip, clip) + decay * batch * w
+    m = b1 * m + (1 - b1) * gi
+    v = b2 * v + (1 - b2) * gi * gi
+    w = w - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    for a, ref in zip(out[2], (w, m, v)):
+        assert_allclose(a, ref, rtol=rtol, atol=rtol)
+    for where in (0, n // 2, n - 1):
+        for nt in (1, 2):
+            m = m0.copy()
+            m[where] = np.nan
+            flag = np.zeros(1, dtype)
+            U.py_adam_check(flag, w0, m, v0, g0, n, lr, b1, b2, eps, decay, batch, t, 0.0, nt)
+            assert flag[0] == 1, (where, nt)

@@ -11,15 +11,6 @@ from libc.math cimport sqrt, pow
 from gru_cy._cpu.common cimport team
 
 
-cdef inline floating _clip(floating g, floating clip) noexcept nogil:
-    if clip > 0:
-        if g > clip:
-            return clip
-        if g < -clip:
-            return -clip
-    return g
-
-
 cdef extern from "update_kernels.h" nogil:
     void gru_sgd_range_f(float* w, float* u, float* g, Py_ssize_t i0, Py_ssize_t i1,
                          Py_ssize_t n_decay, float lr, float momentum, float decay,
@@ -33,6 +24,20 @@ cdef extern from "update_kernels.h" nogil:
     int gru_sgd_bad_range_d(const double* w, const double* u, const double* g,
                             Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t n_decay, double lr,
                             double momentum, double decay, double batch, double clip)
+    void gru_adam_range_f(float* w, float* m, float* v, float* g, Py_ssize_t i0,
+                          Py_ssize_t i1, float lr, float b1, float b2, float eps, float decay,
+                          float batch, float c1, float c2, float clip)
+    void gru_adam_range_d(double* w, double* m, double* v, double* g, Py_ssize_t i0,
+                          Py_ssize_t i1, double lr, double b1, double b2, double eps,
+                          double decay, double batch, double c1, double c2, double clip)
+    int gru_adam_bad_range_f(const float* w, const float* m, const float* v, const float* g,
+                             Py_ssize_t i0, Py_ssize_t i1, float lr, float b1, float b2,
+                             float eps, float decay, float batch, float c1, float c2,
+                             float clip)
+    int gru_adam_bad_range_d(const double* w, const double* m, const double* v,
+                             const double* g, Py_ssize_t i0, Py_ssize_t i1, double lr,
+                             double b1, double b2, double eps, double decay, double batch,
+                             double c1, double c2, double clip)
 
 
 cdef inline void _sgd_range(floating* w, floating* u, floating* g, Py_ssize_t i0,
@@ -59,7 +64,7 @@ cdef inline int _sgd_bad_range(const floating* w, const floating* u, const float
 
 
 cdef Py_ssize_t _SGD_PART = 1 << 14
-# elements a thread's part of SGD's loops takes at a time (team runs)
+# elements a thread's part of the rules' loops takes at a time (team runs)
 
 
 cdef int _UPDATE_SCALE = 64
@@ -84,17 +89,28 @@ cdef void sgd_update(floating* w, floating* u, floating* g, Py_ssize_t n,
                        momentum, decay, batch, clip)
 
 
-cdef inline void _adam_one(floating* w, floating* m, floating* v, floating* g,
-                           Py_ssize_t i, floating lr, floating b1, floating b2,
-                           floating eps, floating decay, floating batch,
-                           floating c1, floating c2, floating clip) noexcept nogil:
-    cdef floating gi = _clip(g[i], clip) + decay * batch * w[i]
-    cdef floating mi = b1 * m[i] + (1 - b1) * gi
-    cdef floating vi = b2 * v[i] + (1 - b2) * gi * gi
-    m[i] = mi
-    v[i] = vi
-    w[i] = w[i] - lr * (mi / c1) / (<floating>sqrt(vi / c2) + eps)
-    g[i] = 0
+cdef inline void _adam_range(floating* w, floating* m, floating* v, floating* g,
+                             Py_ssize_t i0, Py_ssize_t i1, floating lr, floating b1,
+                             floating b2, floating eps, floating decay, floating batch,
+                             floating c1, floating c2, floating clip) noexcept nogil:
+    # Adam's step on [i0, i1) (update_kernels.h)
+    if floating is float:
+        gru_adam_range_f(w, m, v, g, i0, i1, lr, b1, b2, eps, decay, batch, c1, c2, clip)
+    else:
+        gru_adam_range_d(w, m, v, g, i0, i1, lr, b1, b2, eps, decay, batch, c1, c2, clip)
+
+
+cdef inline int _adam_bad_range(const floating* w, const floating* m, const floating* v,
+                                const floating* g, Py_ssize_t i0, Py_ssize_t i1,
+                                floating lr, floating b1, floating b2, floating eps,
+                                floating decay, floating batch, floating c1, floating c2,
+                                floating clip) noexcept nogil:
+    # 1 where _adam_range would write a non-finite w, m or v in [i0, i1)
+    if floating is float:
+        return gru_adam_bad_range_f(w, m, v, g, i0, i1, lr, b1, b2, eps, decay, batch, c1,
+                                    c2, clip)
+    return gru_adam_bad_range_d(w, m, v, g, i0, i1, lr, b1, b2, eps, decay, batch, c1, c2,
+                                clip)
 
 
 cdef void adam_update(floating* w, floating* m, floating* v, floating* g, Py_ssize_t n,
@@ -102,16 +118,16 @@ cdef void adam_update(floating* w, floating* m, floating* v, floating* g, Py_ssi
                       floating decay, floating batch, int t, floating clip,
                       int nthreads) noexcept nogil:
     # w, m, v, g: (n,).  g' = g + decay*batch*w; m, v moments; bias-corrected step.
-    cdef Py_ssize_t i
     cdef floating c1 = <floating>(1 - pow(b1, t))
     cdef floating c2 = <floating>(1 - pow(b2, t))
-    cdef int nt = team(n, n, nthreads)
+    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
+    cdef int nt = team(parts, n, nthreads)
     if nt == 1:
-        for i in range(n):
-            _adam_one(w, m, v, g, i, lr, b1, b2, eps, decay, batch, c1, c2, clip)
+        _adam_range(w, m, v, g, 0, n, lr, b1, b2, eps, decay, batch, c1, c2, clip)
     else:
-        for i in prange(n, nogil=True, schedule="static", num_threads=nt):
-            _adam_one(w, m, v, g, i, lr, b1, b2, eps, decay, batch, c1, c2, clip)
+        for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
+            _adam_range(w, m, v, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART), lr, b1, b2,
+                        eps, decay, batch, c1, c2, clip)
 
 
 cdef void sgd_check(floating* out, const floating* w, const floating* u,
@@ -133,35 +149,23 @@ cdef void sgd_check(floating* out, const floating* w, const floating* u,
         out[0] = 1
 
 
-cdef inline int _adam_bad(const floating* w, const floating* m, const floating* v,
-                          const floating* g, Py_ssize_t i, floating lr, floating b1,
-                          floating b2, floating eps, floating decay, floating batch,
-                          floating c1, floating c2, floating clip) noexcept nogil:
-    # 1 where _adam_one would write a non-finite w, m or v at i.
-    cdef floating gi = _clip(g[i], clip) + decay * batch * w[i]
-    cdef floating mi = b1 * m[i] + (1 - b1) * gi
-    cdef floating vi = b2 * v[i] + (1 - b2) * gi * gi
-    cdef floating wi = w[i] - lr * (mi / c1) / (<floating>sqrt(vi / c2) + eps)
-    return (wi - wi != 0) | (mi - mi != 0) | (vi - vi != 0)
-
-
 cdef void adam_check(floating* out, const floating* w, const floating* m,
                      const floating* v, const floating* g, Py_ssize_t n, floating lr,
                      floating b1, floating b2, floating eps, floating decay,
                      floating batch, int t, floating clip, int nthreads) noexcept nogil:
     # out[0] = 1 where adam_update would leave an element non-finite; nothing
     # else written.
-    cdef Py_ssize_t i
     cdef int bad = 0
     cdef floating c1 = <floating>(1 - pow(b1, t))
     cdef floating c2 = <floating>(1 - pow(b2, t))
-    cdef int nt = team(n, n, nthreads)
+    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
+    cdef int nt = team(parts, n, nthreads)
     if nt == 1:
-        for i in range(n):
-            bad |= _adam_bad(w, m, v, g, i, lr, b1, b2, eps, decay, batch, c1, c2, clip)
+        bad = _adam_bad_range(w, m, v, g, 0, n, lr, b1, b2, eps, decay, batch, c1, c2, clip)
     else:
-        for i in prange(n, nogil=True, schedule="static", num_threads=nt):
-            bad |= _adam_bad(w, m, v, g, i, lr, b1, b2, eps, decay, batch, c1, c2, clip)
+        for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
+            bad |= _adam_bad_range(w, m, v, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART),
+                                   lr, b1, b2, eps, decay, batch, c1, c2, clip)
     if bad:
         out[0] = 1
 

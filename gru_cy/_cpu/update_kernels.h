@@ -1,10 +1,10 @@
-/* SGD's step and its check over a range of the flat parameter vector, in C so
+/* SGD's and Adam's steps and their checks over a range of the flat parameter vector, in C so
  * that the loops vectorise (update.pyx calls them; the Cython loops they
  * replace branched on i < n_decay and on the clip per element and ran scalar:
  * 1 ns an element, the check slower still).
  *
  * Per element the same operations in the same order as update.pyx's
- * _sgd_one / _sgd_bad did (the clip as selects: NaN passes, as the branches
+ * _sgd_one / _sgd_bad and _adam_one / _adam_bad did (the clip as selects: NaN passes, as the branches
  * let it), each in the parameters' type, fp-contract off and one clone per
  * ISA as rows.h's rows: the same bits as before, for any range split (the
  * elements are independent), so any thread count.
@@ -12,6 +12,7 @@
 #ifndef GRU_CY_UPDATE_KERNELS_H
 #define GRU_CY_UPDATE_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include "rows.h"   /* GRU_ROW_ATTR, GRU_BODY_ATTR */
 
@@ -73,4 +74,49 @@ GRU_DEFINE_SGD(float, f)
 GRU_DEFINE_SGD(double, d)
 
 #undef GRU_DEFINE_SGD
+
+/* Adam over [i0, i1): g' = clip(g) + decay*batch*w; m, v moments; w -= lr *
+   (m/c1) / (sqrt(v/c2) + eps); g = 0.  Written as update.pyx's Cython wrote
+   it (its C): 1 - b1 and 1 - b2 are double (the literal 1.0), so in float32
+   the moments' sums are double, rounded once; the root is libm's double
+   sqrt of v/c2, rounded to T. */
+#define GRU_DEFINE_ADAM(T, SFX)                                                      \
+static GRU_ROW_ATTR void                                                             \
+gru_adam_range_##SFX(T* __restrict w, T* __restrict m, T* __restrict v,              \
+                     T* __restrict g, ptrdiff_t i0, ptrdiff_t i1, T lr, T b1, T b2,   \
+                     T eps, T decay, T batch, T c1, T c2, T clip)                    \
+{                                                                                    \
+    for (ptrdiff_t i = i0; i < i1; i++) {                                            \
+        T gi = gru_sgd_clip_##SFX(g[i], clip) + decay * batch * w[i];                \
+        T mi = b1 * m[i] + (1.0 - b1) * gi;                                          \
+        T vi = b2 * v[i] + (1.0 - b2) * gi * gi;                                     \
+        m[i] = mi;                                                                   \
+        v[i] = vi;                                                                   \
+        w[i] = w[i] - lr * (mi / c1) / ((T)sqrt(vi / c2) + eps);                    \
+        g[i] = 0;                                                                    \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
+/* 1 where gru_adam_range would write a non-finite w, m or v in [i0, i1). */        \
+static GRU_ROW_ATTR int                                                              \
+gru_adam_bad_range_##SFX(const T* __restrict w, const T* __restrict m,               \
+                         const T* __restrict v, const T* __restrict g, ptrdiff_t i0, \
+                         ptrdiff_t i1, T lr, T b1, T b2, T eps, T decay, T batch,     \
+                         T c1, T c2, T clip)                                         \
+{                                                                                    \
+    int bad = 0;                                                                     \
+    for (ptrdiff_t i = i0; i < i1; i++) {                                            \
+        T gi = gru_sgd_clip_##SFX(g[i], clip) + decay * batch * w[i];                \
+        T mi = b1 * m[i] + (1.0 - b1) * gi;                                          \
+        T vi = b2 * v[i] + (1.0 - b2) * gi * gi;                                     \
+        T wi = w[i] - lr * (mi / c1) / ((T)sqrt(vi / c2) + eps);                     \
+        bad |= (wi - wi != 0) | (mi - mi != 0) | (vi - vi != 0);                     \
+    }                                                                                \
+    return bad;                                                                      \
+}
+
+GRU_DEFINE_ADAM(float, f)
+GRU_DEFINE_ADAM(double, d)
+
+#undef GRU_DEFINE_ADAM
 #endif
