@@ -212,7 +212,8 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
     @property
     def state(self):
         """The carried states (num_layers * D, B, H), a copy; None before a forward."""
-        states = [layer.state for layer in self._sublayers()]
+        with self._lock:    # one forward's states, not a mix of two calls'
+            states = [layer.state for layer in self._sublayers()]
         if any(s is None for s in states):
             return None
         return self._backend().xp.stack(states)
@@ -268,6 +269,7 @@ class StackedGRU(DropoutMasks, Locked, Saveable):
         return self.layers[0][0].inference_precision
 
     @inference_precision.setter
+    @serialized
     def inference_precision(self, value):
         for layer in self._sublayers():
             layer.inference_precision = value

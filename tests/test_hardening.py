@@ -88,6 +88,36 @@ def test_stacked_and_network_from_several_threads():
             assert_array_equal(a, b)
 
 
+def test_stacked_state_read_during_a_forward_is_one_calls():
+    # StackedGRU.state gathers its sublayers' states: read while another
+    # thread ran forwards, 35% of the reads mixed two calls' layers (or, with
+    # two batch sizes, raised NumPy's shape error).  It takes the model's lock
+    # now: every read is one whole call's final states.
+    rng = np.random.default_rng(3)
+    m = StackedGRU(8, 16, num_layers=3, dtype=np.float64, seed=0, num_threads=1)
+    xs = [rng.standard_normal((20, B, 8)) for B in (3, 3, 5)]
+    want = []
+    for x in xs:
+        m.forward(x, h0=np.zeros((3, x.shape[1], 16)))
+        want.append(m.state)
+    stop = threading.Event()
+
+    def run():
+        while not stop.is_set():
+            for x in xs:
+                m.forward(x, h0=np.zeros((3, x.shape[1], 16)))
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        reads = [m.state for _ in range(3000)]
+    finally:
+        stop.set()
+        t.join()
+    for s in reads:
+        assert any(s.shape == w.shape and np.array_equal(s, w) for w in want)
+
+
 @pytest.mark.parametrize("make", [lambda: GRU(64, 128),
                                   lambda: Connected(64, 128),
                                   lambda: StackedGRU(8, 16, num_layers=2, bidirectional=True),
