@@ -224,6 +224,27 @@ def test_bit_identical_across_threads_every_kernel_set(dtype, isa_restore):
             assert_allclose(outs[2], outs[0], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_rows_bits_do_not_depend_on_the_rows_beside_it(dtype, isa_restore):
+    # A padded batch's steps run any number of rows: a micro-tile of m rows
+    # (every height up to the kernel's) gives each row the bits it gets in a
+    # full tile (the engine's results must not depend on the rows running
+    # beside a sequence, nor on the thread count's row chunks).  From 4 rows:
+    # below, the direct path rounds in its own order.
+    rng = np.random.default_rng(9)
+    for isa in _available_isas():
+        gemm_isa(isa)
+        for (N, K), (ta, tb) in itertools.product([(96, 70), (200, 257)],
+                                                  [(False, True), (False, False)]):
+            Ast, Bst, _ = _operands(rng, 24, N, K, ta, tb, dtype)
+            full = np.zeros((24, N), dtype)
+            gemm_py(full, Ast, Bst, ta, tb, 1.0, 0.0, 1)
+            for m in range(4, 24):
+                C = np.zeros((m, N), dtype)
+                gemm_py(C, Ast[:m], Bst, ta, tb, 1.0, 0.0, 1)
+                assert_allclose(C, full[:m], rtol=0, atol=0, err_msg=f"{isa} m={m}")
+
+
 def test_small_products_run_serially():
     # batch-1 streaming gemms stay out of OpenMP (a region costs microseconds)
     for M, N, K in [(1, 384, 64), (1, 384, 128), (4, 96, 64)]:

@@ -187,9 +187,10 @@ GK_FN(gk_ukr_body)(ptrdiff_t kc, const GK_T *restrict a, ptrdiff_t ars, ptrdiff_
             GK_FN(gk_vstore)(c + r * ldc + v * GK_VW, acc[r][v], alpha, beta, mode);
 }
 
-/* Micro-kernel instances: full height (GK_MR) or half height, 1..GK_NV
- * vectors wide, on packed A; and full height on A in place (strides ars,
- * aks).  Every instance does the same arithmetic per element. */
+/* Micro-kernel instances: 1..GK_MR rows on packed A (a partial tile runs
+ * its own height: a padded batch's steps have any number of running rows),
+ * and full height on A in place (strides ars, aks); 1..GK_NV vectors wide.
+ * Every instance does the same arithmetic per element. */
 #define GK_UKR_INST(name, MRX, NVX, ARS, AKS)                               \
     static __attribute__((noinline)) void GK_FN(name)(                      \
         ptrdiff_t kc, const GK_T *restrict a, ptrdiff_t ars, ptrdiff_t aks, \
@@ -201,17 +202,36 @@ GK_FN(gk_ukr_body)(ptrdiff_t kc, const GK_T *restrict a, ptrdiff_t ars, ptrdiff_
         GK_FN(gk_ukr_body)(kc, a, ARS, AKS, b, c, ldc, alpha, beta, mode,   \
                            MRX, NVX);                                       \
     }
-GK_UKR_INST(gk_ukr_f1, GK_MR, 1, 1, GK_MR)
-GK_UKR_INST(gk_ukr_h1, (GK_MR + 1) / 2, 1, 1, GK_MR)
+/* packed A, mr rows (mr <= GK_MR, the panel's rows GK_MR apart), nv vectors */
+#define GK_UKR_PACKED(MRX)                                                  \
+    GK_UKR_INST(gk_ukr_p##MRX##_1, MRX, 1, 1, GK_MR)                        \
+    GK_UKR_INST(gk_ukr_p##MRX##_2, MRX, GK_NV >= 2 ? 2 : 1, 1, GK_MR)       \
+    GK_UKR_INST(gk_ukr_p##MRX##_3, MRX, GK_NV >= 3 ? 3 : 1, 1, GK_MR)
+GK_UKR_PACKED(1)
+GK_UKR_PACKED(2)
+GK_UKR_PACKED(3)
+GK_UKR_PACKED(4)
+#if GK_MR >= 5
+GK_UKR_PACKED(5)
+#endif
+#if GK_MR >= 6
+GK_UKR_PACKED(6)
+#endif
+#if GK_MR >= 7
+GK_UKR_PACKED(7)
+#endif
+#if GK_MR >= 8
+GK_UKR_PACKED(8)
+#endif
+#if GK_MR > 8
+#error "GK_MR must be at most 8"
+#endif
+#undef GK_UKR_PACKED
 GK_UKR_INST(gk_ukr_u1, GK_MR, 1, ars, aks)
 #if GK_NV >= 2
-GK_UKR_INST(gk_ukr_f2, GK_MR, 2, 1, GK_MR)
-GK_UKR_INST(gk_ukr_h2, (GK_MR + 1) / 2, 2, 1, GK_MR)
 GK_UKR_INST(gk_ukr_u2, GK_MR, 2, ars, aks)
 #endif
 #if GK_NV >= 3
-GK_UKR_INST(gk_ukr_f3, GK_MR, 3, 1, GK_MR)
-GK_UKR_INST(gk_ukr_h3, (GK_MR + 1) / 2, 3, 1, GK_MR)
 GK_UKR_INST(gk_ukr_u3, GK_MR, 3, ars, aks)
 #endif
 #if GK_NV > 3
@@ -226,16 +246,39 @@ typedef void (*GK_FN(gk_ukr_t))(ptrdiff_t, const GK_T *restrict, ptrdiff_t, ptrd
  * place, full height only). */
 static inline GK_FN(gk_ukr_t) GK_FN(gk_ukr_pick)(ptrdiff_t mr, int nv, int unpacked)
 {
-    int half = mr <= (GK_MR + 1) / 2;
-    switch (nv) {
+    if (unpacked) {
+        switch (nv) {
 #if GK_NV >= 3
-    case 3: return unpacked ? GK_FN(gk_ukr_u3) : half ? GK_FN(gk_ukr_h3) : GK_FN(gk_ukr_f3);
+        case 3: return GK_FN(gk_ukr_u3);
 #endif
 #if GK_NV >= 2
-    case 2: return unpacked ? GK_FN(gk_ukr_u2) : half ? GK_FN(gk_ukr_h2) : GK_FN(gk_ukr_f2);
+        case 2: return GK_FN(gk_ukr_u2);
 #endif
-    default: return unpacked ? GK_FN(gk_ukr_u1) : half ? GK_FN(gk_ukr_h1) : GK_FN(gk_ukr_f1);
+        default: return GK_FN(gk_ukr_u1);
+        }
     }
+#define GK_PICK(MRX)                                                        \
+    case MRX: return nv == 3 ? GK_FN(gk_ukr_p##MRX##_3)                     \
+                   : nv == 2 ? GK_FN(gk_ukr_p##MRX##_2) : GK_FN(gk_ukr_p##MRX##_1);
+    switch (mr) {
+    GK_PICK(1) GK_PICK(2) GK_PICK(3)
+#if GK_MR >= 5
+    GK_PICK(5)
+#endif
+#if GK_MR >= 6
+    GK_PICK(6)
+#endif
+#if GK_MR >= 7
+    GK_PICK(7)
+#endif
+#if GK_MR >= 8
+    GK_PICK(8)
+#endif
+    default: break;
+    }
+#undef GK_PICK
+    /* mr == 4 */
+    return nv == 3 ? GK_FN(gk_ukr_p4_3) : nv == 2 ? GK_FN(gk_ukr_p4_2) : GK_FN(gk_ukr_p4_1);
 }
 
 /* Pack rows [i0, i0+mc) x K block of op(A). */
