@@ -252,6 +252,17 @@ class GRU(Trainable):
         lock = self._lock
         lock.acquire()
         try:
+            if not train and h0 is None and lengths is None and not self.reverse \
+                    and self._precision == "float32" and not self.batch_normalize:
+                # Fast path (batch-1 streaming calls this per step): x needs
+                # no conversion, the carried state fits; checked and run in C.
+                # (BN takes the general path: its input range is checked there.)
+                n = self.num_threads
+                self._seq = None
+                out = self._engine.infer_lean(x, self._state, 0 if n is None else n)
+                if out is not None:
+                    y, self._state = out
+                    return y
             return self._forward(x, train, h0, lengths)
         finally:
             lock.release()
@@ -263,14 +274,6 @@ class GRU(Trainable):
         if lengths is not None or self.reverse:
             return self._forward_packed(x, train, h0, lengths)
         self._seq = None
-        if not train and h0 is None and not self.batch_normalize:
-            # Fast path (batch-1 streaming calls this per step): x needs no
-            # conversion, the carried state fits; checked and run in C.  (BN
-            # takes the general path: its input range is checked there.)
-            out = self._engine.infer_lean(x, self._state, 0 if n is None else n)
-            if out is not None:
-                y, self._state = out
-                return y
         backend = self._backend
         xp = backend.xp
         x_in = x

@@ -100,6 +100,13 @@ def test_full_lengths_and_reverse_without_lengths():
                     **tol(np.float64, "engine"))
     assert_allclose(r.forward(x, h0=np.zeros((B, H))), g.forward(
         np.ascontiguousarray(x[::-1]), h0=np.zeros((B, H)))[::-1], **tol(np.float64, "engine"))
+    # and from the carried state (no h0: the calls layer.forward serves fastest)
+    for layer in (g, r):
+        layer.reset_state()
+    x2 = rng.normal(size=(T, B, I))
+    want = [g.forward(np.ascontiguousarray(a[::-1]))[::-1] for a in (x, x2)]
+    for a, w in zip((x, x2), want):
+        assert_allclose(r.forward(a), w, **tol(np.float64, "engine"))
 
 
 @pytest.mark.parametrize("threads", (1, 2))

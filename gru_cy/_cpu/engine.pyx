@@ -187,6 +187,7 @@ cdef class Engine:
     cdef dict works                    # the scratch of the last shapes, by (T, B)
     cdef Py_ssize_t work_T, work_B     # its shape
     cdef object fscratch               # the fused forward's scratch (the largest asked)
+    cdef Py_ssize_t fscratch_bytes     # its size
     cdef Ptrs wp                       # the scratch's pointers (h0: the zero state)
     cdef Dims d
     cdef bint f64
@@ -324,9 +325,11 @@ cdef class Engine:
         # kept for the next call.
         if nbytes == 0:
             return NULL
-        if self.fscratch is None or self.fscratch.size < nbytes:
+        if self.fscratch is None or self.fscratch_bytes < nbytes:
             self.fscratch = None
+            self.fscratch_bytes = 0
             self.fscratch = np.empty(nbytes, np.uint8)
+            self.fscratch_bytes = nbytes
         return _ptr(self.fscratch)
 
     def _packs(self, Py_ssize_t T, Py_ssize_t B, bint fwd):
@@ -630,14 +633,18 @@ cdef class Engine:
                 self.packs_in = self.fscratch
         c.p = p
         c.d = d
-        self.call_refs = (cache, packs, xa, h0, y)
+        # What the call's pointers point into and nothing else holds: the
+        # cache and the packs (x, h0 and y are the preparer's arguments, held
+        # by its caller until the computation ends; batch-1 streaming makes no
+        # tuple at all).
+        self.call_refs = None if cache is None and packs is None else (cache, packs)
         return 0
 
     cdef object _finish(self, y):
         # After the computation: the training cache kept, the final state.
         cdef Call* c = &self.call
         cdef Py_ssize_t T = c.d.T, B = c.d.B, H = c.d.H
-        cache = self.call_refs[0]
+        cache = None if self.call_refs is None else self.call_refs[0]
         self.call_refs = None
         if c.train:
             y[...] = cache["hs"][1:]
