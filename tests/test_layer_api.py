@@ -449,3 +449,25 @@ def test_engine_refuses_a_missing_dy():
     eng = layer._engine
     with pytest.raises(ValueError, match="dy"):
         eng.backward(None, None, np.empty((3, 2, 3)), np.empty((2, 4)), 1)
+
+
+@pytest.mark.parametrize("variant", ("darknet", "reset_after"))
+@pytest.mark.parametrize("dtype", (np.float32, np.float64))
+def test_split_sequences_carry_the_state_exactly(variant, dtype):
+    # README: a sequence run one step a call, or in chunks, gives the
+    # whole-sequence call's bits from batch 4 on; at batch 1 to 3 (a
+    # matrix-vector path for the products) it agrees to rounding: two of the
+    # engine's paths, summing in different orders ("engine").
+    for B in (1, 2, 3, 4, 9):
+        layer = gru_cy.GRU(24, 40, variant=variant, dtype=dtype, seed=B)
+        x = np.random.default_rng(B).standard_normal((12, B, 24)).astype(dtype)
+        whole = layer.forward(x)
+        layer.reset_state()
+        steps = np.concatenate([layer.forward(x[t:t + 1]) for t in range(12)])
+        layer.reset_state()
+        chunks = np.concatenate([layer.forward(x[a:a + 5]) for a in (0, 5, 10)])
+        for split in (steps, chunks):
+            if B >= 4:
+                assert_array_equal(split, whole)
+            else:
+                assert_allclose(split, whole, **tol(dtype, "engine"))
