@@ -63,7 +63,7 @@ cdef inline int _sgd_bad_range(const floating* w, const floating* u, const float
     return gru_sgd_bad_range_d(w, u, g, i0, i1, n_decay, lr, momentum, decay, batch, clip)
 
 
-cdef Py_ssize_t _SGD_PART = 1 << 14
+cdef Py_ssize_t _PART = 1 << 14
 # elements a thread's part of the rules' loops takes at a time (team runs)
 
 
@@ -79,13 +79,13 @@ cdef void sgd_update(floating* w, floating* u, floating* g, Py_ssize_t n,
                      floating batch, floating clip, int nthreads) noexcept nogil:
     # w, u, g: (n,).  u = u - g; u -= decay*batch*w (i < n_decay);
     # w += (lr/batch)*u; u *= momentum; g = 0.
-    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
-    cdef int nt = team(n, n // _UPDATE_SCALE, nthreads)
+    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
+    cdef int nt = team(parts, n // _UPDATE_SCALE, nthreads)
     if nt == 1:
         _sgd_range(w, u, g, 0, n, n_decay, lr, momentum, decay, batch, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            _sgd_range(w, u, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART), n_decay, lr,
+            _sgd_range(w, u, g, k * _PART, min(n, (k + 1) * _PART), n_decay, lr,
                        momentum, decay, batch, clip)
 
 
@@ -120,13 +120,13 @@ cdef void adam_update(floating* w, floating* m, floating* v, floating* g, Py_ssi
     # w, m, v, g: (n,).  g' = g + decay*batch*w; m, v moments; bias-corrected step.
     cdef floating c1 = <floating>(1 - pow(b1, t))
     cdef floating c2 = <floating>(1 - pow(b2, t))
-    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
+    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
     cdef int nt = team(parts, n, nthreads)
     if nt == 1:
         _adam_range(w, m, v, g, 0, n, lr, b1, b2, eps, decay, batch, c1, c2, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            _adam_range(w, m, v, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART), lr, b1, b2,
+            _adam_range(w, m, v, g, k * _PART, min(n, (k + 1) * _PART), lr, b1, b2,
                         eps, decay, batch, c1, c2, clip)
 
 
@@ -136,14 +136,14 @@ cdef void sgd_check(floating* out, const floating* w, const floating* u,
                     int nthreads) noexcept nogil:
     # out[0] = 1 where sgd_update would leave an element non-finite; nothing
     # else written.
-    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
+    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
     cdef int bad = 0
-    cdef int nt = team(n, n // _UPDATE_SCALE, nthreads)
+    cdef int nt = team(parts, n // _UPDATE_SCALE, nthreads)
     if nt == 1:
         bad = _sgd_bad_range(w, u, g, 0, n, n_decay, lr, momentum, decay, batch, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            bad |= _sgd_bad_range(w, u, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART),
+            bad |= _sgd_bad_range(w, u, g, k * _PART, min(n, (k + 1) * _PART),
                                   n_decay, lr, momentum, decay, batch, clip)
     if bad:
         out[0] = 1
@@ -158,13 +158,13 @@ cdef void adam_check(floating* out, const floating* w, const floating* m,
     cdef int bad = 0
     cdef floating c1 = <floating>(1 - pow(b1, t))
     cdef floating c2 = <floating>(1 - pow(b2, t))
-    cdef Py_ssize_t k, parts = (n + _SGD_PART - 1) // _SGD_PART
+    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
     cdef int nt = team(parts, n, nthreads)
     if nt == 1:
         bad = _adam_bad_range(w, m, v, g, 0, n, lr, b1, b2, eps, decay, batch, c1, c2, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            bad |= _adam_bad_range(w, m, v, g, k * _SGD_PART, min(n, (k + 1) * _SGD_PART),
+            bad |= _adam_bad_range(w, m, v, g, k * _PART, min(n, (k + 1) * _PART),
                                    lr, b1, b2, eps, decay, batch, c1, c2, clip)
     if bad:
         out[0] = 1
