@@ -3,7 +3,7 @@
  * Products with bf16 inputs and float32 accumulation (AVX512_BF16's
  * vdpbf16ps); biases, gates and state in float32 (darknet: rows.h's row
  * functions, the float32 engine's; reset_after: gb_reset_after_row, the same
- * expressions with fused multiply-adds).  Inference only, lengths None
+ * row body with fused multiply-adds).  Inference only, lengths None
  * (bf16.pyx, layer.py say so).
  *
  *   gb_supported        does this CPU have AVX512_BF16 (and F, BW, VL)?
@@ -204,34 +204,22 @@ static void gb_gemm_cols(float *C, ptrdiff_t ldc, const uint32_t *A, ptrdiff_t l
     }
 }
 
-/* reset_after's gates and state of one row's units for inference: h only
- * (z, r, c are not kept), the row body's expressions (rows.h) compiled with
- * fused multiply-adds.  The float32 engine's rows keep a*b + c as two
- * roundings so that every ISA clone gives the same bits; this path runs on
- * AVX512_BF16 CPUs only, one build of it, so contracting keeps its results
- * the same for any thread count (its bits are its own: bf16 products).
- * 1.65 ns a unit against 2.33 for the shared row (config C's rows, in L1). */
-#define GB_RA_ROW_BODY(ACT)                                                       \
-    for (ptrdiff_t j = 0; j < H; j++) {                                           \
-        float zj = gru_logistic_f(xp[j] + hp[j]);                                 \
-        float rj = gru_logistic_f(xp[gs + j] + hp[gs + j]);                       \
-        float v = xp[2 * gs + j] + rj * hp[2 * gs + j];                           \
-        float cj = ACT(v);                                                        \
-        h[j] = zj * hprev[j] + (1 - zj) * cj;                                     \
-    }
-
+/* reset_after's gates and state of one row's units for inference: rows.h's
+ * row body (gru_reset_after_body_f) writing h only, inlined here with fused
+ * multiply-adds.  The float32 engine's rows keep a*b + c as two roundings so
+ * that every ISA clone gives the same bits; this path runs on AVX512_BF16
+ * CPUs only, one build of it, so contracting keeps its results the same for
+ * any thread count (its bits are its own: bf16 products).  1.65 ns a unit
+ * against 2.33 for the float32 engine's row (config C's rows, in L1). */
 static GB_ATTR __attribute__((noinline)) void
-gb_reset_after_row(float *__restrict h, const float *__restrict xp,
-                   const float *__restrict hp, const float *__restrict hprev, ptrdiff_t H,
-                   ptrdiff_t gs, int act)
+gb_reset_after_row(float *h, const float *xp, const float *hp, const float *hprev,
+                   ptrdiff_t H, ptrdiff_t gs, int act)
 {
-    if (act == 1) {
-        GB_RA_ROW_BODY(gru_tanh_f)
-    } else {
-        GB_RA_ROW_BODY(gru_logistic_f)
-    }
+    if (act == 1)
+        gru_reset_after_body_f(NULL, NULL, NULL, h, xp, hp, hprev, H, gs, 1, 0);
+    else
+        gru_reset_after_body_f(NULL, NULL, NULL, h, xp, hp, hprev, H, gs, 0, 0);
 }
-#undef GB_RA_ROW_BODY
 
 #else  /* no x86-64 GNU C: no bf16 path */
 #define GB_HAVE_BF16 0

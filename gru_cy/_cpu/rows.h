@@ -136,21 +136,24 @@ gru_reset_after_cand_row_##SFX(T* c, const T* r, const T* q, ptrdiff_t H, int ac
 }                                                                                    \
                                                                                      \
 /* z, r as above; q = hp_h (q may be NULL); c = act(xp_h + r*hp_h);                  \
-   h = z*hprev + (1 - z)*c.  Gate columns gs apart, as above. */                     \
+   h = z*hprev + (1 - z)*c.  Gate columns gs apart, as above.  keep (a constant      \
+   at each call): z, r and c are written; else h only (they may be NULL). */        \
 static GRU_BODY_ATTR void                                                             \
 gru_reset_after_body_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R c, T* GRU_R h,           \
                            const T* GRU_R xp, const T* GRU_R hp,                     \
                            const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs,          \
-                           int is_tanh)                                              \
+                           int is_tanh, int keep)                                    \
 {                                                                                    \
     for (ptrdiff_t j = 0; j < H; j++) {                                              \
         T zj = LOGISTIC(xp[j] + hp[j]);                                              \
         T rj = LOGISTIC(xp[gs + j] + hp[gs + j]);                                    \
         T v = xp[2 * gs + j] + rj * hp[2 * gs + j];                                  \
         T cj = is_tanh ? TANH(v) : LOGISTIC(v);                                      \
-        z[j] = zj;                                                                   \
-        r[j] = rj;                                                                   \
-        c[j] = cj;                                                                   \
+        if (keep) {                                                                  \
+            z[j] = zj;                                                               \
+            r[j] = rj;                                                               \
+            c[j] = cj;                                                               \
+        }                                                                            \
         h[j] = zj * hprev[j] + (1 - zj) * cj;                                        \
     }                                                                                \
 }                                                                                    \
@@ -161,9 +164,9 @@ gru_reset_after_row_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R q, T* GRU_R c,       
                           const T* GRU_R hprev, ptrdiff_t H, ptrdiff_t gs, int act)  \
 {                                                                                    \
     if (act == 1)                                                                    \
-        gru_reset_after_body_##SFX(z, r, c, h, xp, hp, hprev, H, gs, 1);             \
+        gru_reset_after_body_##SFX(z, r, c, h, xp, hp, hprev, H, gs, 1, 1);          \
     else                                                                             \
-        gru_reset_after_body_##SFX(z, r, c, h, xp, hp, hprev, H, gs, 0);             \
+        gru_reset_after_body_##SFX(z, r, c, h, xp, hp, hprev, H, gs, 0, 1);          \
     if (q != NULL) {                                                                 \
         for (ptrdiff_t j = 0; j < H; j++)                                            \
             q[j] = hp[2 * gs + j];                                                   \
