@@ -202,11 +202,24 @@ GK_FN(gk_ukr_body)(ptrdiff_t kc, const GK_T *restrict a, ptrdiff_t ars, ptrdiff_
         GK_FN(gk_ukr_body)(kc, a, ARS, AKS, b, c, ldc, alpha, beta, mode,   \
                            MRX, NVX);                                       \
     }
-/* packed A, mr rows (mr <= GK_MR, the panel's rows GK_MR apart), nv vectors */
+/* packed A, mr rows (mr <= GK_MR, the panel's rows GK_MR apart), nv vectors
+ * (GK_PICK_NV: the instance for nv, among those GK_NV allows) */
+#if GK_NV >= 3
 #define GK_UKR_PACKED(MRX)                                                  \
     GK_UKR_INST(gk_ukr_p##MRX##_1, MRX, 1, 1, GK_MR)                        \
-    GK_UKR_INST(gk_ukr_p##MRX##_2, MRX, GK_NV >= 2 ? 2 : 1, 1, GK_MR)       \
-    GK_UKR_INST(gk_ukr_p##MRX##_3, MRX, GK_NV >= 3 ? 3 : 1, 1, GK_MR)
+    GK_UKR_INST(gk_ukr_p##MRX##_2, MRX, 2, 1, GK_MR)                        \
+    GK_UKR_INST(gk_ukr_p##MRX##_3, MRX, 3, 1, GK_MR)
+#define GK_PICK_NV(MRX) (nv == 3 ? GK_FN(gk_ukr_p##MRX##_3)                 \
+                         : nv == 2 ? GK_FN(gk_ukr_p##MRX##_2) : GK_FN(gk_ukr_p##MRX##_1))
+#elif GK_NV == 2
+#define GK_UKR_PACKED(MRX)                                                  \
+    GK_UKR_INST(gk_ukr_p##MRX##_1, MRX, 1, 1, GK_MR)                        \
+    GK_UKR_INST(gk_ukr_p##MRX##_2, MRX, 2, 1, GK_MR)
+#define GK_PICK_NV(MRX) (nv == 2 ? GK_FN(gk_ukr_p##MRX##_2) : GK_FN(gk_ukr_p##MRX##_1))
+#else
+#define GK_UKR_PACKED(MRX) GK_UKR_INST(gk_ukr_p##MRX##_1, MRX, 1, 1, GK_MR)
+#define GK_PICK_NV(MRX) GK_FN(gk_ukr_p##MRX##_1)
+#endif
 GK_UKR_PACKED(1)
 GK_UKR_PACKED(2)
 GK_UKR_PACKED(3)
@@ -257,9 +270,7 @@ static inline GK_FN(gk_ukr_t) GK_FN(gk_ukr_pick)(ptrdiff_t mr, int nv, int unpac
         default: return GK_FN(gk_ukr_u1);
         }
     }
-#define GK_PICK(MRX)                                                        \
-    case MRX: return nv == 3 ? GK_FN(gk_ukr_p##MRX##_3)                     \
-                   : nv == 2 ? GK_FN(gk_ukr_p##MRX##_2) : GK_FN(gk_ukr_p##MRX##_1);
+#define GK_PICK(MRX) case MRX: return GK_PICK_NV(MRX);
     switch (mr) {
     GK_PICK(1) GK_PICK(2) GK_PICK(3)
 #if GK_MR >= 5
@@ -277,9 +288,9 @@ static inline GK_FN(gk_ukr_t) GK_FN(gk_ukr_pick)(ptrdiff_t mr, int nv, int unpac
     default: break;
     }
 #undef GK_PICK
-    /* mr == 4 */
-    return nv == 3 ? GK_FN(gk_ukr_p4_3) : nv == 2 ? GK_FN(gk_ukr_p4_2) : GK_FN(gk_ukr_p4_1);
+    return GK_PICK_NV(4);   /* mr == 4 */
 }
+#undef GK_PICK_NV
 
 /* Pack rows [i0, i0+mc) x K block of op(A). */
 static void GK_FN(gk_pack_a)(const gk_ctx *x, ptrdiff_t i0, ptrdiff_t mc, ptrdiff_t k0,
