@@ -104,13 +104,31 @@ def test_conversion_rounds_to_nearest_even():
 @pytest.mark.parametrize("T,B,I,H", SIZES)
 def test_each_step_matches_emulation(variant, activation, T, B, I, H):
     g, _ = pair(I, H, variant=variant, activation=activation)
-    x = data(T, B, I)
-    h0 = np.random.default_rng(2).uniform(-1, 1, (B, H)).astype(F32)
+    y = check_steps(g, T, B)
+    assert_array_equal(g.state, y[-1])
+
+
+def check_steps(g, T, B):
+    """g's forward of random x (T, B, I) from a random h0, each step against
+    emulated_step from the previous step's output; returns y."""
+    x = data(T, B, g.inputs)
+    h0 = np.random.default_rng(2).uniform(-1, 1, (B, g.outputs)).astype(F32)
     y = g.forward(x, h0=h0)
     for t in range(T):
         want = emulated_step(g, x[t], h0 if t == 0 else y[t - 1])
         assert_allclose(y[t], want, **tol(F32, "bf16_step"))
-    assert_array_equal(g.state, y[-1])
+    return y
+
+
+@needs_bf16
+@pytest.mark.parametrize("activation", ["tanh", "logistic"])
+@pytest.mark.parametrize("num_threads", [1, 2])
+def test_reset_after_rows_longer_than_a_block(activation, num_threads):
+    # rows.h computes reset_after's h-only rows in blocks of GRU_ROW_BLOCK
+    # (256) units: 600 units a thread or 300, each row in two or three blocks
+    g, _ = pair(24, 600, variant="reset_after", activation=activation,
+                num_threads=num_threads)
+    check_steps(g, 2, 5)
 
 
 @needs_bf16
