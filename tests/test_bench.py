@@ -233,3 +233,41 @@ def test_issue17_peers_agree_with_gru_cy(monkeypatch, name, module, variant):
 def test_engines_list_names_the_new_peers(capsys):
     assert bench.main(["--engines", "gru_cy,openvino,openvino_default,jax", "--help"]) == 0
     assert "openvino" in " ".join(bench.ENGINES) and "jax" in bench.ENGINES
+
+
+def _asv_peers():
+    import importlib.util
+    path = os.path.join(ROOT, "asv_bench", "benchmarks", "bench_peers.py")
+    spec = importlib.util.spec_from_file_location("asv_bench_peers", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_asv_peer_benchmarks():
+    # asv_bench/benchmarks/bench_peers.py: gru_cy's cases run; a case an engine
+    # cannot run is asv's "skipped" (NotImplementedError from setup), never an error
+    mod = _asv_peers()
+    inf = mod.PeerInference()
+    inf.setup("A", "reset_after", "gru_cy")
+    inf.time_inference("A", "reset_after", "gru_cy")
+    step = mod.PeerTrainingStep()
+    step.setup("D", "darknet", "gru_cy")
+    step.time_train_step("D", "darknet", "gru_cy")
+    with pytest.raises(NotImplementedError):
+        mod.PeerTrainingStep().setup("A", "darknet", "torch")   # nn.GRU: reset_after only
+
+
+def test_asv_peer_benchmarks_check_the_peer(monkeypatch):
+    # a peer is timed only after its outputs agree with gru_cy's
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed")
+    pytest.importorskip("onnx", reason="onnx is not installed")
+    mod = _asv_peers()
+    inf = mod.PeerInference()
+    inf.setup("D", "darknet", "ort")
+    inf.time_inference("D", "darknet", "ort")
+    from gru_cy.bench import engines
+    monkeypatch.setattr(engines, "check_outputs",
+                        lambda task, engs, x, dy, h0: {e.name: (1.0, False) for e in engs})
+    with pytest.raises(RuntimeError, match="disagrees"):
+        mod.PeerInference().setup("D", "darknet", "ort")
