@@ -140,14 +140,34 @@ gru_reset_after_cand_row_##SFX(T* c, const T* r, const T* q, ptrdiff_t H, int ac
         gru_reset_after_cand_body_##SFX(c, r, q, H, 0);                              \
 }                                                                                    \
                                                                                      \
+/* The two passes of n units of reset_after's row: z and r (into z, r), then c       \
+   (into c where keep) and h.  Gate columns gs apart.  Short loop bodies: the        \
+   core overlaps several iterations' dependency chains (one loop with all three      \
+   functions ran 2.24 ns a unit on Zen 4, the two passes 1.62). */                   \
+static GRU_BODY_ATTR void                                                            \
+gru_reset_after_passes_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R c, T* GRU_R h,         \
+                             const T* GRU_R xp, const T* GRU_R hp,                   \
+                             const T* GRU_R hprev, ptrdiff_t n, ptrdiff_t gs,        \
+                             int is_tanh, int keep)                                  \
+{                                                                                    \
+    for (ptrdiff_t j = 0; j < n; j++) {                                              \
+        z[j] = LOGISTIC(xp[j] + hp[j]);                                              \
+        r[j] = LOGISTIC(xp[gs + j] + hp[gs + j]);                                    \
+    }                                                                                \
+    for (ptrdiff_t j = 0; j < n; j++) {                                              \
+        T v = xp[2 * gs + j] + r[j] * hp[2 * gs + j];                                \
+        T cj = GRU_ACT(is_tanh, TANH, LOGISTIC, v);                                  \
+        if (keep)                                                                    \
+            c[j] = cj;                                                               \
+        h[j] = z[j] * hprev[j] + (1 - z[j]) * cj;                                    \
+    }                                                                                \
+}                                                                                    \
+                                                                                     \
 /* z, r as above; q = hp_h (q may be NULL); c = act(xp_h + r*hp_h);                  \
    h = z*hprev + (1 - z)*c.  Gate columns gs apart, as above.  keep (a constant      \
-   at each call): z, r and c are written; else h only (they may be NULL).           \
-   Two passes over blocks of GRU_ROW_BLOCK units, z and r first, then c and h:       \
-   the same operations, but loop bodies short enough for the core to overlap       \
-   several iterations' dependency chains (three functions in one body ran 2.24     \
-   ns a unit on Zen 4, the two passes 1.62).  keep: whole-row passes through z and   \
-   r themselves; h only: blocks through two local buffers. */                       \
+   at each call): z, r and c are written (the passes over the whole row); else       \
+   h only (they may be NULL; blocks of GRU_ROW_BLOCK units, z and r in local         \
+   buffers). */                                                                      \
 static GRU_BODY_ATTR void                                                            \
 gru_reset_after_body_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R c, T* GRU_R h,           \
                            const T* GRU_R xp, const T* GRU_R hp,                     \
@@ -156,32 +176,14 @@ gru_reset_after_body_##SFX(T* GRU_R z, T* GRU_R r, T* GRU_R c, T* GRU_R h,      
 {                                                                                    \
     T zbuf[GRU_ROW_BLOCK], rbuf[GRU_ROW_BLOCK];                                      \
     if (keep) {                                                                      \
-        for (ptrdiff_t j = 0; j < H; j++) {                                          \
-            z[j] = LOGISTIC(xp[j] + hp[j]);                                          \
-            r[j] = LOGISTIC(xp[gs + j] + hp[gs + j]);                                \
-        }                                                                            \
-        for (ptrdiff_t j = 0; j < H; j++) {                                          \
-            T v = xp[2 * gs + j] + r[j] * hp[2 * gs + j];                            \
-            T cj = GRU_ACT(is_tanh, TANH, LOGISTIC, v);                              \
-            c[j] = cj;                                                               \
-            h[j] = z[j] * hprev[j] + (1 - z[j]) * cj;                                \
-        }                                                                            \
+        gru_reset_after_passes_##SFX(z, r, c, h, xp, hp, hprev, H, gs, is_tanh, 1);  \
         return;                                                                      \
     }                                                                                \
-    for (ptrdiff_t j0 = 0; j0 < H; j0 += GRU_ROW_BLOCK) {                            \
-        ptrdiff_t n = H - j0 < GRU_ROW_BLOCK ? H - j0 : GRU_ROW_BLOCK;               \
-        const T* GRU_R xb = xp + j0;                                                 \
-        const T* GRU_R hb = hp + j0;                                                 \
-        for (ptrdiff_t j = 0; j < n; j++) {                                          \
-            zbuf[j] = LOGISTIC(xb[j] + hb[j]);                                       \
-            rbuf[j] = LOGISTIC(xb[gs + j] + hb[gs + j]);                             \
-        }                                                                            \
-        for (ptrdiff_t j = 0; j < n; j++) {                                          \
-            T v = xb[2 * gs + j] + rbuf[j] * hb[2 * gs + j];                         \
-            T cj = GRU_ACT(is_tanh, TANH, LOGISTIC, v);                              \
-            h[j0 + j] = zbuf[j] * hprev[j0 + j] + (1 - zbuf[j]) * cj;                \
-        }                                                                            \
-    }                                                                                \
+    for (ptrdiff_t j0 = 0; j0 < H; j0 += GRU_ROW_BLOCK)                              \
+        gru_reset_after_passes_##SFX(zbuf, rbuf, NULL, h + j0, xp + j0, hp + j0,     \
+                                     hprev + j0,                                     \
+                                     H - j0 < GRU_ROW_BLOCK ? H - j0 : GRU_ROW_BLOCK,\
+                                     gs, is_tanh, 0);                                \
 }                                                                                    \
                                                                                      \
 static GRU_ROW_ATTR void                                                             \
