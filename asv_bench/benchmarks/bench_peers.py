@@ -33,8 +33,7 @@ def _engine(task, config, variant, name):
     if task not in engine.tasks:
         raise NotImplementedError(f"{name} has no {task} task")
     if name != "gru_cy":
-        diff, ok = check_outputs("inference" if task == "inference" else "train", engines,
-                                 x, dy, h0)[name]
+        diff, ok = check_outputs(task, engines, x, dy, h0)[name]
         if not ok:
             raise RuntimeError(f"{name} disagrees with gru_cy: max |diff| {diff:.3g}")
     fn = engine.infer(x, h0) if task == "inference" else engine.train(x, dy, h0)

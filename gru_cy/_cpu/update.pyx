@@ -6,7 +6,7 @@ get SGD's weight decay.  Both kernels zero the gradient they consume.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt, pow
+from libc.math cimport pow
 
 from gru_cy._cpu.common cimport team
 
@@ -67,6 +67,15 @@ cdef Py_ssize_t _PART = 1 << 14
 # elements a thread's part of the rules' loops takes at a time (team runs)
 
 
+cdef inline Py_ssize_t _parts(Py_ssize_t n) noexcept nogil:
+    # parts of n elements: part k is [k * _PART, _part_end(n, k))
+    return (n + _PART - 1) // _PART
+
+
+cdef inline Py_ssize_t _part_end(Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+    return min(n, (k + 1) * _PART)
+
+
 cdef int _UPDATE_SCALE = 64
 # SGD's step and its check are memory-bound: one thread is faster on this
 # 2-core machine up to at least 4.7 M elements (74 K: 17 us against 65;
@@ -79,13 +88,13 @@ cdef void sgd_update(floating* w, floating* u, floating* g, Py_ssize_t n,
                      floating batch, floating clip, int nthreads) noexcept nogil:
     # w, u, g: (n,).  u = u - g; u -= decay*batch*w (i < n_decay);
     # w += (lr/batch)*u; u *= momentum; g = 0.
-    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
+    cdef Py_ssize_t k, parts = _parts(n)
     cdef int nt = team(parts, n // _UPDATE_SCALE, nthreads)
     if nt == 1:
         _sgd_range(w, u, g, 0, n, n_decay, lr, momentum, decay, batch, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            _sgd_range(w, u, g, k * _PART, min(n, (k + 1) * _PART), n_decay, lr,
+            _sgd_range(w, u, g, k * _PART, _part_end(n, k), n_decay, lr,
                        momentum, decay, batch, clip)
 
 
@@ -120,13 +129,13 @@ cdef void adam_update(floating* w, floating* m, floating* v, floating* g, Py_ssi
     # w, m, v, g: (n,).  g' = g + decay*batch*w; m, v moments; bias-corrected step.
     cdef floating c1 = <floating>(1 - pow(b1, t))
     cdef floating c2 = <floating>(1 - pow(b2, t))
-    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
+    cdef Py_ssize_t k, parts = _parts(n)
     cdef int nt = team(parts, n, nthreads)
     if nt == 1:
         _adam_range(w, m, v, g, 0, n, lr, b1, b2, eps, decay, batch, c1, c2, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            _adam_range(w, m, v, g, k * _PART, min(n, (k + 1) * _PART), lr, b1, b2,
+            _adam_range(w, m, v, g, k * _PART, _part_end(n, k), lr, b1, b2,
                         eps, decay, batch, c1, c2, clip)
 
 
@@ -136,14 +145,14 @@ cdef void sgd_check(floating* out, const floating* w, const floating* u,
                     int nthreads) noexcept nogil:
     # out[0] = 1 where sgd_update would leave an element non-finite; nothing
     # else written.
-    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
+    cdef Py_ssize_t k, parts = _parts(n)
     cdef int bad = 0
     cdef int nt = team(parts, n // _UPDATE_SCALE, nthreads)
     if nt == 1:
         bad = _sgd_bad_range(w, u, g, 0, n, n_decay, lr, momentum, decay, batch, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            bad |= _sgd_bad_range(w, u, g, k * _PART, min(n, (k + 1) * _PART),
+            bad |= _sgd_bad_range(w, u, g, k * _PART, _part_end(n, k),
                                   n_decay, lr, momentum, decay, batch, clip)
     if bad:
         out[0] = 1
@@ -158,13 +167,13 @@ cdef void adam_check(floating* out, const floating* w, const floating* m,
     cdef int bad = 0
     cdef floating c1 = <floating>(1 - pow(b1, t))
     cdef floating c2 = <floating>(1 - pow(b2, t))
-    cdef Py_ssize_t k, parts = (n + _PART - 1) // _PART
+    cdef Py_ssize_t k, parts = _parts(n)
     cdef int nt = team(parts, n, nthreads)
     if nt == 1:
         bad = _adam_bad_range(w, m, v, g, 0, n, lr, b1, b2, eps, decay, batch, c1, c2, clip)
     else:
         for k in prange(parts, nogil=True, schedule="static", num_threads=nt):
-            bad |= _adam_bad_range(w, m, v, g, k * _PART, min(n, (k + 1) * _PART),
+            bad |= _adam_bad_range(w, m, v, g, k * _PART, _part_end(n, k),
                                    lr, b1, b2, eps, decay, batch, c1, c2, clip)
     if bad:
         out[0] = 1
